@@ -1,0 +1,1 @@
+"""The click command line: parse options, call the core, print. No logic lives here."""

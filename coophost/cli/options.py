@@ -1,0 +1,61 @@
+"""Options every command shares, and the context object they fill."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+INVENTORY_ENV = "COOPHOST_INVENTORY"
+DEFAULT_INVENTORY = Path("inventories/lab")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    """What the root command learned: where the co-op lives and how to talk."""
+
+    inventory: Path
+    inventory_given: bool
+    debug: bool
+    out: Console
+    err: Console
+
+    def emit_json(self, data: object) -> None:
+        """Print `data` as JSON on stdout (one document, newline-terminated)."""
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def make_context(inventory: Path | None, debug: bool) -> AppContext:
+    """Build the AppContext from the root options and the environment."""
+    env = os.environ.get(INVENTORY_ENV)
+    chosen = inventory or (Path(env) if env else None)
+    return AppContext(
+        inventory=chosen or DEFAULT_INVENTORY,
+        inventory_given=chosen is not None,
+        debug=debug,
+        out=Console(highlight=False, soft_wrap=True),
+        err=Console(stderr=True, highlight=False, soft_wrap=True),
+    )
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def json_option(func: F) -> F:
+    """`--json`: print data as JSON instead of a table."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON instead of a table.")(func)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether standard output is a terminal (live progress) or a pipe (plain lines)."""
+    return sys.stdout.isatty()
