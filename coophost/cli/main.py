@@ -20,6 +20,8 @@ from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, Coophost
 COMMAND_MODULES = (
     "coophost.cli.lab",
     "coophost.cli.host",
+    "coophost.cli.registry",
+    "coophost.cli.plan",
 )
 
 

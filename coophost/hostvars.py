@@ -1,0 +1,54 @@
+"""Write each host's rendered vars file (host_vars/<host>.yml), generating secrets on need.
+
+The side-effect half of rendering: `render` builds the text, this module supplies secrets
+from the vault store and writes the files atomically. Callers hold the co-op lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from coophost.desired import compute
+from coophost.errors import UsageError
+from coophost.fsutil import atomic_write
+from coophost.render import render_host_file, unit_vars
+from coophost.secrets import SecretStore
+
+HOST_VARS_DIR = "host_vars"
+
+
+def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str], SecretStore]:
+    """Return each host's vars file text (or one host's), and the store that supplied secrets."""
+    desired = compute(root)
+    registry = desired.loaded.registry
+    catalogue = desired.loaded.catalogue
+    if only_host is not None and only_host not in registry.hosts:
+        raise UsageError(f"no host {only_host!r} in hosts.yml")
+    store = SecretStore(root, registry.coop.vault, catalogue)
+    per_host: dict[str, dict[str, list[dict[str, Any]]]] = {h: {} for h in registry.hosts}
+    for (slug, service_name), unit in sorted(desired.units.items()):
+        if only_host is not None and unit.host != only_host:
+            continue
+        variables = unit_vars(registry.members[slug], catalogue.services[service_name])
+        per_host[unit.host].setdefault(service_name, []).append(variables)
+    texts = {}
+    for name, host in registry.hosts.items():
+        if only_host is not None and name != only_host:
+            continue
+        texts[name] = render_host_file(
+            host=host, coop=registry.coop, units=per_host[name],
+            service_names=catalogue.services, host_hash_value=desired.host_hashes[name],
+            vault=store.ciphertext)
+    return texts, store
+
+
+def render_hosts(root: Path, out: Path, only_host: str | None = None) -> list[Path]:
+    """Write host_vars/<host>.yml under `out`; new secrets are saved first. Returns the paths."""
+    texts, store = host_files(root, only_host)
+    written = store.save()
+    for name, text in texts.items():
+        path = out / HOST_VARS_DIR / f"{name}.yml"
+        atomic_write(path, text, 0o600)
+        written.append(path)
+    return written

@@ -1,0 +1,112 @@
+"""Placement: which host runs each (member, service) unit. Pure, deterministic and sticky.
+
+A unit recorded in its member file stays where it is (it never moves by itself, even when its
+host is now over capacity: moving is `coophost member move`). A new unit goes to the host of
+its service's group with the most free declared capacity that fits it; ties go to the host
+name that sorts first. Units are placed in (service, member) order, so the same registry
+always gives the same placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from coophost.errors import ConfigError
+
+RESOURCES = ("ram_mb", "disk_gb")
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One unit to place: who, what, what it costs, and where it is recorded (if anywhere)."""
+
+    member: str
+    service: str
+    group: str
+    cost: Mapping[str, int]
+    recorded: str | None = None
+
+
+@dataclass
+class Placement:
+    """The outcome: a host per unit, which units are newly placed, and each host's usage."""
+
+    hosts: dict[tuple[str, str], str] = field(default_factory=dict)
+    new: set[tuple[str, str]] = field(default_factory=set)
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def overcommitted(self, capacity: Mapping[str, Mapping[str, int]]) -> list[str]:
+        """Hosts whose recorded units need more than they declare."""
+        return sorted(h for h, used in self.usage.items()
+                      if any(used[r] > capacity[h][r] for r in RESOURCES))
+
+
+class NoHostFits(ConfigError):
+    """No host of the service's group has room for a unit (exit 2)."""
+
+
+def free(capacity: Mapping[str, int], used: Mapping[str, int]) -> dict[str, int]:
+    """Return what is left of `capacity` after `used`."""
+    return {r: capacity[r] - used[r] for r in RESOURCES}
+
+
+def fits(capacity: Mapping[str, int], used: Mapping[str, int], cost: Mapping[str, int]) -> bool:
+    """Whether `cost` fits into what `used` leaves of `capacity`."""
+    return all(used[r] + cost[r] <= capacity[r] for r in RESOURCES)
+
+
+def place(demands: Iterable[Demand], capacity: Mapping[str, Mapping[str, int]],
+          groups: Mapping[str, Iterable[str]]) -> Placement:
+    """Place every unit: recorded ones where they are, new ones by free capacity.
+
+    `capacity` maps host -> {ram_mb, disk_gb}; `groups` maps group -> its hosts. Raises
+    NoHostFits for the first new unit no host can take.
+    """
+    result = Placement(usage={h: dict.fromkeys(RESOURCES, 0) for h in capacity})
+    pending: list[Demand] = []
+    for demand in demands:
+        if demand.recorded is not None and demand.recorded in capacity:
+            _assign(result, demand, demand.recorded)
+        else:
+            pending.append(demand)
+    members_of = {group: sorted(hosts) for group, hosts in groups.items()}
+    for demand in sorted(pending, key=lambda d: (d.service, d.member)):
+        candidates = [h for h in members_of.get(demand.group, ())
+                      if fits(capacity[h], result.usage[h], demand.cost)]
+        if not candidates:
+            raise _no_fit(demand, capacity, result, members_of.get(demand.group, []))
+        best = min(candidates, key=lambda h: (-_free_share(capacity[h], result.usage[h],
+                                                           demand.cost), h))
+        _assign(result, demand, best)
+        result.new.add((demand.member, demand.service))
+    return result
+
+
+def _free_share(capacity: Mapping[str, int], used: Mapping[str, int],
+                cost: Mapping[str, int]) -> float:
+    """Return the scarcer resource's share left after placing `cost` (0..1)."""
+    return min((capacity[r] - used[r] - cost[r]) / capacity[r] if capacity[r] else 0.0
+               for r in RESOURCES)
+
+
+def _assign(result: Placement, demand: Demand, host: str) -> None:
+    result.hosts[(demand.member, demand.service)] = host
+    used = result.usage[host]
+    for r in RESOURCES:
+        used[r] += demand.cost[r]
+
+
+def _no_fit(demand: Demand, capacity: Mapping[str, Mapping[str, int]], result: Placement,
+            hosts: list[str]) -> NoHostFits:
+    need = f"{demand.cost['ram_mb']} MB RAM and {demand.cost['disk_gb']} GB disk"
+    if not hosts:
+        return NoHostFits(f"members/{demand.member}.yml: services.{demand.service}: no host is "
+                          f"in the {demand.group!r} group", hint="add one with `coophost host "
+                          f"add NAME --group {demand.group} ...`")
+    left = ", ".join(f"{h}: {f['ram_mb']} MB/{f['disk_gb']} GB free"
+                     for h in hosts for f in [free(capacity[h], result.usage[h])])
+    return NoHostFits(f"members/{demand.member}.yml: services.{demand.service}: no host of the "
+                      f"{demand.group!r} group has {need} free ({left})",
+                      hint="add a host, raise a host's declared capacity, or lower the "
+                      "service's settings")

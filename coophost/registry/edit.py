@@ -1,0 +1,392 @@
+"""Writes to the registry: each one locked, validated as a whole, atomic, and comment-keeping.
+
+Every operation reads the file as a ruamel.yaml round-trip document, changes it, checks the
+result exactly as a load would (the member alone, then across the whole co-op), and only then
+replaces the file atomically. A rejected change writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from coophost.catalogue import Catalogue, Service, load_catalogue
+from coophost.errors import ConfigError, UsageError
+from coophost.fsutil import atomic_write
+from coophost.lock import coop_lock
+from coophost.placement import RESOURCES, Demand, fits, place
+from coophost.registry import checks
+from coophost.registry.loader import Loaded, load_registry
+from coophost.registry.model import HOSTS_FILE, MEMBERS_DIR, Member, Registry
+from coophost.registry.parse import cross_check, parse_hosts, parse_member
+from coophost.registry.yamlio import load_text, rt_dump, rt_load
+from coophost.render import quote
+
+MEMBER_TEMPLATE = """\
+# Member {slug}: one file per member. coophost checks every change before saving it;
+# `coophost member edit {slug}` opens it in $EDITOR and refuses an invalid result.
+slug: {slug}
+name: {name}
+contact: {contact}
+status: active          # active | suspended
+domains: {domains}
+ssh_keys: {ssh_keys}
+# Enabled services and their settings (`coophost service list` shows every parameter).
+services: {{}}
+# Which host runs each service. Written by coophost and sticky: a unit never moves by
+# itself; `coophost member move {slug} SERVICE HOST` moves one.
+placement: {{}}
+"""
+
+
+def member_path(root: Path, slug: str) -> Path:
+    """members/<slug>.yml, after checking the slug (so no path ever escapes members/)."""
+    checks.slug(slug, "(command line)", "member")
+    return root / MEMBERS_DIR / f"{slug}.yml"
+
+
+def _flow_list(values: list[str]) -> str:
+    return "[" + ", ".join(quote(v) for v in values) + "]" if values else "[]"
+
+
+@contextlib.contextmanager
+def _locked(root: Path, purpose: str) -> Iterator[Loaded]:
+    with coop_lock(root, purpose=purpose):
+        yield load_registry(root, need_hosts=False)
+
+
+def _check_member_text(loaded: Loaded, slug: str, text: str) -> Member:
+    """Validate new text for members/<slug>.yml as a load would, alone and across the co-op."""
+    label = f"{MEMBERS_DIR}/{slug}.yml"
+    registry = loaded.registry
+    member = parse_member(load_text(text, label), label, slug, registry.coop, loaded.catalogue)
+    members = dict(registry.members)
+    members[slug] = member
+    checked = Registry(registry.root, registry.coop, registry.hosts, members)
+    if registry.hosts:
+        cross_check(checked, loaded.catalogue)
+    else:
+        cross_check(Registry(registry.root, registry.coop, {}, {
+            s: replace(m, placement={}) for s, m in members.items()}), loaded.catalogue)
+    return member
+
+
+def add_member(root: Path, slug: str, name: str, contact: str, domains: list[str],
+               ssh_keys: list[str]) -> Path:
+    """Create members/<slug>.yml."""
+    path = member_path(root, slug)
+    with _locked(root, f"member add {slug}") as loaded:
+        if path.exists():
+            raise UsageError(f"member {slug!r} already exists ({MEMBERS_DIR}/{slug}.yml)")
+        text = MEMBER_TEMPLATE.format(slug=slug, name=quote(name), contact=quote(contact),
+                                      domains=_flow_list(domains),
+                                      ssh_keys=_flow_list(ssh_keys))
+        _check_member_text(loaded, slug, text)
+        atomic_write(path, text)
+    return path
+
+
+def read_member_text(root: Path, slug: str) -> str:
+    """Return the current text of a member's file."""
+    path = member_path(root, slug)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"no member {slug!r}", hint="`coophost member list` shows them"
+                         ) from None
+
+
+def replace_member_text(root: Path, slug: str, text: str) -> Member:
+    """Replace a member's file with `text` after validating it (used by `member edit`)."""
+    with _locked(root, f"member edit {slug}") as loaded:
+        read_member_text(root, slug)
+        member = _check_member_text(loaded, slug, text)
+        atomic_write(member_path(root, slug), text)
+    return member
+
+
+def update_member(root: Path, slug: str, change: Callable[[Any, Loaded], None],
+                  purpose: str) -> Member:
+    """Apply `change` to the round-trip document of a member file; validate; write."""
+    with _locked(root, purpose) as loaded:
+        doc = rt_load(read_member_text(root, slug))
+        change(doc, loaded)
+        text = rt_dump(doc)
+        member = _check_member_text(loaded, slug, text)
+        atomic_write(member_path(root, slug), text)
+    return member
+
+
+def _block_map(doc: Any, key: str) -> Any:
+    """doc[key] as a block-style mapping (created when missing or empty)."""
+    from ruamel.yaml.comments import CommentedMap
+
+    current = doc.get(key)
+    if not isinstance(current, CommentedMap) or not current:
+        fresh = CommentedMap(current or {})
+        fresh.fa.set_block_style()
+        doc[key] = fresh
+    return doc[key]
+
+
+def _seq(doc: Any, key: str) -> Any:
+    from ruamel.yaml.comments import CommentedSeq
+
+    current = doc.get(key)
+    if not isinstance(current, CommentedSeq):
+        doc[key] = CommentedSeq(current or [])
+    doc[key].fa.set_block_style()
+    return doc[key]
+
+
+def edit_fields(root: Path, slug: str, *, name: str | None = None, contact: str | None = None,
+                add_domains: tuple[str, ...] = (), remove_domains: tuple[str, ...] = (),
+                add_keys: tuple[str, ...] = (), remove_keys: tuple[str, ...] = ()) -> Member:
+    """Change a member's top-level fields."""
+    def change(doc: Any, _: Loaded) -> None:
+        if name is not None:
+            doc["name"] = name
+        if contact is not None:
+            doc["contact"] = contact
+        for key, adds, removes in (("domains", add_domains, remove_domains),
+                                   ("ssh_keys", add_keys, remove_keys)):
+            if not adds and not removes:
+                continue
+            seq = _seq(doc, key)
+            for value in removes:
+                if value not in seq:
+                    raise UsageError(f"{slug} has no {key[:-1].replace('_', ' ')} {value!r}")
+                seq.remove(value)
+            seq.extend(v for v in adds if v not in seq)
+    return update_member(root, slug, change, f"member edit {slug}")
+
+
+def set_status(root: Path, slug: str, status: str) -> Member:
+    """Suspend or resume a member."""
+    def change(doc: Any, _: Loaded) -> None:
+        doc["status"] = status
+    return update_member(root, slug, change, f"member {status} {slug}")
+
+
+def remove_member(root: Path, slug: str) -> None:
+    """Delete a member's file (its services go at the next deploy; its secrets file stays)."""
+    path = member_path(root, slug)
+    with coop_lock(root, purpose=f"member remove {slug}"):
+        read_member_text(root, slug)
+        path.unlink()
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def parse_setting(service: Service, assignment: str) -> tuple[str, Any]:
+    """`key=value` from the command line, typed by the service's parameter."""
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise UsageError(f"--set {assignment!r}: expected key=value")
+    checks.refuse_unknown_keys({key: None}, service.parameters, "(command line)",
+                               f"--set {service.name}")
+    kind = service.parameters[key].type
+    if kind in ("text", "email", "vhost", "choice") or (kind == "member_domains"
+                                                        and raw == "all"):
+        return key, raw
+    return key, load_text(raw, "(command line)")
+
+
+def enable_service(root: Path, slug: str, service_name: str,
+                   settings: Mapping[str, Any]) -> tuple[Member, str]:
+    """Enable (or reconfigure) a service for a member and record where it is placed."""
+    catalogue = load_catalogue()
+    service = catalogue.get(service_name, "(command line)", "service")
+    placed: dict[str, str] = {}
+
+    def change(doc: Any, loaded: Loaded) -> None:
+        from ruamel.yaml.comments import CommentedMap
+
+        services = _block_map(doc, "services")
+        current = services.get(service_name)
+        if not isinstance(current, CommentedMap):
+            current = CommentedMap()
+            services[service_name] = current
+        current.fa.set_block_style()
+        for key, value in settings.items():
+            current[key] = value
+        placement = _block_map(doc, "placement")
+        if service_name not in placement:
+            placed["host"] = _place_one(loaded, slug, service, doc)
+            placement[service_name] = placed["host"]
+        else:
+            placed["host"] = str(placement[service_name])
+
+    member = update_member(root, slug, change, f"service enable {slug} {service_name}")
+    return member, placed["host"]
+
+
+def _place_one(loaded: Loaded, slug: str, service: Service, doc: Any) -> str:
+    """Where a new unit goes, given every recorded placement of the co-op."""
+    registry = _with_hosts(loaded)
+    label = f"{MEMBERS_DIR}/{slug}.yml"
+    member = parse_member(load_text(rt_dump(doc), label), label, slug, registry.coop,
+                          loaded.catalogue)
+    members = dict(registry.members)
+    members[slug] = member
+    demands = _demands(members, loaded.catalogue)
+    groups: dict[str, list[str]] = {}
+    for host in registry.hosts.values():
+        for group in host.groups:
+            groups.setdefault(group, []).append(host.name)
+    result = place(demands, {h.name: h.capacity for h in registry.hosts.values()}, groups)
+    return result.hosts[(slug, service.name)]
+
+
+def _demands(members: Mapping[str, Member], catalogue: Catalogue) -> list[Demand]:
+    demands = []
+    for slug, member in members.items():
+        for name, settings in member.services.items():
+            service = catalogue.services[name]
+            demands.append(Demand(slug, name, service.group, service.unit_cost(settings),
+                                  member.placement.get(name)))
+    return demands
+
+
+def _with_hosts(loaded: Loaded) -> Registry:
+    if not loaded.registry.hosts:
+        from coophost.registry.loader import load_hosts
+
+        hosts = load_hosts(loaded.registry.root, loaded.catalogue)
+        return replace(loaded.registry, hosts=hosts)
+    return loaded.registry
+
+
+def disable_service(root: Path, slug: str, service_name: str) -> Member:
+    """Disable a member's service (its unit is removed at the next deploy)."""
+    def change(doc: Any, _: Loaded) -> None:
+        services = doc.get("services") or {}
+        if service_name not in services:
+            raise UsageError(f"{slug} does not have {service_name!r} enabled")
+        del services[service_name]
+        placement = doc.get("placement") or {}
+        if service_name in placement:
+            del placement[service_name]
+    return update_member(root, slug, change, f"service disable {slug} {service_name}")
+
+
+def move_unit(root: Path, slug: str, service_name: str, host_name: str,
+              force: bool = False) -> Member:
+    """Record that a member's service now runs on `host_name` (checked for group and room)."""
+    def change(doc: Any, loaded: Loaded) -> None:
+        registry = _with_hosts(loaded)
+        member = registry.members.get(slug)
+        if member is None or service_name not in member.services:
+            raise UsageError(f"{slug} does not have {service_name!r} enabled")
+        service = loaded.catalogue.services[service_name]
+        host = registry.hosts.get(host_name)
+        if host is None:
+            raise UsageError(f"no host {host_name!r} in hosts.yml")
+        if service.group not in host.groups:
+            raise UsageError(f"host {host_name!r} is not in the {service.group!r} group")
+        others = {s: m for s, m in registry.members.items() if s != slug}
+        used = dict.fromkeys(RESOURCES, 0)
+        for demand in _demands(others, loaded.catalogue):
+            if demand.recorded == host_name:
+                for r in RESOURCES:
+                    used[r] += demand.cost[r]
+        for other_service, other_host in member.placement.items():
+            if other_host == host_name and other_service != service_name:
+                cost = loaded.catalogue.services[other_service].unit_cost(
+                    member.services[other_service])
+                for r in RESOURCES:
+                    used[r] += cost[r]
+        cost = service.unit_cost(member.services[service_name])
+        if not force and not fits(host.capacity, used, cost):
+            raise ConfigError(f"{host_name} has not enough free capacity for {slug}/"
+                              f"{service_name} (needs {cost['ram_mb']} MB RAM, "
+                              f"{cost['disk_gb']} GB disk)", hint="--force moves it anyway")
+        _block_map(doc, "placement")[service_name] = host_name
+    return update_member(root, slug, change, f"member move {slug} {service_name}")
+
+
+# ---- hosts.yml -----------------------------------------------------------------------------
+
+def _update_hosts(root: Path, change: Callable[[Any, Loaded], None], purpose: str) -> None:
+    with coop_lock(root, purpose=purpose):
+        loaded = load_registry(root, need_hosts=False)
+        path = root / HOSTS_FILE
+        text = path.read_text() if path.exists() else "all:\n  hosts: {}\n  children: {}\n"
+        doc = rt_load(text)
+        change(doc, loaded)
+        new_text = rt_dump(doc)
+        hosts = parse_hosts(load_text(new_text, HOSTS_FILE), HOSTS_FILE, loaded.catalogue)
+        cross_check(replace(loaded.registry, hosts=hosts), loaded.catalogue)
+        atomic_write(path, new_text)
+
+
+def add_host(root: Path, name: str, *, address: str, port: int, fqdn: str | None,
+             ram_mb: int, disk_gb: int, groups: tuple[str, ...]) -> None:
+    """Add a host with its connection facts, capacity and service groups to hosts.yml."""
+    from ruamel.yaml.comments import CommentedMap
+
+    checks.host_name(name, "(command line)", "host")
+    catalogue = load_catalogue()
+    known_groups = sorted({s.group for s in catalogue.services.values()})
+    for group in groups:
+        checks.refuse_unknown_keys({group: None}, known_groups, "(command line)", "--group")
+
+    def change(doc: Any, _: Loaded) -> None:
+        everything = _block_map(doc, "all")
+        hosts = _block_map(everything, "hosts")
+        if name in hosts or any(name in (g.get("hosts") or {})
+                                for g in (everything.get("children") or {}).values()):
+            raise UsageError(f"host {name!r} is already in hosts.yml")
+        entry = CommentedMap()
+        entry["ansible_host"] = address
+        if port != 22:
+            entry["ansible_port"] = port
+        if fqdn:
+            entry["coophost_fqdn"] = fqdn
+        capacity = CommentedMap([("ram_mb", ram_mb), ("disk_gb", disk_gb)])
+        capacity.fa.set_flow_style()
+        entry["coophost_capacity"] = capacity
+        hosts[name] = entry
+        children = _block_map(everything, "children")
+        for group in groups:
+            if group not in children or children[group] is None:
+                children[group] = CommentedMap()
+            members = _block_map(children[group], "hosts")
+            members[name] = None
+
+    _update_hosts(root, change, f"host add {name}")
+
+
+def remove_host(root: Path, name: str, applied_units: int = 0) -> None:
+    """Remove a host from hosts.yml; refused while units are placed on it or applied there."""
+    def change(doc: Any, loaded: Loaded) -> None:
+        placed = sorted(f"{m.slug}/{s}" for m in loaded.registry.members.values()
+                        for s, h in m.placement.items() if h == name)
+        if placed:
+            raise UsageError(f"host {name!r} still runs {len(placed)} unit(s): "
+                             f"{', '.join(placed[:5])}", hint="move them first with "
+                             "`coophost member move MEMBER SERVICE HOST`")
+        if applied_units:
+            raise UsageError(f"state.db still records {applied_units} unit(s) applied on "
+                             f"{name!r}", hint="deploy the moves first")
+        everything = doc.get("all") or {}
+        found = False
+        if name in (everything.get("hosts") or {}):
+            del everything["hosts"][name]
+            found = True
+        for group in (everything.get("children") or {}).values():
+            members = (group or {}).get("hosts") or {}
+            if name in members:
+                del members[name]
+                found = True
+        if not found:
+            raise UsageError(f"no host {name!r} in hosts.yml")
+
+    _update_hosts(root, change, f"host remove {name}")

@@ -1,0 +1,90 @@
+"""`coophost init DIR`: a new, valid, empty co-op directory."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from coophost.catalogue import load_catalogue
+from coophost.errors import UsageError
+from coophost.fsutil import atomic_write
+from coophost.registry import checks
+from coophost.registry.model import COOP_FILE, HOSTS_FILE, MEMBERS_DIR, SECRETS_DIR
+from coophost.registry.parse import parse_coop, parse_hosts
+from coophost.registry.yamlio import load_text
+from coophost.render import quote
+
+VAULT_PASSWORD_FILE = "vault-password"  # noqa: S105 - a file name, not a password
+
+COOP_TEMPLATE = """\
+# {name}: the co-op's own settings. Every member file is checked against these rules.
+name: {quoted_name}
+domain: {domain}
+contacts:
+  - {contact}
+acme:
+  # Any ACME CA; Let's Encrypt's production directory by default.
+  directory: https://acme-v02.api.letsencrypt.org/directory
+  email: {contact}
+allowances:
+  domains: 10            # domains per member
+  services: {{}}           # e.g. mail: {{mailboxes: 50, quota_mb: 10240}}
+retention:
+  backups_days: 30
+  runs_days: 90
+vault:
+  # The ansible-vault password: the env variable wins, else the file (never commit it).
+  password_env: COOPHOST_VAULT_PASSWORD
+  password_file: {password_file}
+"""
+
+HOSTS_TEMPLATE = """\
+# The co-op's hosts: a plain Ansible inventory. One group per service says which hosts may
+# run it; coophost_capacity declares what placement may fill. `coophost host add` edits this.
+all:
+  vars:
+    ansible_user: coophost
+    ansible_become: true
+  hosts: {}
+  children:
+    mail: {hosts: {}}
+    nextcloud: {hosts: {}}
+    git: {hosts: {}}
+    discourse: {hosts: {}}
+"""
+
+GITIGNORE = """\
+# coophost state and caches
+.coophost/
+# the vault password (keep a copy somewhere safe: without it the secrets are lost)
+vault-password
+# rendered by `coophost render`
+host_vars/
+"""
+
+
+def init_coop(directory: Path, *, name: str, domain: str, contact: str) -> list[Path]:
+    """Create coop.yml, hosts.yml, members/, secrets/, .gitignore and a vault password file."""
+    if (directory / COOP_FILE).exists():
+        raise UsageError(f"{directory} already holds a co-op ({COOP_FILE} exists)")
+    catalogue = load_catalogue()
+    checks.text(name, "(command line)", "--name", 100)
+    checks.domain(domain, "(command line)", "--domain")
+    checks.email(contact, "(command line)", "--contact")
+    coop_text = COOP_TEMPLATE.format(name=name.replace("\n", " "), quoted_name=quote(name),
+                                     domain=domain, contact=contact,
+                                     password_file=VAULT_PASSWORD_FILE)
+    parse_coop(load_text(coop_text, COOP_FILE), COOP_FILE, catalogue)
+    parse_hosts(load_text(HOSTS_TEMPLATE, HOSTS_FILE), HOSTS_FILE, catalogue)
+    created = []
+    for folder in (MEMBERS_DIR, SECRETS_DIR):
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+        created.append(directory / folder)
+    for file, text, mode in ((COOP_FILE, coop_text, 0o644), (HOSTS_FILE, HOSTS_TEMPLATE, 0o644),
+                             (".gitignore", GITIGNORE, 0o644),
+                             (VAULT_PASSWORD_FILE, secrets.token_urlsafe(32) + "\n", 0o600)):
+        path = directory / file
+        if not path.exists():
+            atomic_write(path, text, mode)
+            created.append(path)
+    return created

@@ -1,0 +1,104 @@
+"""The registry's records: the co-op, its hosts and its members, as immutable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COOP_FILE = "coop.yml"
+HOSTS_FILE = "hosts.yml"
+MEMBERS_DIR = "members"
+SECRETS_DIR = "secrets"
+STATE_DIR = ".coophost"
+MEMBER_STATUSES = ("active", "suspended")
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Where the ansible-vault password comes from (coop.yml `vault:`)."""
+
+    password_file: str | None = None
+    password_env: str | None = None
+    create_password_file: bool = False
+
+
+@dataclass(frozen=True)
+class Coop:
+    """coop.yml: who the co-op is and the rules every member's record is checked against."""
+
+    name: str
+    domain: str
+    contacts: tuple[str, ...]
+    acme_directory: str
+    acme_email: str
+    artifact_source: str | None
+    allowances: dict[str, Any]
+    retention: dict[str, int]
+    vault: VaultSettings
+
+    def as_vars(self) -> dict[str, Any]:
+        """Return what roles may need to know about the co-op."""
+        return {"name": self.name, "domain": self.domain, "contacts": list(self.contacts),
+                "acme_directory": self.acme_directory, "acme_email": self.acme_email,
+                "artifact_source": self.artifact_source}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of hosts.yml: its service groups and declared capacity."""
+
+    name: str
+    fqdn: str
+    address: str
+    groups: tuple[str, ...]
+    capacity: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A member domain: the form a person wrote (Unicode) and its DNS (A-label) form."""
+
+    name: str
+    ascii: str
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member file, validated, with every enabled service's settings resolved."""
+
+    slug: str
+    name: str
+    contact: str
+    status: str
+    domains: tuple[Domain, ...]
+    ssh_keys: tuple[str, ...]
+    services: dict[str, dict[str, Any]]
+    placement: dict[str, str]
+    file: str = field(default="", compare=False)
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain data (for the parse cache)."""
+        return {"slug": self.slug, "name": self.name, "contact": self.contact,
+                "status": self.status, "domains": [(d.name, d.ascii) for d in self.domains],
+                "ssh_keys": list(self.ssh_keys), "services": self.services,
+                "placement": self.placement, "file": self.file}
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Member:
+        """Rebuild a record that `to_plain` produced."""
+        return cls(slug=data["slug"], name=data["name"], contact=data["contact"],
+                   status=data["status"],
+                   domains=tuple(Domain(n, a) for n, a in data["domains"]),
+                   ssh_keys=tuple(data["ssh_keys"]), services=data["services"],
+                   placement=data["placement"], file=data["file"])
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A whole co-op directory, loaded and cross-checked."""
+
+    root: Path
+    coop: Coop
+    hosts: dict[str, Host]
+    members: dict[str, Member]

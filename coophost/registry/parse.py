@@ -1,0 +1,351 @@
+"""Pure parsing and validation of coop.yml, hosts.yml and member files into registry records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from coophost.catalogue import Catalogue, Parameter, Service
+from coophost.registry import checks
+from coophost.registry.model import (
+    MEMBER_STATUSES,
+    Coop,
+    Domain,
+    Host,
+    Member,
+    Registry,
+    VaultSettings,
+)
+
+COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
+             "vault")
+MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "services",
+               "placement")
+CAPACITY_KEYS = ("ram_mb", "disk_gb")
+MAX_DOMAINS = 100
+
+
+def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
+    """Check coop.yml's content."""
+    top = checks.mapping(data, file, "")
+    checks.refuse_unknown_keys(top, COOP_KEYS, file, "")
+    name = checks.text(top.get("name"), file, "name", 100)
+    domain, _ = checks.domain(top.get("domain"), file, "domain")
+    contacts = tuple(checks.email(c, file, f"contacts[{i}]")
+                     for i, c in enumerate(checks.sequence(top.get("contacts"), file,
+                                                           "contacts", 20)))
+    if not contacts:
+        checks.fail(file, "contacts", [], "needs at least one contact address")
+    acme = checks.mapping(top.get("acme"), file, "acme")
+    checks.refuse_unknown_keys(acme, ("directory", "email"), file, "acme")
+    artifacts = checks.mapping(top.get("artifacts"), file, "artifacts")
+    checks.refuse_unknown_keys(artifacts, ("source",), file, "artifacts")
+    source = artifacts.get("source")
+    if source is not None:
+        checks.text(source, file, "artifacts.source", 500)
+    return Coop(
+        name=name, domain=domain, contacts=contacts,
+        acme_directory=checks.url(acme.get("directory",
+                                           "https://acme-v02.api.letsencrypt.org/directory"),
+                                  file, "acme.directory"),
+        acme_email=checks.email(acme.get("email", contacts[0]), file, "acme.email"),
+        artifact_source=source,
+        allowances=_allowances(top.get("allowances"), file, catalogue),
+        retention={key: checks.integer(value, file, f"retention.{key}", 0, 36500)
+                   for key, value in checks.mapping(top.get("retention"), file,
+                                                    "retention").items()},
+        vault=_vault(top.get("vault"), file),
+    )
+
+
+def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]:
+    allowances = checks.mapping(data, file, "allowances")
+    checks.refuse_unknown_keys(allowances, ("domains", "services"), file, "allowances")
+    result: dict[str, Any] = {"domains": checks.integer(allowances.get("domains", 10), file,
+                                                         "allowances.domains", 0, MAX_DOMAINS)}
+    per_service = checks.mapping(allowances.get("services"), file, "allowances.services")
+    checks.refuse_unknown_keys(per_service, catalogue.services, file, "allowances.services")
+    result["services"] = {}
+    for service_name, limits in per_service.items():
+        where = f"allowances.services.{service_name}"
+        limits = checks.mapping(limits, file, where)
+        service = catalogue.services[service_name]
+        limited = [p.name for p in service.parameters.values()
+                   if p.type in ("int", "localparts", "aliases", "member_domains")]
+        checks.refuse_unknown_keys(limits, limited, file, where)
+        result["services"][service_name] = {
+            key: checks.integer(value, file, f"{where}.{key}", 0) for key, value in limits.items()}
+    return result
+
+
+def _vault(data: object, file: str) -> VaultSettings:
+    vault = checks.mapping(data, file, "vault")
+    checks.refuse_unknown_keys(vault, ("password_file", "password_env", "create_password_file"),
+                               file, "vault")
+    password_file = vault.get("password_file")
+    password_env = vault.get("password_env")
+    if password_file is not None:
+        checks.text(password_file, file, "vault.password_file", 500)
+    if password_env is not None and (not isinstance(password_env, str)
+                                     or not password_env.isidentifier()):
+        checks.fail(file, "vault.password_env", password_env, "must be an environment "
+                    "variable name")
+    if password_file is None and password_env is None:
+        checks.fail(file, "vault", vault, "name a password_file or a password_env")
+    create = checks.boolean(vault.get("create_password_file", False), file,
+                            "vault.create_password_file")
+    return VaultSettings(password_file=password_file, password_env=password_env,
+                         create_password_file=create)
+
+
+def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host]:
+    """Check hosts.yml (a plain Ansible inventory): every host with its groups and capacity."""
+    top = checks.mapping(data, file, "")
+    if "all" not in top:
+        checks.fail(file, "all", None, "an Ansible YAML inventory starts with `all:`")
+    raw_hosts: dict[str, dict[str, Any]] = {}
+    groups: dict[str, set[str]] = {}
+    _walk_group("all", top["all"], {}, raw_hosts, groups, file, "all")
+    service_groups = {service.group for service in catalogue.services.values()}
+    hosts: dict[str, Host] = {}
+    for name, hvars in raw_hosts.items():
+        where = f"hosts.{name}"
+        checks.host_name(name, file, where)
+        member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
+        capacity = _capacity(hvars.get("coophost_capacity"), file,
+                             f"{where}.coophost_capacity",
+                             required=bool(service_groups.intersection(member_of)))
+        fqdn = hvars.get("coophost_fqdn", name)
+        if "." in str(fqdn):
+            fqdn, _ = checks.domain(fqdn, file, f"{where}.coophost_fqdn")
+        hosts[name] = Host(name=name, fqdn=str(fqdn),
+                           address=str(hvars.get("ansible_host", name)),
+                           groups=member_of, capacity=capacity)
+    return dict(sorted(hosts.items()))
+
+
+def _capacity(value: object, file: str, where: str, required: bool) -> dict[str, int]:
+    if value is None:
+        if required:
+            checks.fail(file, where, None, "a host in a service group must declare its "
+                        "capacity", hint="coophost_capacity: {ram_mb: 4096, disk_gb: 40}")
+        return {"ram_mb": 0, "disk_gb": 0}
+    capacity = checks.mapping(value, file, where)
+    checks.refuse_unknown_keys(capacity, CAPACITY_KEYS, file, where)
+    return {key: checks.integer(capacity.get(key), file, f"{where}.{key}", 0)
+            for key in CAPACITY_KEYS}
+
+
+def _walk_group(group: str, node: object, inherited: dict[str, Any],
+                hosts: dict[str, dict[str, Any]], groups: dict[str, set[str]], file: str,
+                where: str) -> None:
+    spec = checks.mapping(node, file, where)
+    checks.refuse_unknown_keys(spec, ("hosts", "vars", "children"), file, where)
+    merged = {**inherited, **checks.mapping(spec.get("vars"), file, f"{where}.vars")}
+    for name, hvars in checks.mapping(spec.get("hosts"), file, f"{where}.hosts").items():
+        entry = hosts.setdefault(name, {})
+        for key, value in merged.items():
+            entry.setdefault(key, value)
+        entry.update(checks.mapping(hvars, file, f"{where}.hosts.{name}"))
+        groups.setdefault(name, set()).add(group)
+    for child, sub in checks.mapping(spec.get("children"), file, f"{where}.children").items():
+        _walk_group(child, sub, merged, hosts, groups, file, f"{where}.children.{child}")
+
+
+def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
+                 catalogue: Catalogue) -> Member:
+    """Check one member file's content and resolve its services' settings."""
+    top = checks.mapping(data, file, "")
+    checks.refuse_unknown_keys(top, MEMBER_KEYS, file, "")
+    slug = checks.slug(top.get("slug"), file, "slug")
+    if slug != expected_slug:
+        checks.fail(file, "slug", slug, f"must match the file name ({expected_slug}.yml)")
+    status = top.get("status", "active")
+    if status not in MEMBER_STATUSES:
+        checks.fail(file, "status", status, f"must be one of {', '.join(MEMBER_STATUSES)}")
+    max_domains = coop.allowances["domains"]
+    domains: list[Domain] = []
+    for index, value in enumerate(checks.sequence(top.get("domains"), file, "domains",
+                                                  MAX_DOMAINS)):
+        name, ascii_form = checks.domain(value, file, f"domains[{index}]")
+        if any(d.ascii == ascii_form for d in domains):
+            checks.fail(file, f"domains[{index}]", value, "listed twice")
+        domains.append(Domain(name, ascii_form))
+    if len(domains) > max_domains:
+        checks.fail(file, "domains", f"{len(domains)} domains",
+                    f"the co-op allows at most {max_domains}")
+    member = Member(
+        slug=slug, name=checks.text(top.get("name"), file, "name", 200),
+        contact=checks.email(top.get("contact"), file, "contact"), status=str(status),
+        domains=tuple(domains),
+        ssh_keys=tuple(checks.ssh_public_key(k, file, f"ssh_keys[{i}]")
+                       for i, k in enumerate(checks.sequence(top.get("ssh_keys"), file,
+                                                             "ssh_keys", 50))),
+        services={}, placement={}, file=file)
+    services = checks.mapping(top.get("services"), file, "services")
+    checks.refuse_unknown_keys(services, catalogue.services, file, "services")
+    for name, settings in services.items():
+        service = catalogue.services[name]
+        member.services[name] = resolve_settings(service, settings, member, coop, file)
+    placement = checks.mapping(top.get("placement"), file, "placement")
+    for name, host in placement.items():
+        if name not in member.services:
+            checks.fail(file, f"placement.{name}", host, "placement of a service that is not "
+                        "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
+        member.placement[name] = checks.host_name(host, file, f"placement.{name}")
+    return member
+
+
+def resolve_settings(service: Service, given: object, member: Member, coop: Coop,
+                     file: str) -> dict[str, Any]:
+    """Return a service's settings with defaults applied, each checked against its parameter."""
+    where = f"services.{service.name}"
+    values = checks.mapping(given, file, where)
+    checks.refuse_unknown_keys(values, service.parameters, file, where)
+    if service.needs_domain and not member.domains:
+        checks.fail(file, where, service.name, "this service needs the member to have a domain")
+    limits = coop.allowances["services"].get(service.name, {})
+    resolved: dict[str, Any] = {}
+    for param in service.parameters.values():
+        field = f"{where}.{param.name}"
+        value = values.get(param.name, param.default)
+        resolved[param.name] = _parameter_value(param, value, member, coop, file, field)
+        limit = limits.get(param.name)
+        if limit is not None:
+            size = resolved[param.name]
+            size = size if isinstance(size, int) else len(size)
+            if size > limit:
+                checks.fail(file, field, values.get(param.name, param.default),
+                            f"the co-op allows at most {limit}")
+    _check_mail_names(resolved, file, where)
+    return resolved
+
+
+def _parameter_value(param: Parameter, value: object, member: Member, coop: Coop,
+                     file: str, field: str) -> Any:
+    kind = param.type
+    if kind == "int":
+        return checks.integer(value, file, field, param.min, param.max)
+    if kind == "bool":
+        return checks.boolean(value, file, field)
+    if kind == "choice":
+        if value not in param.choices:
+            checks.fail(file, field, value, f"must be one of {', '.join(param.choices)}")
+        return value
+    if kind == "text":
+        return checks.text(value, file, field, param.max_len)
+    if kind == "email":
+        if value == "{contact}":
+            value = member.contact
+        return checks.email(value, file, field)
+    if kind == "localparts":
+        names = [checks.localpart(v, file, f"{field}[{i}]")
+                 for i, v in enumerate(checks.sequence(value, file, field, param.max_items))]
+        if len(set(names)) != len(names):
+            checks.fail(file, field, value, "a name is listed twice")
+        return names
+    if kind == "aliases":
+        return _aliases(value, param, file, field)
+    if kind == "member_domains":
+        return _member_domains(value, member, file, field)
+    if kind == "vhost":
+        return _vhost(value, param, member, coop, file, field)
+    raise AssertionError(f"unknown parameter type {kind}")  # pragma: no cover
+
+
+def _aliases(value: object, param: Parameter, file: str, field: str) -> dict[str, list[str]]:
+    aliases = checks.mapping(value, file, field)
+    if len(aliases) > param.max_items:
+        checks.fail(file, field, f"{len(aliases)} aliases", f"at most {param.max_items}")
+    result: dict[str, list[str]] = {}
+    for name, targets in aliases.items():
+        checks.localpart(name, file, f"{field}.{name}")
+        if isinstance(targets, str):
+            targets = [targets]
+        checked = []
+        for i, target in enumerate(checks.sequence(targets, file, f"{field}.{name}", 50)):
+            where = f"{field}.{name}[{i}]"
+            if isinstance(target, str) and "@" in target:
+                checked.append(checks.email(target, file, where))
+            else:
+                checked.append(checks.localpart(target, file, where))
+        if not checked:
+            checks.fail(file, f"{field}.{name}", targets, "an alias needs a target")
+        result[name] = checked
+    return result
+
+
+def _member_domains(value: object, member: Member, file: str, field: str) -> list[str]:
+    if value == "all":
+        return [d.ascii for d in member.domains]
+    chosen = []
+    for i, item in enumerate(checks.sequence(value, file, field, MAX_DOMAINS)):
+        _, ascii_form = checks.domain(item, file, f"{field}[{i}]")
+        if ascii_form not in {d.ascii for d in member.domains}:
+            checks.fail(file, f"{field}[{i}]", item, "not one of the member's domains")
+        chosen.append(ascii_form)
+    if not chosen:
+        checks.fail(file, field, value, "needs at least one domain (or `all`)")
+    return chosen
+
+
+def _vhost(value: object, param: Parameter, member: Member, coop: Coop, file: str,
+           field: str) -> str:
+    fallback = (param.fallback or "{slug}.{coop_domain}").format(slug=member.slug,
+                                                                   coop_domain=coop.domain)
+    if value == param.default:
+        if not member.domains:
+            return fallback
+        value = str(param.default).format(domain=member.domains[0].ascii)
+    _, ascii_form = checks.domain(value, file, field)
+    owned = any(ascii_form == d.ascii or ascii_form.endswith("." + d.ascii)
+                for d in member.domains)
+    if not owned and ascii_form != fallback:
+        checks.fail(file, field, value, "must be one of the member's domains or a subdomain "
+                    "of one", hint=f"or the co-op address {fallback}")
+    return ascii_form
+
+
+def _check_mail_names(resolved: Mapping[str, Any], file: str, where: str) -> None:
+    mailboxes = set(resolved.get("mailboxes", ()))
+    for name, targets in (resolved.get("aliases") or {}).items():
+        if name in mailboxes:
+            checks.fail(file, f"{where}.aliases.{name}", name, "is also a mailbox name")
+        for i, target in enumerate(targets):
+            if "@" not in target and target not in mailboxes:
+                checks.fail(file, f"{where}.aliases.{name}[{i}]", target,
+                            "not a mailbox of this member",
+                            hint="name a mailbox or give a full address")
+
+
+def cross_check(registry: Registry, catalogue: Catalogue) -> None:
+    """Return checks across records: unique domains, addresses and vhosts; placement references."""
+    owners: dict[str, str] = {}
+    for member in registry.members.values():
+        for index, domain in enumerate(member.domains):
+            _claim(owners, domain.ascii, member, f"domains[{index}]", domain.name)
+        for service_name, settings in member.services.items():
+            vhost = settings.get("vhost")
+            if vhost is not None and not any(vhost == d.ascii for d in member.domains):
+                _claim(owners, vhost, member, f"services.{service_name}.vhost", vhost)
+        mail = member.services.get("mail")
+        if mail:
+            for domain in mail["domains"]:
+                for name in [*mail["mailboxes"], *mail["aliases"]]:
+                    _claim(owners, f"{name}@{domain}", member, "services.mail", name)
+        for service_name, host_name in member.placement.items():
+            host = registry.hosts.get(host_name)
+            where = f"placement.{service_name}"
+            if host is None:
+                checks.fail(member.file, where, host_name, "no such host in hosts.yml",
+                            hint=f"hosts: {', '.join(registry.hosts) or 'none'}")
+            group = catalogue.services[service_name].group
+            if host is not None and group not in host.groups:
+                checks.fail(member.file, where, host_name, f"host is not in the {group!r} "
+                            "group of hosts.yml")
+
+
+def _claim(owners: dict[str, str], key: str, member: Member, field: str, value: str) -> None:
+    owner = owners.setdefault(key, member.slug)
+    if owner != member.slug:
+        checks.fail(member.file, field, value, f"already belongs to member {owner!r}")

@@ -1,0 +1,185 @@
+"""Rendering: the registry turned into each host's desired state, as Ansible vars. Pure.
+
+`unit_vars` builds the variables a role gets for one (member, service) unit; `unit_hash` and
+`host_hash` fingerprint them (with the versions of the roles involved) for the plan;
+`render_host_file` writes a host's vars file through a Jinja2 template (StrictUndefined) in
+which every registry string is tagged `!unsafe` and every secret is an inline `!vault` value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coophost import __version__
+from coophost.catalogue import Service
+from coophost.registry.model import Coop, Host, Member
+
+TEMPLATE = "host_vars.yml.j2"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret of one unit, rendered as its ansible-vault ciphertext, hashed by its name."""
+
+    member: str
+    service: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        """A stable, non-secret identifier."""
+        return f"{self.member}/{self.service}/{self.name}"
+
+
+def unit_vars(member: Member, service: Service) -> dict[str, Any]:
+    """Return the variables the service's role gets for this member (one list item)."""
+    settings = dict(member.services[service.name])
+    if "aliases" in settings:  # member-chosen names never become mapping keys in Ansible
+        settings["aliases"] = [{"name": name, "targets": targets}
+                               for name, targets in sorted(settings["aliases"].items())]
+    return {
+        "member": {"slug": member.slug, "name": member.name, "contact": member.contact,
+                   "status": member.status, "domains": [d.ascii for d in member.domains]},
+        "settings": settings,
+        "secrets": {spec.name: SecretRef(member.slug, service.name, spec.name)
+                    for spec in service.secrets},
+    }
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, SecretRef):
+        return {"__secret__": value.key}
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def digest(value: object) -> str:
+    """Return a content hash of plain data (with SecretRefs by name, never by value)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_canonical)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unit_hash(variables: Mapping[str, Any], service: Service, role_version: str) -> str:
+    """Return one unit's hash: its variables, its service's definition, its role's version."""
+    return digest({"vars": variables, "service": service.digest, "role": role_version})
+
+
+def host_vars(host: Host, coop: Coop) -> dict[str, Any]:
+    """Host-level variables (not per unit)."""
+    return {"host": {"name": host.name, "fqdn": host.fqdn}, "coop": coop.as_vars()}
+
+
+def host_hash(host_level: Mapping[str, Any], unit_hashes: Iterable[tuple[str, str, str]],
+              role_versions: Mapping[str, str]) -> str:
+    """Return a host's hash: its own vars, its units, its roles, the template."""
+    return digest({"host": host_level, "units": sorted(unit_hashes), "roles": role_versions,
+                   "template": template_digest()})
+
+
+def template_digest() -> str:
+    """Return the hash of the vars-file template (it shapes every host's rendered state)."""
+    return hashlib.sha256(_template_source().encode()).hexdigest()
+
+
+def _template_source() -> str:
+    return (Path(__file__).parent / "data" / TEMPLATE).read_text()
+
+
+# ---- the vars file --------------------------------------------------------------------------
+
+def _printable(char: str) -> bool:
+    code = ord(char)
+    return (code in (0x09, 0x0A, 0x0D) or 0x20 <= code <= 0x7E or code == 0x85
+            or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF) and char not in "\u2028\u2029\ufeff"
+
+
+def quote(text: str) -> str:
+    """Return a YAML double-quoted scalar that reads back as exactly `text`."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif _printable(char):
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code <= 0xFF else
+                       f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def yaml_scalar(value: object) -> str:
+    """One scalar: strings tagged !unsafe, numbers, booleans, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "!unsafe " + quote(value)
+    raise TypeError(f"cannot render {type(value).__name__}")
+
+
+def yaml_block(value: object, indent: int, vault: Callable[[SecretRef], str] | None = None
+               ) -> str:
+    """`value` as the block-style YAML that follows a `key:` (starting with a space or newline)."""
+    pad = "  " * (indent + 1)
+    if isinstance(value, SecretRef):
+        if vault is None:
+            raise TypeError("a secret needs a vault to render")
+        lines = vault(value).strip().splitlines()
+        return " !vault |\n" + "".join(f"{pad}{line}\n" for line in lines).rstrip("\n")
+    if isinstance(value, Mapping):
+        if not value:
+            return " {}"
+        parts = []
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise TypeError(f"mapping keys must be identifiers, not {key!r}")
+            parts.append(f"\n{pad}{key}:{yaml_block(item, indent + 1, vault)}")
+        return "".join(parts)
+    if isinstance(value, list | tuple):
+        if not value:
+            return " []"
+        parts = []
+        for item in value:
+            body = yaml_block(item, indent + 1, vault)
+            if isinstance(item, Mapping) and item:
+                # the first key goes on the dash line
+                body = body.replace("\n" + "  " * (indent + 2), "\n" + pad + "  ", 1)
+                parts.append(f"\n{pad}-" + body[len("\n" + pad + "  ") - 1:])
+            else:
+                parts.append(f"\n{pad}-{body}")
+        return "".join(parts)
+    return " " + yaml_scalar(value)
+
+
+def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[str, Any]]],
+                     service_names: Iterable[str], host_hash_value: str,
+                     vault: Callable[[SecretRef], str]) -> str:
+    """Return the text of `host`'s Ansible vars file."""
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(undefined=StrictUndefined, autoescape=False,  # noqa: S701 - YAML, not HTML
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["yaml_scalar"] = yaml_scalar
+    env.filters["yaml_block"] = lambda value, indent: yaml_block(value, indent, vault)
+    template = env.from_string(_template_source())
+    return template.render(
+        version=__version__, host={"name": host.name, "fqdn": host.fqdn},
+        coop=coop.as_vars(), services=sorted(s for s in units if units[s]),
+        catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value)

@@ -1,0 +1,169 @@
+"""Generated secrets, stored ansible-vault encrypted in secrets/<member>.yml.
+
+Secrets are generated on first need (rendering a unit that references one), encrypted at once
+with ansible's own VaultLib, and kept only as ciphertext on disk. The vault password comes
+from the environment variable or the file coop.yml names. Nothing here prints or logs a
+secret; only `coophost secrets show` decrypts one for a person.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random
+import string
+from pathlib import Path
+from typing import Any
+
+from coophost.catalogue import Catalogue, SecretSpec
+from coophost.errors import ConfigError
+from coophost.fsutil import atomic_write
+from coophost.registry.model import SECRETS_DIR, VaultSettings
+from coophost.render import SecretRef
+
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+VAULT_HEADER = "$ANSIBLE_VAULT;"
+
+
+def vault_password(root: Path, settings: VaultSettings) -> bytes:
+    """Return the vault password: the named env variable, else the named file (made if allowed)."""
+    if settings.password_env and os.environ.get(settings.password_env):
+        return os.environ[settings.password_env].encode()
+    if settings.password_file:
+        path = password_file_path(root, settings)
+        if not path.exists() and settings.create_password_file:
+            atomic_write(path, random.token_urlsafe(32) + "\n", 0o600)
+        try:
+            password = path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"vault password file {path}: {exc.strerror}",
+                              hint=_password_hint(settings)) from None
+        if password:
+            return password
+    raise ConfigError("no vault password available", hint=_password_hint(settings))
+
+
+def password_file_path(root: Path, settings: VaultSettings) -> Path:
+    """Where coop.yml's password_file points (relative paths are relative to the co-op)."""
+    assert settings.password_file is not None
+    path = Path(settings.password_file).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _password_hint(settings: VaultSettings) -> str:
+    ways = []
+    if settings.password_env:
+        ways.append(f"set ${settings.password_env}")
+    if settings.password_file:
+        ways.append(f"write the password to {settings.password_file}")
+    return " or ".join(ways) + " (coop.yml: vault)"
+
+
+def generate(spec: SecretSpec) -> str:
+    """Return a fresh secret value for `spec`."""
+    if spec.kind == "password":
+        return "".join(random.choice(PASSWORD_ALPHABET) for _ in range(spec.length))
+    if spec.kind == "rsa_private_key":
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=spec.bits)
+        return key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+    raise ConfigError(f"unknown secret kind {spec.kind!r}")  # pragma: no cover
+
+
+class SecretStore:
+    """The co-op's secrets: read, generated and written as vault ciphertext, member by member.
+
+    Writes must happen under the co-op lock (the caller holds it).
+    """
+
+    def __init__(self, root: Path, settings: VaultSettings, catalogue: Catalogue) -> None:
+        self.root = root
+        self.settings = settings
+        self.catalogue = catalogue
+        self._vault: Any = None
+        self._files: dict[str, dict[str, dict[str, str]]] = {}
+        self._dirty: set[str] = set()
+
+    @property
+    def vault(self) -> Any:
+        """Ansible's VaultLib with the co-op's password (loaded on first use)."""
+        if self._vault is None:
+            from ansible.parsing.vault import VaultLib, VaultSecret
+
+            secret = VaultSecret(vault_password(self.root, self.settings))
+            self._vault = VaultLib([("default", secret)])
+        return self._vault
+
+    def path(self, member: str) -> Path:
+        """secrets/<member>.yml."""
+        return self.root / SECRETS_DIR / f"{member}.yml"
+
+    def _load(self, member: str) -> dict[str, dict[str, str]]:
+        if member not in self._files:
+            path = self.path(member)
+            self._files[member] = parse_secrets_file(path.read_text()) if path.exists() else {}
+        return self._files[member]
+
+    def ciphertext(self, ref: SecretRef) -> str:
+        """Return `ref`'s vault ciphertext, generating and encrypting the secret if it is new."""
+        stored = self._load(ref.member).setdefault(ref.service, {})
+        if ref.name not in stored:
+            spec = next(s for s in self.catalogue.services[ref.service].secrets
+                        if s.name == ref.name)
+            stored[ref.name] = self.vault.encrypt(generate(spec)).decode()
+            self._dirty.add(ref.member)
+        return stored[ref.name]
+
+    def reveal(self, member: str) -> dict[str, dict[str, str]]:
+        """Every secret of `member`, decrypted (for `coophost secrets show` only)."""
+        return {service: {name: self.vault.decrypt(text).decode() for name, text in items.items()}
+                for service, items in self._load(member).items()}
+
+    def save(self) -> list[Path]:
+        """Write the files of members that got new secrets; returns their paths."""
+        written = []
+        for member in sorted(self._dirty):
+            path = self.path(member)
+            atomic_write(path, format_secrets_file(member, self._files[member]), 0o600)
+            written.append(path)
+        self._dirty.clear()
+        return written
+
+
+def format_secrets_file(member: str, data: dict[str, dict[str, str]]) -> str:
+    """Return a secrets file: YAML with inline `!vault` values (readable by include_vars)."""
+    lines = [f"# Secrets of member {member}, ansible-vault encrypted. Written by coophost;",
+             "# read one with `coophost secrets show`.", ]
+    for service in sorted(data):
+        lines.append(f"{service}:")
+        for name in sorted(data[service]):
+            lines.append(f"  {name}: !vault |")
+            lines.extend(f"    {line}" for line in data[service][name].strip().splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def parse_secrets_file(text: str) -> dict[str, dict[str, str]]:
+    """Read what `format_secrets_file` wrote (ciphertexts stay encrypted)."""
+    result: dict[str, dict[str, str]] = {}
+    service = name = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" ") and line.endswith(":"):
+            service = line[:-1]
+            result[service] = {}
+        elif line.startswith("  ") and not line.startswith("   ") and service is not None:
+            name = line.strip().split(":", 1)[0]
+            result[service][name] = ""
+        elif line.startswith("    ") and service is not None and name is not None:
+            result[service][name] += line.strip() + "\n"
+        else:
+            raise ConfigError(f"secrets file: unexpected line {line[:40]!r}")
+    for items in result.values():
+        for key, value in items.items():
+            if not value.startswith(VAULT_HEADER):
+                raise ConfigError(f"secrets file: {key} is not vault-encrypted")
+    return result

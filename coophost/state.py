@@ -1,0 +1,151 @@
+"""The co-op's state in SQLite (WAL) under <inventory>/.coophost/state.db.
+
+The schema carries a version (`PRAGMA user_version`) and grows by appending to MIGRATIONS:
+each entry moves the database from version N to N+1 inside one transaction. Never edit a
+migration that has shipped; add the next one. Secrets never enter this database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coophost.errors import ConfigError
+from coophost.registry.model import STATE_DIR
+
+STATE_FILE = "state.db"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: what was last applied, per unit on a host and per host (the plan's baseline).
+    """
+    CREATE TABLE applied_unit (
+        host       TEXT NOT NULL,
+        member     TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        run_id     INTEGER,
+        applied_at REAL NOT NULL,
+        PRIMARY KEY (host, member, service)
+    ) WITHOUT ROWID;
+    CREATE INDEX applied_unit_member ON applied_unit (member);
+    CREATE TABLE applied_host (
+        host       TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL,
+        run_id     INTEGER,
+        applied_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+@dataclass
+class Applied:
+    """What state.db records as last applied."""
+
+    units: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (host, m, s) -> hash
+    hosts: dict[str, str] = field(default_factory=dict)
+
+
+class StateDB:
+    """A connection to one co-op's state database, migrated to the current schema."""
+
+    def __init__(self, root: Path) -> None:
+        directory = root / STATE_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / STATE_FILE
+        self.conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        migrate(self.conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def applied(self) -> Applied:
+        """Every applied unit and host hash."""
+        result = Applied()
+        for host, member, service, digest in self.conn.execute(
+                "SELECT host, member, service, hash FROM applied_unit"):
+            result.units[(host, member, service)] = digest
+        result.hosts = dict(self.conn.execute("SELECT host, hash FROM applied_host"))
+        return result
+
+    def record_host_applied(self, host: str, host_hash: str,
+                            units: Iterable[tuple[str, str, str]],
+                            run_id: int | None = None) -> None:
+        """Record that `host` now runs exactly `units` ((member, service, hash)), atomically.
+
+        Call only after the host's apply succeeded: its previous rows are replaced, so units
+        removed from the host disappear from the record in the same transaction.
+        """
+        now = time.time()
+        with self.transaction():
+            self.conn.execute("DELETE FROM applied_unit WHERE host = ?", (host,))
+            self.conn.executemany(
+                "INSERT INTO applied_unit (host, member, service, hash, run_id, applied_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(host, m, s, h, run_id, now) for m, s, h in units])
+            self.conn.execute(
+                "INSERT INTO applied_host (host, hash, run_id, applied_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET hash = excluded.hash, "
+                "run_id = excluded.run_id, applied_at = excluded.applied_at",
+                (host, host_hash, run_id, now))
+
+    def forget_host(self, host: str) -> None:
+        """Drop every record of `host` (it was removed and is gone)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM applied_unit WHERE host = ?", (host,))
+            self.conn.execute("DELETE FROM applied_host WHERE host = ?", (host,))
+
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+        return _Transaction(self.conn)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version the database is at."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, migrations: tuple[str, ...] = MIGRATIONS) -> int:
+    """Bring the database to the newest schema, one transaction per step; returns the version."""
+    version = schema_version(conn)
+    if version > len(migrations):
+        raise ConfigError(f"state.db has schema version {version}, newer than this coophost "
+                          f"knows ({len(migrations)})", hint="upgrade coophost")
+    for number in range(version, len(migrations)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) == number:  # another process may have migrated meanwhile
+                for statement in migrations[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(migrations)
