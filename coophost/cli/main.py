@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _report(err, exc)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the one boundary that must catch everything
+    except Exception as exc:
         if debug or _STATE["debug"]:
             traceback.print_exc()
         err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: "

@@ -42,7 +42,8 @@ def make_context(inventory: Path | None, debug: bool) -> AppContext:
         inventory=chosen or DEFAULT_INVENTORY,
         inventory_given=chosen is not None,
         debug=debug,
-        out=Console(highlight=False, soft_wrap=True),
+        # A pipe gets a fixed width: tables must not wrap at rich's 80-column default.
+        out=Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120),
         err=Console(stderr=True, highlight=False, soft_wrap=True),
     )
 

@@ -37,7 +37,7 @@ MASKED_UNITS = (
 )
 # Services for the lab's own DNS and ACME CA, installed on a second image built from the base.
 SERVICE_PACKAGES = ("dnsmasq-base", "pebble")
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _customise(root: Path, recipe: Recipe) -> None:
     # No host keys in the image: every lab host gets its own, made by `lab up` and pinned.
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    _run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash",
+    _run(["chroot", str(root), "useradd", "--create-home", "--uid", "1000", "--shell", "/bin/bash",
           recipe.user], "useradd in the image")
     sudoers = root / "etc/sudoers.d" / recipe.user
     sudoers.write_text(f"{recipe.user} ALL=(ALL) NOPASSWD:ALL\n")
@@ -152,6 +152,11 @@ def _customise(root: Path, recipe: Recipe) -> None:
     (root / "etc/machine-id").write_text("")
     for lists in (root / "var/lib/apt/lists").glob("*_*"):
         lists.unlink()
+    # apt's cache_valid_time looks at this folder's mtime: make the empty lists look stale.
+    os.utime(root / "var/lib/apt/lists", (0, 0))
+    # No package lists and no binary caches: apt's first `update` on a host is a real one.
+    for cache in (root / "var/cache/apt").glob("*.bin"):
+        cache.unlink()
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
     (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
     (root / "etc/coophost-lab-image").write_text(recipe.digest() + "\n")

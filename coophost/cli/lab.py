@@ -1,0 +1,111 @@
+"""`coophost lab ...`: the local lab of real Debian hosts in Docker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.errors import ConfigError, EnvironmentProblem
+from coophost.lab.lab import Lab
+
+name_option = click.option(
+    "--name", default="lab", show_default=True,
+    help="The lab's name; its inventory is inventories/NAME unless -i is given.")
+
+
+def _lab(app: AppContext, name: str) -> Lab:
+    inventory = app.inventory if app.inventory_given else Path("inventories") / name
+    return Lab(name, inventory)
+
+
+@click.group()
+def lab() -> None:
+    """A local lab co-op: systemd Debian hosts in Docker, lab DNS and a lab ACME CA."""
+
+
+@lab.command()
+@name_option
+@click.option("--hosts", type=int, default=None,
+              help="How many hosts [default: 3 for a new lab, else the current count].")
+@click.option("--mirror", envvar="COOPHOST_DEBIAN_MIRROR",
+              help="Debian mirror for the base image [default: the one apt uses here].")
+@json_option
+@pass_app
+def up(app: AppContext, name: str, hosts: int | None, mirror: str | None,
+       as_json: bool) -> None:
+    """Build (once) the base image and bring the lab up; running it again changes nothing."""
+    the_lab = _lab(app, name)
+
+    def say(msg: str) -> None:
+        if not as_json:
+            app.err.print(f"[dim]lab[/] {msg}")
+
+    state = the_lab.up(hosts, mirror, progress=say)
+    if as_json:
+        app.emit_json(the_lab.status())
+        return
+    for host in state.hosts:
+        app.out.print(f"{host.name}  {host.fqdn}  ssh 127.0.0.1:{host.ssh_port}  {host.ip}")
+    app.out.print(f"inventory: {the_lab.inventory}/hosts.yml  (try: ansible -i "
+                  f"{the_lab.inventory}/hosts.yml all -m ping)")
+
+
+@lab.command()
+@name_option
+@json_option
+@pass_app
+def status(app: AppContext, name: str, as_json: bool) -> None:
+    """Show the lab's containers, their state and ports."""
+    info = _lab(app, name).status()
+    if as_json:
+        app.emit_json(info)
+        return
+    table = Table(title=f"lab {name}  ({info['network']})")
+    for column in ("container", "role", "state", "ip", "ssh"):
+        table.add_column(column)
+    for row in info["containers"]:
+        table.add_row(*(str(row.get(c, "")) for c in ("container", "role", "state", "ip", "ssh")))
+    app.out.print(table if info["containers"] else f"lab {name}: not running")
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@name_option
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def ssh(app: AppContext, name: str, host: str, command: tuple[str, ...]) -> None:
+    """Open an SSH session to a lab host (or run COMMAND there), host key pinned."""
+    the_lab = _lab(app, name)
+    state = the_lab.load_state()
+    found = [h for h in state.hosts if h.name == host] if state else []
+    if not found:
+        known = ", ".join(h.name for h in state.hosts) if state else "none: run `lab up`"
+        raise ConfigError(f"lab {name}: no host {host!r} (hosts: {known})")
+    exe = shutil.which("ssh")
+    if exe is None:
+        raise EnvironmentProblem("no `ssh` client", hint="apt-get install -y openssh-client")
+    argv = [exe, "-i", str(the_lab.key_file), "-p", str(found[0].ssh_port),
+            "-o", f"UserKnownHostsFile={the_lab.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", f"{the_lab.recipe.user}@127.0.0.1", *command]
+    os.execv(exe, argv)  # noqa: S606 - replaces coophost with ssh, argument list only
+
+
+@lab.command()
+@name_option
+@json_option
+@pass_app
+def down(app: AppContext, name: str, as_json: bool) -> None:
+    """Remove the lab's containers, network, volumes and generated files; nothing else."""
+    removed = _lab(app, name).down()
+    if as_json:
+        app.emit_json(removed)
+    else:
+        app.out.print(f"lab {name} removed: " + ", ".join(f"{v} {k}" for k, v in removed.items()))
+
+
+commands = [lab]

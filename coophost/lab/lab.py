@@ -1,0 +1,488 @@
+"""A local lab co-op: systemd Debian hosts in Docker, a lab DNS server and a lab ACME CA.
+
+Every Docker object a lab makes carries the label `coophost.lab=<name>`, so `down` removes
+exactly what `up` made, and labs of different names never touch each other. The controller
+reaches hosts only through sshd ports published on 127.0.0.1; host keys are made here and
+pinned in the inventory's known_hosts before a host first boots, so nothing is trusted on
+first use.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coophost.errors import ExternalCommandError, UsageError
+from coophost.fsutil import atomic_write
+from coophost.inventory import HOSTS_FILE, KNOWN_HOSTS_FILE
+from coophost.lab import docker, image
+from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
+
+LABEL = "coophost.lab"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
+SERVICE_GROUPS = ("mail", "nextcloud", "git", "discourse")
+DEFAULT_CAPACITY = {"ram_mb": 4096, "disk_gb": 40}
+MARKER = "# Written by `coophost lab up`: this lab's hosts, ports and keys. Regenerated on up."
+ACME_PORT = 14000
+ACME_MGMT_PORT = 15000
+SYSTEMD_FLAGS = (
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",  # noqa: S108 - in the host
+)
+
+
+@dataclass
+class LabHost:
+    """One lab host as the controller sees it."""
+
+    name: str
+    container: str
+    fqdn: str
+    ssh_port: int
+    ip: str = ""
+    host_key: str = ""
+    state: str = "missing"
+
+
+@dataclass
+class LabState:
+    """What `lab up` made, saved beside the inventory so `status` and `down` need no guessing."""
+
+    name: str
+    network: str
+    domain: str
+    hosts: list[LabHost] = field(default_factory=list)
+    dns_ip: str = ""
+    dns_port: int = 0
+    acme_ip: str = ""
+    acme_port: int = 0
+    acme_mgmt_port: int = 0
+
+    def to_json(self) -> str:
+        """Serialise for the state file."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LabState:
+        """Read back a state file."""
+        data = json.loads(text)
+        data["hosts"] = [LabHost(**h) for h in data.get("hosts", [])]
+        return cls(**data)
+
+
+def check_name(name: str) -> str:
+    """Refuse lab names that would not make safe Docker object and DNS names."""
+    if not NAME_RE.match(name):
+        raise UsageError(f"lab name {name!r} is not allowed: use a-z, 0-9 and '-', "
+                         "starting with a letter, at most 21 characters")
+    return name
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tar(files: dict[str, tuple[bytes, int, int]]) -> bytes:
+    """A tar stream of {path: (content, mode, uid)} for `docker cp -`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        made: set[str] = set()
+        for path, (content, mode, uid) in sorted(files.items()):
+            parts = path.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                folder = "/".join(parts[:depth])
+                if folder not in made:
+                    made.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o700 if folder.endswith(".ssh") else 0o755
+                    info.uid = info.gid = uid if folder.startswith("home/") else 0
+                    tar.addfile(info)
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.uid, info.gid = len(content), mode, uid, uid
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+class Lab:
+    """A named lab and the inventory folder it writes."""
+
+    def __init__(self, name: str, inventory: Path) -> None:
+        self.name = check_name(name)
+        self.inventory = inventory
+        self.domain = f"{name}.test"
+        self.network = f"coophost-{name}"
+        self.workdir = inventory / ".coophost" / "lab"
+        self.recipe = image.Recipe()
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        """Where the lab's own record lives."""
+        return self.workdir / "lab.json"
+
+    @property
+    def key_file(self) -> Path:
+        """The lab's SSH client key (the `coophost` admin account on every host)."""
+        return self.workdir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        """The inventory's pinned host keys."""
+        return self.inventory / KNOWN_HOSTS_FILE
+
+    def container(self, role: str) -> str:
+        """The Docker name of a lab container (`h1`, `dns`, `acme`)."""
+        return f"coophost-{self.name}-{role}"
+
+    def load_state(self) -> LabState | None:
+        """The saved lab record, if the lab was brought up from this inventory."""
+        if not self.state_file.is_file():
+            return None
+        return LabState.from_json(self.state_file.read_text())
+
+    # -- up ----------------------------------------------------------------------------------
+    def up(self, hosts: int | None, mirror: str | None = None,
+           progress: Any = None) -> LabState:
+        """Bring the lab to `hosts` running hosts (keeping the current count when None)."""
+        say = progress or (lambda _msg: None)
+        docker.require_engine()
+        previous = self.load_state()
+        count = hosts if hosts is not None else (len(previous.hosts) if previous else 3)
+        if not 1 <= count <= 20:
+            raise UsageError(f"--hosts {count}: a lab has between 1 and 20 hosts")
+        say("image: checking the cached base image")
+        base, services, built = image.ensure_images(self.recipe, mirror)
+        say(f"image: {'built' if built else 'cached'} {base}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        client_key = self._client_key()
+        ca = self._ca()
+        self._ensure_network()
+        state = LabState(self.name, self.network, self.domain)
+        self._ensure_dns(services, state)
+        self._ensure_acme(services, ca, state)
+        for index in range(1, count + 1):
+            name = f"h{index}"
+            host = LabHost(name, self.container(name), f"{name}.{self.domain}",
+                           self._published(self.container(name), "22/tcp") or free_port())
+            self._ensure_host(base, host, client_key, ca, state.dns_ip)
+            state.hosts.append(host)
+            say(f"host {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
+        self._remove_extra_hosts(count)
+        self._write_dns_hosts(state)
+        self._write_inventory(state)
+        atomic_write(self.state_file, state.to_json())
+        for host in state.hosts:
+            wait_for_ssh(host.ssh_port)
+        say(f"{self.name}: {count} hosts up; inventory {self.inventory / HOSTS_FILE}")
+        return state
+
+    def _client_key(self) -> str:
+        pub = self.key_file.with_suffix(".pub")
+        if not (self.key_file.is_file() and pub.is_file()):
+            pair = ssh_keypair(f"coophost-lab-{self.name}")
+            atomic_write(self.key_file, pair.private, mode=0o600)
+            atomic_write(pub, pair.public + "\n")
+        return pub.read_text().strip()
+
+    def _ca(self) -> CertKey:
+        cert, key = self.workdir / "ca.pem", self.workdir / "ca.key"
+        if not (cert.is_file() and key.is_file()):
+            made = lab_ca(self.name)
+            atomic_write(key, made.key, mode=0o600)
+            atomic_write(cert, made.cert)
+        return CertKey(cert.read_bytes(), key.read_bytes())
+
+    def _ensure_network(self) -> None:
+        if not docker.inspect("network", [self.network]):
+            docker.docker("network", "create", "--label", f"{LABEL}={self.name}",
+                          self.network)
+
+    def _running(self, container: str, tag: str) -> str:
+        """'running', 'stopped', 'stale' (wrong image) or 'missing'."""
+        found = docker.inspect("container", [container])
+        if not found:
+            return "missing"
+        if found[0]["Config"]["Image"] != tag:
+            return "stale"
+        return "running" if found[0]["State"]["Running"] else "stopped"
+
+    def _ip(self, container: str) -> str:
+        found = docker.inspect("container", [container])
+        nets = found[0]["NetworkSettings"]["Networks"] if found else {}
+        return str(nets.get(self.network, {}).get("IPAddress", ""))
+
+    def _start_or_keep(self, container: str, tag: str) -> str:
+        status = self._running(container, tag)
+        if status == "stale":
+            docker.docker("rm", "-f", container)
+            return "missing"
+        if status == "stopped":
+            docker.docker("start", container)
+            return "started"
+        return status
+
+    def _ensure_dns(self, tag: str, state: LabState) -> None:
+        container = self.container("dns")
+        dns_dir = self.workdir / "dns"
+        dns_dir.mkdir(parents=True, exist_ok=True)
+        conf = dns_dir / "dnsmasq.conf"
+        atomic_write(conf, self._dnsmasq_conf())
+        if not (dns_dir / "hosts").exists():
+            atomic_write(dns_dir / "hosts", "")
+        if (dns_dir / "records.conf").exists() is False:
+            atomic_write(dns_dir / "records.conf", "")
+        port = self._published(container, "53/udp") or free_port()
+        if self._start_or_keep(container, tag) == "missing":
+            docker.docker(
+                "run", "-d", "--name", container, "--label", f"{LABEL}={self.name}",
+                "--network", self.network, "--network-alias", f"dns.{self.domain}",
+                "--hostname", f"dns.{self.domain}", "--restart", "unless-stopped",
+                "-p", f"127.0.0.1:{port}:53/udp", "-p", f"127.0.0.1:{port}:53/tcp",
+                "-v", f"{dns_dir.resolve()}:/etc/coophost-dns:ro",
+                tag, "dnsmasq", "--keep-in-foreground", "--log-facility=-",
+                "--conf-file=/etc/coophost-dns/dnsmasq.conf")
+        state.dns_ip, state.dns_port = self._ip(container), port
+
+    def _dnsmasq_conf(self) -> str:
+        return "\n".join([
+            "# The lab's DNS. Names under .test are answered here and never forwarded;",
+            "# other names go to Docker's resolver (hosts need the Debian mirror for apt).",
+            "user=root",
+            "except-interface=lo",
+            "bind-dynamic",
+            "domain-needed",
+            "bogus-priv",
+            "no-hosts",
+            "local=/test/",
+            "addn-hosts=/etc/coophost-dns/hosts",
+            "conf-file=/etc/coophost-dns/records.conf",
+            "",
+        ])
+
+    def _ensure_acme(self, tag: str, ca: CertKey, state: LabState) -> None:
+        container = self.container("acme")
+        acme_dir = self.workdir / "acme"
+        fqdn = f"acme.{self.domain}"
+        if not (acme_dir / "cert.pem").is_file():
+            served = server_cert(ca, [fqdn, "localhost"], ["127.0.0.1"])
+            atomic_write(acme_dir / "key.pem", served.key, mode=0o644)
+            atomic_write(acme_dir / "cert.pem", served.cert)
+        config = {"pebble": {
+            "listenAddress": f"0.0.0.0:{ACME_PORT}",
+            "managementListenAddress": f"0.0.0.0:{ACME_MGMT_PORT}",
+            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
+            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }}
+        atomic_write(acme_dir / "pebble.json", json.dumps(config, indent=2) + "\n")
+        port = self._published(container, f"{ACME_PORT}/tcp") or free_port()
+        mgmt = self._published(container, f"{ACME_MGMT_PORT}/tcp") or free_port()
+        if self._start_or_keep(container, tag) == "missing":
+            docker.docker(
+                "run", "-d", "--name", container, "--label", f"{LABEL}={self.name}",
+                "--network", self.network, "--network-alias", fqdn, "--hostname", fqdn,
+                "--restart", "unless-stopped",
+                "-e", "PEBBLE_VA_NOSLEEP=1", "-e", "PEBBLE_WFE_NONCEREJECT=0",
+                "-p", f"127.0.0.1:{port}:{ACME_PORT}", "-p", f"127.0.0.1:{mgmt}:{ACME_MGMT_PORT}",
+                "-v", f"{acme_dir.resolve()}:/etc/pebble:ro",
+                tag, "pebble", "-config", "/etc/pebble/pebble.json",
+                "-dnsserver", f"{state.dns_ip}:53")
+        state.acme_ip, state.acme_port, state.acme_mgmt_port = self._ip(container), port, mgmt
+
+    def _ensure_host(self, tag: str, host: LabHost, client_key: str, ca: CertKey,
+                     dns_ip: str) -> None:
+        status = self._start_or_keep(host.container, tag)
+        if status == "missing":
+            try:
+                self._create_host(tag, host, client_key, ca, dns_ip)
+            except BaseException:
+                # A half-made host would be kept by the next `up`: remove it instead.
+                docker.docker("rm", "-f", host.container, check=False)
+                raise
+            status = "created"
+        host.state = status
+        host.ip = self._ip(host.container)
+        pub = docker.docker("exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+        host.host_key = " ".join(pub.stdout.decode().split()[:2])
+
+    def _create_host(self, tag: str, host: LabHost, client_key: str, ca: CertKey,
+                     dns_ip: str) -> None:
+        docker.docker(
+            "create", "--name", host.container, "--label", f"{LABEL}={self.name}",
+            "--label", f"coophost.host={host.name}", "--hostname", host.fqdn,
+            "--network", self.network, "--network-alias", host.fqdn,
+            "--dns", dns_ip, "--restart", "unless-stopped",
+            "-p", f"127.0.0.1:{host.ssh_port}:22", *SYSTEMD_FLAGS, tag,
+            "/lib/systemd/systemd")
+        host_key = ssh_keypair(f"root@{host.fqdn}")
+        uid = 1000  # the lab user's uid, fixed by the image recipe
+        docker.docker("cp", "-a", "-", f"{host.container}:/", input_bytes=_tar({
+            "etc/ssh/ssh_host_ed25519_key": (host_key.private, 0o600, 0),
+            "etc/ssh/ssh_host_ed25519_key.pub": (host_key.public.encode() + b"\n", 0o644, 0),
+            "etc/ssh/sshd_config.d/coophost-lab.conf": (
+                b"HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
+                b"PermitRootLogin no\n", 0o644, 0),
+            f"home/{self.recipe.user}/.ssh/authorized_keys": (
+                client_key.encode() + b"\n", 0o600, uid),
+            f"usr/local/share/ca-certificates/coophost-lab-{self.name}.crt": (ca.cert, 0o644, 0),
+        }))
+        docker.docker("start", host.container)
+        wait_for_boot(host.container)
+        docker.docker("exec", host.container, "update-ca-certificates", "--fresh")
+
+    def _published(self, container: str, port: str) -> int:
+        """The 127.0.0.1 port a container publishes for `port` (0 when none)."""
+        found = docker.inspect("container", [container])
+        bindings = (found[0]["HostConfig"].get("PortBindings") or {}) if found else {}
+        for binding in bindings.get(port) or []:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return 0
+
+    def _remove_extra_hosts(self, count: int) -> None:
+        for cid in docker.ids_by_label("container", f"{LABEL}={self.name}"):
+            found = docker.inspect("container", [cid])
+            label = found[0]["Config"]["Labels"].get("coophost.host", "") if found else ""
+            if label.startswith("h") and label[1:].isdigit() and int(label[1:]) > count:
+                docker.docker("rm", "-f", cid)
+
+    def _write_dns_hosts(self, state: LabState) -> None:
+        lines = [f"{state.dns_ip} dns.{self.domain}", f"{state.acme_ip} acme.{self.domain}"]
+        lines += [f"{h.ip} {h.fqdn} {h.name}" for h in state.hosts]
+        atomic_write(self.workdir / "dns" / "hosts", "\n".join(lines) + "\n")
+        # dnsmasq rereads addn-hosts on SIGHUP; no restart, no lost queries.
+        docker.docker("kill", "--signal", "HUP", self.container("dns"))
+
+    def _write_inventory(self, state: LabState) -> None:
+        self.inventory.mkdir(parents=True, exist_ok=True)
+        known = self.known_hosts.resolve()
+        key = self.key_file.resolve()
+        inventory: dict[str, Any] = {"all": {
+            "vars": {
+                "ansible_user": self.recipe.user,
+                "ansible_become": True,
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+                    "-o IdentitiesOnly=yes"),
+                "coophost_lab": self.name,
+                "coophost_lab_domain": self.domain,
+                "coophost_lab_dns": state.dns_ip,
+                "coophost_acme_directory": f"https://acme.{self.domain}:{ACME_PORT}/dir",
+            },
+            "hosts": {h.name: {
+                "ansible_host": "127.0.0.1", "ansible_port": h.ssh_port,
+                "coophost_fqdn": h.fqdn, "coophost_lab_ip": h.ip,
+                "coophost_capacity": dict(DEFAULT_CAPACITY),
+            } for h in state.hosts},
+            "children": {g: {"hosts": {h.name: None for h in state.hosts}}
+                         for g in SERVICE_GROUPS},
+        }}
+        atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))
+        pinned = [f"[127.0.0.1]:{h.ssh_port} {h.host_key}" for h in state.hosts]
+        atomic_write(self.known_hosts, MARKER + "\n" + "\n".join(pinned) + "\n")
+
+    # -- status, down ------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What Docker reports of this lab's containers, with the saved ports."""
+        docker.require_engine()
+        state = self.load_state()
+        rows = []
+        for cid in docker.ids_by_label("container", f"{LABEL}={self.name}"):
+            found = docker.inspect("container", [cid])
+            if not found:
+                continue
+            info = found[0]
+            rows.append({
+                "container": info["Name"].lstrip("/"),
+                "role": info["Config"]["Labels"].get("coophost.host")
+                or info["Name"].rsplit("-", 1)[-1],
+                "state": info["State"]["Status"],
+                "ip": info["NetworkSettings"]["Networks"].get(self.network, {})
+                .get("IPAddress", ""),
+            })
+        ports = {h.name: h.ssh_port for h in state.hosts} if state else {}
+        for row in rows:
+            if row["role"] in ports:
+                row["ssh"] = f"127.0.0.1:{ports[row['role']]}"
+        return {"name": self.name, "inventory": str(self.inventory), "network": self.network,
+                "containers": sorted(rows, key=lambda r: r["container"]),
+                "image": self.recipe.base_tag}
+
+    def down(self) -> dict[str, int]:
+        """Remove every container, network and volume of this lab, and the files up wrote."""
+        docker.require_engine()
+        label = f"{LABEL}={self.name}"
+        removed = {"containers": 0, "networks": 0, "volumes": 0}
+        containers = docker.ids_by_label("container", label)
+        if containers:
+            docker.docker("rm", "-f", "-v", *containers)
+        removed["containers"] = len(containers)
+        for kind in ("network", "volume"):
+            names = docker.ids_by_label(kind, label)
+            if names:
+                docker.docker(kind, "rm", *names)
+            removed[kind + "s"] = len(names)
+        for path in (self.inventory / HOSTS_FILE, self.known_hosts):
+            if path.is_file() and path.read_text().startswith(MARKER):
+                path.unlink()
+        if self.workdir.is_dir():
+            for item in sorted(self.workdir.rglob("*"), reverse=True):
+                item.rmdir() if item.is_dir() else item.unlink()
+            self.workdir.rmdir()
+        for folder in (self.inventory / ".coophost", self.inventory):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return removed
+
+
+def wait_for_boot(container: str, timeout: float = 120.0) -> None:
+    """Wait until systemd in `container` has finished booting (it remounts /tmp on the way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = docker.docker("exec", container, "systemctl", "is-system-running", check=False)
+        if proc.stdout.decode().strip() in ("running", "degraded"):
+            return
+        time.sleep(0.3)
+    raise ExternalCommandError(f"{container}: systemd did not finish booting in {timeout:.0f} s")
+
+
+def wait_for_ssh(port: int, timeout: float = 60.0) -> None:
+    """Wait until sshd on 127.0.0.1:`port` sends its banner."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise ExternalCommandError(f"sshd on 127.0.0.1:{port} did not answer in {timeout:.0f} s")
+
+
+def _yaml_dump(data: Any) -> str:
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()

@@ -1,0 +1,91 @@
+"""Run one of coophost's playbooks through ansible-runner, each run in its own private folder.
+
+The deploy engine builds on this; nothing here prints. Runner artifacts (which hold task
+events) are removed after the run unless asked to keep them, and no task that handles a secret
+may log it (`no_log`), so nothing secret ever lands there either.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coophost.paths import content_root
+
+
+@dataclass
+class PlaybookResult:
+    """How a playbook run ended, with Ansible's per-host counters."""
+
+    status: str
+    rc: int
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run succeeded on every host."""
+        return self.status == "successful" and self.rc == 0
+
+    def hosts_with(self, counter: str) -> list[str]:
+        """Hosts whose `counter` (ok, changed, failures, dark, skipped...) is non-zero."""
+        return sorted(h for h, n in self.stats.get(counter, {}).items() if n)
+
+
+def ansible_env(inventory: Path) -> dict[str, str]:
+    """Environment for ansible: the shipped ansible.cfg, roles, and per-co-op fact cache."""
+    root = content_root()
+    # ansible-playbook comes with coophost's Python; find it even when that venv is not on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {
+        "PATH": path,
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(inventory.resolve() / ".coophost" / "facts"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def run_playbook(
+    playbook: Path,
+    inventory: Path,
+    *,
+    limit: list[str] | None = None,
+    extravars: dict[str, Any] | None = None,
+    check: bool = False,
+    event_handler: Callable[[dict[str, Any]], bool] | None = None,
+    cancel_callback: Callable[[], bool] | None = None,
+    keep_artifacts: Path | None = None,
+) -> PlaybookResult:
+    """Run `playbook` against `inventory/hosts.yml` and return its outcome."""
+    import ansible_runner  # imported here: it is slow to import and most commands never run it
+
+    cmdline = "--check --diff" if check else None
+    private = Path(tempfile.mkdtemp(prefix="coophost-run-"))
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook.resolve()),
+            inventory=str((inventory / "hosts.yml").resolve()),
+            limit=",".join(limit) if limit else None,
+            extravars=extravars or {},
+            envvars=ansible_env(inventory),
+            cmdline=cmdline,
+            quiet=True,
+            event_handler=event_handler,
+            cancel_callback=cancel_callback,
+            settings={"suppress_ansible_output": True},
+        )
+        stats = runner.stats or {}
+        result = PlaybookResult(status=str(runner.status), rc=int(runner.rc or 0),
+                                stats={k: v for k, v in stats.items() if isinstance(v, dict)})
+    finally:
+        if keep_artifacts is not None:
+            shutil.copytree(private / "artifacts", keep_artifacts, dirs_exist_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
+    return result

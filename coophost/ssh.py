@@ -1,0 +1,150 @@
+"""SSH with paramiko against pinned host keys: preflight checks of hosts.
+
+Host keys come only from the inventory's known_hosts, and an unknown or changed key is refused
+(RejectPolicy). Nothing here ever adds a key on first contact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from coophost.errors import HostKeyMismatch, HostUnreachable
+from coophost.inventory import HostEntry
+
+# One remote command, no member input in it: each section is introduced by a marker line.
+PREFLIGHT = (
+    "echo '@@os'; cat /etc/os-release; "
+    "echo '@@python'; python3 -c 'import sys; print(sys.version.split()[0])'; "
+    "echo '@@user'; id -un; "
+    "echo '@@sudo'; if [ \"$(id -u)\" = 0 ]; then echo root; "
+    "elif sudo -n true 2>/dev/null; then echo sudo; else echo none; fi; "
+    "echo '@@disk'; df -Pk / | tail -n 1; "
+    "echo '@@mem'; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo"
+)
+
+
+@dataclass
+class HostReport:
+    """The outcome of a preflight check of one host."""
+
+    host: str
+    address: str
+    reachable: bool = False
+    host_key: str = "unchecked"
+    os: str = ""
+    python: str = ""
+    user: str = ""
+    privilege: str = ""
+    disk_free_gb: float = 0.0
+    mem_total_mb: int = 0
+    mem_available_mb: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the host is fit to be managed."""
+        return (self.reachable and self.host_key == "ok" and bool(self.python)
+                and self.privilege in ("root", "sudo"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the verdict."""
+        return {**asdict(self), "ok": self.ok}
+
+
+def parse_preflight(text: str) -> dict[str, str]:
+    """Split the preflight output into its sections."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = line[2:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {key: "\n".join(lines).strip() for key, lines in sections.items()}
+
+
+def fill_report(report: HostReport, sections: dict[str, str]) -> HostReport:
+    """Read the preflight sections into `report`."""
+    os_fields = dict(
+        line.split("=", 1) for line in sections.get("os", "").splitlines() if "=" in line)
+    name = os_fields.get("ID", "").strip('"')
+    version = os_fields.get("VERSION_ID", "").strip('"')
+    codename = os_fields.get("VERSION_CODENAME", "").strip('"')
+    report.os = f"{name} {version}" + (f" ({codename})" if codename else "")
+    report.python = sections.get("python", "")
+    report.user = sections.get("user", "")
+    report.privilege = sections.get("sudo", "none")
+    disk = sections.get("disk", "").split()
+    if len(disk) >= 4 and disk[3].isdigit():
+        report.disk_free_gb = round(int(disk[3]) / 1024 / 1024, 1)
+    for line in sections.get("mem", "").splitlines():
+        key, _, rest = line.partition(":")
+        value = int(rest.split()[0]) // 1024 if rest.split() else 0
+        if key == "MemTotal":
+            report.mem_total_mb = value
+        elif key == "MemAvailable":
+            report.mem_available_mb = value
+    return report
+
+
+@contextmanager
+def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0
+            ) -> Iterator[paramiko.SSHClient]:
+    """An SSH session to `host` that trusts only the keys pinned in `known_hosts`."""
+    client = paramiko.SSHClient()
+    if known_hosts.is_file():
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{host.name} ({host.address}:{host.port})"
+    try:
+        client.connect(host.address, port=host.port, username=host.user,
+                       key_filename=host.key_file, timeout=timeout, banner_timeout=timeout,
+                       auth_timeout=timeout, allow_agent=False, look_for_keys=False)
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyMismatch(
+            f"{where}: host key mismatch: it offers {exc.key.get_name()} "
+            f"{exc.key.get_fingerprint().hex()}, known_hosts pins another",
+            hint=f"if the host was really rebuilt, re-pin its key in {known_hosts}") from exc
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyMismatch(f"{where}: no pinned host key in {known_hosts}",
+                                  hint="enrol the host first") from exc
+        raise HostUnreachable(f"{where}: SSH failed: {exc}") from exc
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run a fixed command (never built from member input); return (status, stdout)."""
+    _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)
+    text = stdout.read().decode(errors="replace")
+    return stdout.channel.recv_exit_status(), text
+
+
+def preflight(host: HostEntry, known_hosts: Path) -> HostReport:
+    """Check one host: reachable, pinned key, python3, privilege, disk, memory, OS."""
+    report = HostReport(host.name, f"{host.address}:{host.port}")
+    try:
+        with connect(host, known_hosts) as client:
+            report.reachable, report.host_key = True, "ok"
+            _status, text = run(client, PREFLIGHT)
+            fill_report(report, parse_preflight(text))
+    except HostKeyMismatch as exc:
+        report.reachable, report.host_key, report.error = True, "mismatch", exc.message
+    except HostUnreachable as exc:
+        report.error = exc.message
+    return report
