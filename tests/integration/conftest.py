@@ -1,0 +1,74 @@
+"""One lab shared by every integration test: brought up once, torn down at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+COOPHOST = [sys.executable, "-m", "coophost"]
+
+
+def coophost(*args: str, check: bool = False, env: dict[str, str] | None = None,
+             timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess."""
+    proc = subprocess.run([*COOPHOST, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"coophost {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def docker_objects(label: str) -> dict[str, list[str]]:
+    """Containers, networks and volumes carrying `label`."""
+    def ls(*argv: str) -> list[str]:
+        out = subprocess.run(["docker", *argv, "--filter", f"label={label}"],
+                             capture_output=True, text=True, check=True).stdout
+        return [line for line in out.split() if line]
+    return {"containers": ls("ps", "-a", "-q"), "networks": ls("network", "ls", "-q"),
+            "volumes": ls("volume", "ls", "-q")}
+
+
+@dataclass
+class LabInfo:
+    """The shared lab: its name and inventory folder."""
+
+    name: str
+    inventory: Path
+
+    def cli(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        """Run coophost against this lab's inventory."""
+        return coophost("-i", str(self.inventory), *args, **kw)  # type: ignore[arg-type]
+
+    def status(self) -> dict[str, object]:
+        """`lab status --json` of this lab."""
+        out = self.cli("lab", "status", "--name", self.name, "--json", check=True).stdout
+        data: dict[str, object] = json.loads(out)
+        return data
+
+
+def _engine_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "version"], capture_output=True,
+                              timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
+    """A two-host lab for the whole session."""
+    if not _engine_answers():
+        pytest.fail("no Docker engine answers: run `scripts/docker-engine start` (make test does)")
+    name = f"it{os.getpid() % 100000}"
+    info = LabInfo(name, tmp_path_factory.mktemp("coop") / name)
+    info.cli("lab", "up", "--name", name, "--hosts", "2", check=True)
+    yield info
+    info.cli("lab", "down", "--name", name)

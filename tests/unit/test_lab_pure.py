@@ -1,0 +1,115 @@
+"""Pure parts of the lab and of SSH preflight: mirror discovery, recipe, tar, parsing."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from coophost.errors import EnvironmentProblem, UsageError
+from coophost.lab import image
+from coophost.lab.lab import _tar, check_name
+from coophost.ssh import HostReport, fill_report, parse_preflight
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"sources.list": "deb http://mirror.invalid/debian bookworm main\n"},
+     "http://mirror.invalid/debian"),
+    ({"sources.list": "# deb http://x.invalid/debian bookworm main\n"
+                      "deb [arch=amd64] https://y.invalid/debian/ bookworm main contrib\n"},
+     "https://y.invalid/debian"),
+    ({"sources.list.d/debian.sources":
+      "Types: deb\nURIs: http://sec.invalid/debian-security\nSuites: bookworm-security\n"
+      "Components: main\n\nTypes: deb\nURIs: http://m.invalid/debian\n"
+      "Suites: bookworm bookworm-updates\nComponents: main\n"},
+     "http://m.invalid/debian"),
+    ({"sources.list.d/other.sources":
+      "Types: deb\nURIs: http://off.invalid/debian\nSuites: bookworm\nComponents: main\n"
+      "Enabled: no\n"}, None),
+    ({"sources.list": "deb-src http://src.invalid/debian bookworm main\n"}, None),
+])
+def test_mirror_from_apt_sources(tmp_path: Path, files: dict[str, str],
+                                 expected: str | None) -> None:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert image.mirror_from_apt_sources(tmp_path) == expected
+
+
+def test_explicit_mirror_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(image.MIRROR_ENV, "http://env.invalid/debian")
+    assert image.resolve_mirror("http://flag.invalid/debian") == "http://flag.invalid/debian"
+    assert image.resolve_mirror(None) == "http://env.invalid/debian"
+
+
+def test_no_mirror_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(image.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(image, "mirror_from_apt_sources", lambda: None)
+    with pytest.raises(EnvironmentProblem, match="which Debian mirror"):
+        image.resolve_mirror(None)
+
+
+def test_recipe_hash_is_stable_and_changes_with_the_recipe() -> None:
+    assert image.Recipe().digest() == image.Recipe().digest()
+    assert image.Recipe().digest() != image.Recipe(packages=("systemd",)).digest()
+    assert image.Recipe().base_tag.startswith("coophost-lab:base-")
+
+
+@pytest.mark.parametrize("name", ["lab", "t", "it-42", "a" * 21])
+def test_good_lab_names(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Lab", "1lab", "../x", "a b", "a;rm", "a" * 22, "lab_1"])
+def test_bad_lab_names(name: str) -> None:
+    with pytest.raises(UsageError):
+        check_name(name)
+
+
+def test_tar_sets_modes_and_owners() -> None:
+    data = _tar({"etc/ssh/key": (b"secret", 0o600, 0),
+                 "home/u/.ssh/authorized_keys": (b"k", 0o600, 1000)})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["etc/ssh/key"].mode == 0o600 and members["etc/ssh/key"].uid == 0
+    assert members["home/u/.ssh"].mode == 0o700 and members["home/u/.ssh"].uid == 1000
+    assert members["home/u/.ssh/authorized_keys"].uid == 1000
+
+
+PREFLIGHT_OUTPUT = """@@os
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+ID=debian
+VERSION_ID="12"
+VERSION_CODENAME=bookworm
+@@python
+3.11.2
+@@user
+coophost
+@@sudo
+sudo
+@@disk
+/dev/vda 263174212 180000000 83174212 69% /
+@@mem
+MemTotal:       24576000 kB
+MemAvailable:   20480000 kB
+"""
+
+
+def test_preflight_output_is_parsed() -> None:
+    report = fill_report(HostReport("h1", "127.0.0.1:22", reachable=True, host_key="ok"),
+                         parse_preflight(PREFLIGHT_OUTPUT))
+    assert report.os == "debian 12 (bookworm)"
+    assert (report.python, report.user, report.privilege) == ("3.11.2", "coophost", "sudo")
+    assert report.disk_free_gb == pytest.approx(79.3, abs=0.1)
+    assert (report.mem_total_mb, report.mem_available_mb) == (24000, 20000)
+    assert report.ok
+
+
+def test_preflight_without_python_or_sudo_is_not_ok() -> None:
+    text = PREFLIGHT_OUTPUT.replace("3.11.2", "").replace("@@sudo\nsudo", "@@sudo\nnone")
+    report = fill_report(HostReport("h1", "x", reachable=True, host_key="ok"),
+                         parse_preflight(text))
+    assert not report.ok
