@@ -1,8 +1,9 @@
-"""The desired state of a co-op: its registry loaded, units hashed, placed, hosts hashed.
+"""The desired state of a co-op: members summarised, units hashed, placed, hosts hashed.
 
-This is the one pipeline `plan`, `render` and (later) `deploy` share: registry -> units ->
-placement -> per-host hashes. Unit hashes and costs are kept in the parse cache beside each
-member's record, so a warm plan re-derives only what changed.
+The pipeline `plan`, `render` and (later) `deploy` share: registry -> units -> placement ->
+per-host hashes. Each member file is reduced to a small summary (its units' hashes and costs,
+what it claims co-op-wide, where its units are recorded) kept in the parse cache, so a warm
+plan re-reads only the files that changed and re-checks the co-op from summaries.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from coophost.catalogue import Catalogue, load_catalogue
+from coophost.catalogue import Catalogue
 from coophost.placement import Demand, Placement, place
-from coophost.registry.loader import Loaded, load_registry
+from coophost.registry.cache import ParseCache
+from coophost.registry.loader import Base, load_base, load_registry, scan_members
+from coophost.registry.model import STATE_DIR, Coop, Host, Member
+from coophost.registry.parse import check_claims, check_placement, claims
 from coophost.render import host_hash, host_vars, unit_hash, unit_vars
 
+SUMMARY_CACHE = "cache/summaries.marshal"
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 
 
 def roles_dir() -> Path | None:
-    """Where the project's roles live: shipped in the package, or beside it in a checkout."""
+    """Return where the project's roles live: beside the package, or shipped inside it."""
     here = Path(__file__).resolve().parent
     for candidate in (here.parent / "roles", here / "content" / "roles"):
         if candidate.is_dir():
@@ -52,7 +57,7 @@ def role_versions(catalogue: Catalogue) -> dict[str, str]:
     return {name: role_version(service.role) for name, service in catalogue.services.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UnitState:
     """One placed unit of the desired state."""
 
@@ -67,63 +72,77 @@ class UnitState:
 class Desired:
     """The whole desired state: units by (member, service), and each host's hash."""
 
-    loaded: Loaded
+    coop: Coop
+    hosts: dict[str, Host]
+    catalogue: Catalogue
     placement: Placement
     units: dict[tuple[str, str], UnitState]
     host_hashes: dict[str, str]
     role_versions: dict[str, str]
 
 
+def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) -> list[Any]:
+    """Return the plain summary of a member that the plan needs (cached per file)."""
+    units = {}
+    for service_name, settings in member.services.items():
+        service = catalogue.services[service_name]
+        cost = service.unit_cost(settings)
+        units[service_name] = (unit_hash(unit_vars(member, service), service,
+                                         versions[service_name]),
+                               cost["ram_mb"], cost["disk_gb"])
+    return [member.slug, member.file, [key for key, _, _ in claims(member)], units,
+            dict(member.placement)]
+
+
+def _check_claims(base: Base, summaries: list[Any]) -> None:
+    """Refuse a domain, vhost or address claimed twice; the error names the later claim."""
+    owners: dict[str, str] = {}
+    for slug, _, keys, _, _ in summaries:
+        for key in keys:
+            if owners.setdefault(key, slug) != slug:
+                # Summaries keep only keys; re-read the two records for a precise message.
+                both = [m for m in load_registry(base.root).registry.members.values()
+                        if m.slug in (owners[key], slug)]
+                check_claims((m.slug, m.file, claims(m)) for m in both)
+
+
 def compute(root: Path, *, use_cache: bool = True) -> Desired:
     """Load the co-op at `root` and compute its desired state (reads only; the cache aside)."""
-    catalogue = load_catalogue()
+    base = load_base(root)
+    catalogue = base.catalogue
     versions = role_versions(catalogue)
-    salt = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()
-    loaded = load_registry(root, use_cache=use_cache, salt=salt)
-    registry = loaded.registry
+    salt = "summaries\0" + repr(sorted(versions.items()))
+    summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
+                               base.fingerprint(salt))
+    summaries = scan_members(base, summary_cache,
+                             lambda member: summarise(member, catalogue, versions))
+    if summary_cache.dirty:  # a clean cache was saved only after these checks passed
+        _check_claims(base, summaries)
     demands = []
     hashes: dict[tuple[str, str], str] = {}
-    for slug, member in registry.members.items():
-        derived = _derived(loaded, slug, versions)
-        for service_name, (digest, ram, disk) in derived.items():
-            service = catalogue.services[service_name]
+    for slug, file, _, units, placement in summaries:
+        check_placement(file, placement, base.hosts, catalogue)
+        for service_name, (digest, ram, disk) in units.items():
             hashes[(slug, service_name)] = digest
-            demands.append(Demand(slug, service_name, service.group,
+            demands.append(Demand(slug, service_name, catalogue.services[service_name].group,
                                   {"ram_mb": ram, "disk_gb": disk},
-                                  member.placement.get(service_name)))
+                                  placement.get(service_name)))
+    summary_cache.save()
     groups: dict[str, list[str]] = {}
-    for host in registry.hosts.values():
+    for host in base.hosts.values():
         for group in host.groups:
             groups.setdefault(group, []).append(host.name)
-    placement = place(demands, {h.name: h.capacity for h in registry.hosts.values()}, groups)
-    units = {key: UnitState(key[0], key[1], host, hashes[key], key in placement.new)
-             for key, host in placement.hosts.items()}
-    on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in registry.hosts}
-    for unit in units.values():
+    placed = place(demands, {h.name: h.capacity for h in base.hosts.values()}, groups)
+    new = placed.new
+    units_state = {key: UnitState(key[0], key[1], host, hashes[key], key in new)
+                   for key, host in placed.hosts.items()}
+    on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in base.hosts}
+    for unit in units_state.values():
         on_host[unit.host].append((unit.member, unit.service, unit.hash))
     host_hashes = {}
-    for name, host in registry.hosts.items():
+    for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
-        host_hashes[name] = host_hash(host_vars(host, registry.coop), on_host[name],
+        host_hashes[name] = host_hash(host_vars(host, base.coop), on_host[name],
                                       {s: versions[s] for s in services})
-    loaded.cache.save()
-    return Desired(loaded=loaded, placement=placement, units=units, host_hashes=host_hashes,
-                   role_versions=versions)
-
-
-def _derived(loaded: Loaded, slug: str, versions: dict[str, str]) -> dict[str, Any]:
-    """Return (unit hash, RAM, disk) per enabled service of `slug`, from the cache or computed."""
-    extras = loaded.extras[slug]
-    member = loaded.registry.members[slug]
-    derived = extras.get("units")
-    if derived is None or set(derived) != set(member.services):
-        derived = {}
-        for service_name, settings in member.services.items():
-            service = loaded.catalogue.services[service_name]
-            cost = service.unit_cost(settings)
-            derived[service_name] = (
-                unit_hash(unit_vars(member, service), service, versions[service_name]),
-                cost["ram_mb"], cost["disk_gb"])
-        extras["units"] = derived
-        loaded.cache.mark_dirty()
-    return derived
+    return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, placement=placed,
+                   units=units_state, host_hashes=host_hashes, role_versions=versions)

@@ -12,6 +12,7 @@ from typing import Any
 from coophost.desired import compute
 from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
+from coophost.registry.loader import load_registry
 from coophost.render import render_host_file, unit_vars
 from coophost.secrets import SecretStore
 
@@ -21,8 +22,9 @@ HOST_VARS_DIR = "host_vars"
 def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str], SecretStore]:
     """Return each host's vars file text (or one host's), and the store that supplied secrets."""
     desired = compute(root)
-    registry = desired.loaded.registry
-    catalogue = desired.loaded.catalogue
+    loaded = load_registry(root)
+    registry = loaded.registry
+    catalogue = loaded.catalogue
     if only_host is not None and only_host not in registry.hosts:
         raise UsageError(f"no host {only_host!r} in hosts.yml")
     store = SecretStore(root, registry.coop.vault, catalogue)

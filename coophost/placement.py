@@ -17,7 +17,7 @@ from coophost.errors import ConfigError
 RESOURCES = ("ram_mb", "disk_gb")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Demand:
     """One unit to place: who, what, what it costs, and where it is recorded (if anywhere)."""
 
@@ -92,9 +92,9 @@ def _free_share(capacity: Mapping[str, int], used: Mapping[str, int],
 
 def _assign(result: Placement, demand: Demand, host: str) -> None:
     result.hosts[(demand.member, demand.service)] = host
-    used = result.usage[host]
-    for r in RESOURCES:
-        used[r] += demand.cost[r]
+    used, cost = result.usage[host], demand.cost
+    used["ram_mb"] += cost["ram_mb"]
+    used["disk_gb"] += cost["disk_gb"]
 
 
 def _no_fit(demand: Demand, capacity: Mapping[str, Mapping[str, int]], result: Placement,

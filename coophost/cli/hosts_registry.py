@@ -37,7 +37,7 @@ def list_(app: AppContext, as_json: bool) -> None:
     from coophost.desired import compute
 
     desired = compute(app.inventory)
-    hosts = desired.loaded.registry.hosts
+    hosts = desired.hosts
     usage = desired.placement.usage
     count = {h: 0 for h in hosts}
     for unit in desired.units.values():

@@ -21,13 +21,16 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
     """Show what a deploy would change, per host and member; exit 1 when changes are pending."""
     from coophost import plan as planning
     from coophost.desired import compute
+    from coophost.registry import checks
     from coophost.state import StateDB
 
     desired = compute(app.inventory)
-    registry = desired.loaded.registry
-    if member_slug is not None and member_slug not in registry.members:
+    if member_slug is not None:
+        checks.slug(member_slug, "(command line)", "--member")
+    if member_slug is not None and member_slug not in {m for m, _ in desired.units} and not (
+            app.inventory / "members" / f"{member_slug}.yml").is_file():
         raise UsageError(f"no member {member_slug!r}")
-    if host_name is not None and host_name not in registry.hosts:
+    if host_name is not None and host_name not in desired.hosts:
         raise UsageError(f"no host {host_name!r} in hosts.yml")
     units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
     with StateDB(app.inventory) as state:

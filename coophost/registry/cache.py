@@ -17,7 +17,7 @@ from typing import Any
 
 from coophost.fsutil import atomic_write
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 # A file modified this close to the cache's own write may have changed within the same mtime
 # tick; such entries are verified by content hash (git's "racy clean" rule).
 RACY_NS = 2_000_000_000
@@ -47,38 +47,31 @@ class ParseCache:
         self.entries = data["entries"]
         self.written_ns = data["written_ns"]
 
-    def lookup(self, name: str, stat: os.stat_result) -> tuple[Any, dict[str, Any]] | None:
-        """Return `name`'s cached (record, extras) if mtime and size match and it is not racy."""
+    def lookup(self, name: str, stat: os.stat_result) -> Any:
+        """Return `name`'s cached record if mtime and size match and it is not racy, else None."""
         entry = self.entries.get(name)
         if entry is None:
             return None
-        mtime, size, _sha, record, extras = entry
+        mtime, size, _sha, record = entry
         if mtime != stat.st_mtime_ns or size != stat.st_size:
             return None
         if stat.st_mtime_ns >= self.written_ns - RACY_NS:
             return None
-        return record, extras
+        return record
 
-    def lookup_content(self, name: str, stat: os.stat_result,
-                       raw: bytes) -> tuple[Any, dict[str, Any]] | None:
-        """Return `name`'s cached entry if its content hash matches (mtime moved, content not)."""
+    def lookup_content(self, name: str, stat: os.stat_result, raw: bytes) -> Any:
+        """Return `name`'s cached record if its content hash matches (mtime moved, content not)."""
         entry = self.entries.get(name)
         if entry is None or entry[2] != hashlib.sha256(raw).hexdigest():
             return None
         entry[0], entry[1] = stat.st_mtime_ns, stat.st_size
         self.dirty = True
-        return entry[3], entry[4]
+        return entry[3]
 
-    def store(self, name: str, stat: os.stat_result, raw: bytes, record: Any) -> dict[str, Any]:
-        """Remember `record` for `name`; returns its (empty) extras dict for callers to fill."""
-        extras: dict[str, Any] = {}
+    def store(self, name: str, stat: os.stat_result, raw: bytes, record: Any) -> None:
+        """Remember `record` (plain data) for `name`."""
         self.entries[name] = [stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).hexdigest(),
-                              record, extras]
-        self.dirty = True
-        return extras
-
-    def mark_dirty(self) -> None:
-        """Something in an entry's extras changed; write on save."""
+                              record]
         self.dirty = True
 
     def forget_except(self, names: set[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,30 @@ from coophost.registry.model import (
 from coophost.registry.parse import cross_check, parse_coop, parse_hosts, parse_member
 from coophost.registry.yamlio import load_bytes
 
-CACHE_FILE = "cache/registry.marshal"
+RECORDS_CACHE = "cache/members.marshal"
 
 
 @dataclass
 class Loaded:
-    """A loaded registry, its catalogue, and the cache entries' extras (slug -> dict)."""
+    """A loaded registry and its catalogue."""
 
     registry: Registry
     catalogue: Catalogue
-    extras: dict[str, dict[str, Any]]
-    cache: ParseCache
-    fingerprint: str
+
+
+@dataclass
+class Base:
+    """What every member file is checked against: the catalogue, coop.yml and hosts.yml."""
+
+    root: Path
+    catalogue: Catalogue
+    coop: Coop
+    hosts: dict[str, Host]
+    digest: str  # of what a member record depends on: code version, catalogue, coop.yml
+
+    def fingerprint(self, salt: str = "") -> str:
+        """Return the cache fingerprint for derived data that also depends on `salt`."""
+        return hashlib.sha256(f"{self.digest}\0{salt}".encode()).hexdigest()
 
 
 def _read(root: Path, name: str) -> bytes:
@@ -49,25 +62,20 @@ def _read(root: Path, name: str) -> bytes:
 
 
 def load_coop(root: Path, catalogue: Catalogue | None = None) -> tuple[Coop, bytes]:
-    """coop.yml, validated, and its bytes."""
+    """Return coop.yml, validated, and its bytes."""
     raw = _read(root, COOP_FILE)
     return parse_coop(load_bytes(raw, COOP_FILE), COOP_FILE,
                       catalogue or load_catalogue()), raw
 
 
 def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host]:
-    """hosts.yml, validated: every host with its groups and declared capacity."""
+    """Return hosts.yml, validated: every host with its groups and declared capacity."""
     raw = _read(root, HOSTS_FILE)
     return parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
 
 
-def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True,
-                  salt: str = "") -> Loaded:
-    """Read and check the whole co-op directory at `root`.
-
-    `salt` joins the cache fingerprint: callers that keep derived data in the extras (unit
-    hashes depend on role versions) pass what that data depends on.
-    """
+def load_base(root: Path, *, need_hosts: bool = True) -> Base:
+    """Read the catalogue, coop.yml and (when needed or present) hosts.yml."""
     if not (root / COOP_FILE).is_file():
         raise ConfigError(f"{root}: not a co-op directory (no {COOP_FILE})",
                           hint="pass -i/--inventory, or run `coophost init DIR`")
@@ -76,33 +84,21 @@ def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True
     hosts: dict[str, Host] = {}
     if need_hosts or (root / HOSTS_FILE).is_file():
         hosts = load_hosts(root, catalogue)
-    fingerprint = hashlib.sha256("\0".join(
-        [__version__, catalogue.digest, hashlib.sha256(coop_raw).hexdigest(), salt]
-    ).encode()).hexdigest()
-    cache = ParseCache(root / STATE_DIR / CACHE_FILE if use_cache else None, fingerprint)
-    members, extras = _load_members(root, coop, catalogue, cache)
-    registry = Registry(root=root, coop=coop, hosts=hosts, members=members)
-    if need_hosts or hosts:
-        cross_check(registry, catalogue)
-    else:
-        cross_check(Registry(root, coop, hosts, {
-            slug: _without_placement(m) for slug, m in members.items()}), catalogue)
-    return Loaded(registry=registry, catalogue=catalogue, extras=extras, cache=cache,
-                  fingerprint=fingerprint)
+    digest = hashlib.sha256(b"\0".join([
+        __version__.encode(), catalogue.digest.encode(), hashlib.sha256(coop_raw).digest(),
+    ])).hexdigest()
+    return Base(root=root, catalogue=catalogue, coop=coop, hosts=hosts, digest=digest)
 
 
-def _without_placement(member: Member) -> Member:
-    return Member(member.slug, member.name, member.contact, member.status, member.domains,
-                  member.ssh_keys, member.services, {}, member.file)
+def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any]) -> list[Any]:
+    """Return `build(member)` for every member file, in file-name order, reusing the cache.
 
-
-def _load_members(root: Path, coop: Coop, catalogue: Catalogue,
-                  cache: ParseCache) -> tuple[dict[str, Member], dict[str, dict[str, Any]]]:
-    members: dict[str, Member] = {}
-    extras: dict[str, dict[str, Any]] = {}
-    directory = root / MEMBERS_DIR
+    A file whose mtime and size (or, failing that, content hash) match its cache entry is not
+    parsed again; its cached record is returned instead.
+    """
+    records = []
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        entries = sorted(os.scandir(base.root / MEMBERS_DIR), key=lambda e: e.name)
     except FileNotFoundError:
         entries = []
     seen: set[str] = set()
@@ -111,18 +107,38 @@ def _load_members(root: Path, coop: Coop, catalogue: Catalogue,
             continue
         seen.add(entry.name)
         stat = entry.stat()
-        hit = cache.lookup(entry.name, stat)
-        if hit is None:
+        record = cache.lookup(entry.name, stat)
+        if record is None:
             raw = Path(entry.path).read_bytes()
-            hit = cache.lookup_content(entry.name, stat, raw)
-            if hit is None:
+            record = cache.lookup_content(entry.name, stat, raw)
+            if record is None:
                 label = f"{MEMBERS_DIR}/{entry.name}"
-                member = parse_member(load_bytes(raw, label), label, entry.name[:-4], coop,
-                                      catalogue)
-                hit = member.to_plain(), cache.store(entry.name, stat, raw, member.to_plain())
-        record, extra = hit
-        member = Member.from_plain(record)
-        members[member.slug] = member
-        extras[member.slug] = extra
+                member = parse_member(load_bytes(raw, label), label, entry.name[:-4],
+                                      base.coop, base.catalogue)
+                record = build(member)
+                cache.store(entry.name, stat, raw, record)
+        records.append(record)
     cache.forget_except(seen)
-    return members, extras
+    return records
+
+
+def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True) -> Loaded:
+    """Read and check the whole co-op directory at `root` (every member record)."""
+    base = load_base(root, need_hosts=need_hosts)
+    cache = ParseCache(root / STATE_DIR / RECORDS_CACHE if use_cache else None,
+                       base.fingerprint("records"))
+    members = {m.slug: m for m in map(Member.from_plain,
+                                      scan_members(base, cache, Member.to_plain))}
+    cache.save()
+    registry = Registry(root=root, coop=base.coop, hosts=base.hosts, members=members)
+    if base.hosts or need_hosts:
+        cross_check(registry, base.catalogue)
+    else:
+        cross_check(Registry(root, base.coop, {}, {
+            slug: _without_placement(m) for slug, m in members.items()}), base.catalogue)
+    return Loaded(registry=registry, catalogue=base.catalogue)
+
+
+def _without_placement(member: Member) -> Member:
+    return Member(member.slug, member.name, member.contact, member.status, member.domains,
+                  member.ssh_keys, member.services, {}, member.file)

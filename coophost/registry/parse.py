@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from coophost.catalogue import Catalogue, Parameter, Service
@@ -318,34 +318,49 @@ def _check_mail_names(resolved: Mapping[str, Any], file: str, where: str) -> Non
                             hint="name a mailbox or give a full address")
 
 
-def cross_check(registry: Registry, catalogue: Catalogue) -> None:
-    """Return checks across records: unique domains, addresses and vhosts; placement references."""
+def claims(member: Member) -> list[tuple[str, str, str]]:
+    """Return what `member` claims co-op-wide: (key, field, value) of domains, vhosts, addresses."""
+    result = [(domain.ascii, f"domains[{index}]", domain.name)
+              for index, domain in enumerate(member.domains)]
+    for service_name, settings in member.services.items():
+        vhost = settings.get("vhost")
+        if vhost is not None and not any(vhost == d.ascii for d in member.domains):
+            result.append((vhost, f"services.{service_name}.vhost", vhost))
+    mail = member.services.get("mail")
+    if mail:
+        for domain in mail["domains"]:
+            for name in [*mail["mailboxes"], *mail["aliases"]]:
+                result.append((f"{name}@{domain}", "services.mail", name))
+    return result
+
+
+def check_claims(claimed: Iterable[tuple[str, str, list[tuple[str, str, str]]]]) -> None:
+    """Refuse a key claimed by two members; `claimed` yields (slug, file, claims) in order."""
     owners: dict[str, str] = {}
+    for slug, file, items in claimed:
+        for key, field, value in items:
+            owner = owners.setdefault(key, slug)
+            if owner != slug:
+                checks.fail(file, field, value, f"already belongs to member {owner!r}")
+
+
+def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str, Host],
+                    catalogue: Catalogue) -> None:
+    """Refuse a placement on a host that does not exist or is not in the service's group."""
+    for service_name, host_name in placement.items():
+        host = hosts.get(host_name)
+        where = f"placement.{service_name}"
+        if host is None:
+            checks.fail(file, where, host_name, "no such host in hosts.yml",
+                        hint=f"hosts: {', '.join(hosts) or 'none'}")
+        group = catalogue.services[service_name].group
+        if host is not None and group not in host.groups:
+            checks.fail(file, where, host_name, f"host is not in the {group!r} group of "
+                        "hosts.yml")
+
+
+def cross_check(registry: Registry, catalogue: Catalogue) -> None:
+    """Check across records: unique domains, addresses and vhosts; placement references."""
+    check_claims((m.slug, m.file, claims(m)) for m in registry.members.values())
     for member in registry.members.values():
-        for index, domain in enumerate(member.domains):
-            _claim(owners, domain.ascii, member, f"domains[{index}]", domain.name)
-        for service_name, settings in member.services.items():
-            vhost = settings.get("vhost")
-            if vhost is not None and not any(vhost == d.ascii for d in member.domains):
-                _claim(owners, vhost, member, f"services.{service_name}.vhost", vhost)
-        mail = member.services.get("mail")
-        if mail:
-            for domain in mail["domains"]:
-                for name in [*mail["mailboxes"], *mail["aliases"]]:
-                    _claim(owners, f"{name}@{domain}", member, "services.mail", name)
-        for service_name, host_name in member.placement.items():
-            host = registry.hosts.get(host_name)
-            where = f"placement.{service_name}"
-            if host is None:
-                checks.fail(member.file, where, host_name, "no such host in hosts.yml",
-                            hint=f"hosts: {', '.join(registry.hosts) or 'none'}")
-            group = catalogue.services[service_name].group
-            if host is not None and group not in host.groups:
-                checks.fail(member.file, where, host_name, f"host is not in the {group!r} "
-                            "group of hosts.yml")
-
-
-def _claim(owners: dict[str, str], key: str, member: Member, field: str, value: str) -> None:
-    owner = owners.setdefault(key, member.slug)
-    if owner != member.slug:
-        checks.fail(member.file, field, value, f"already belongs to member {owner!r}")
+        check_placement(member.file, member.placement, registry.hosts, catalogue)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a small co-op directory (the lab co-op's registry plus three hosts)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTS_YML = """\
+all:
+  vars: {ansible_user: coophost, ansible_become: true}
+  hosts:
+    h1: {ansible_host: 127.0.0.1, ansible_port: 40001, coophost_fqdn: h1.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+    h2: {ansible_host: 127.0.0.1, ansible_port: 40002, coophost_fqdn: h2.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+    h3: {ansible_host: 127.0.0.1, ansible_port: 40003, coophost_fqdn: h3.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+  children:
+    mail: {hosts: {h1: {}, h2: {}, h3: {}}}
+    nextcloud: {hosts: {h1: {}, h2: {}, h3: {}}}
+    git: {hosts: {h1: {}, h2: {}, h3: {}}}
+    discourse: {hosts: {h1: {}, h2: {}, h3: {}}}
+"""
+
+
+@pytest.fixture
+def coop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of inventories/lab's registry with three hosts and a known vault password."""
+    root = tmp_path / "coop"
+    root.mkdir()
+    shutil.copy(REPO / "inventories/lab/coop.yml", root / "coop.yml")
+    shutil.copytree(REPO / "inventories/lab/members", root / "members")
+    (root / "hosts.yml").write_text(HOSTS_YML)
+    monkeypatch.setenv("COOPHOST_VAULT_PASSWORD", "unit-test-vault-password")
+    return root
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from coophost.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
