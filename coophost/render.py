@@ -94,7 +94,7 @@ def _template_source() -> str:
 
 def _printable(char: str) -> bool:
     code = ord(char)
-    return (code in (0x09, 0x0A, 0x0D) or 0x20 <= code <= 0x7E or code == 0x85
+    return (code in (0x09, 0x0A, 0x0D) or 0x20 <= code <= 0x7E
             or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
             or 0x10000 <= code <= 0x10FFFF) and char not in "\u2028\u2029\ufeff"
 

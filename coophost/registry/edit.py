@@ -236,7 +236,9 @@ def _place_one(loaded: Loaded, slug: str, service: Service, doc: Any) -> str:
                           loaded.catalogue)
     members = dict(registry.members)
     members[slug] = member
-    demands = _demands(members, loaded.catalogue)
+    # Other members' units not yet recorded are not placed here: they take no room yet.
+    demands = [d for d in _demands(members, loaded.catalogue)
+               if d.recorded is not None or (d.member, d.service) == (slug, service.name)]
     groups: dict[str, list[str]] = {}
     for host in registry.hosts.values():
         for group in host.groups:

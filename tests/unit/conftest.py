@@ -12,9 +12,15 @@ HOSTS_YML = """\
 all:
   vars: {ansible_user: coophost, ansible_become: true}
   hosts:
-    h1: {ansible_host: 127.0.0.1, ansible_port: 40001, coophost_fqdn: h1.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
-    h2: {ansible_host: 127.0.0.1, ansible_port: 40002, coophost_fqdn: h2.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
-    h3: {ansible_host: 127.0.0.1, ansible_port: 40003, coophost_fqdn: h3.lab.test, coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+    h1:
+      {ansible_host: 127.0.0.1, ansible_port: 40001, coophost_fqdn: h1.lab.test,
+       coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+    h2:
+      {ansible_host: 127.0.0.1, ansible_port: 40002, coophost_fqdn: h2.lab.test,
+       coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
+    h3:
+      {ansible_host: 127.0.0.1, ansible_port: 40003, coophost_fqdn: h3.lab.test,
+       coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
   children:
     mail: {hosts: {h1: {}, h2: {}, h3: {}}}
     nextcloud: {hosts: {h1: {}, h2: {}, h3: {}}}
@@ -33,6 +39,12 @@ def coop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "hosts.yml").write_text(HOSTS_YML)
     monkeypatch.setenv("COOPHOST_VAULT_PASSWORD", "unit-test-vault-password")
     return root
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process: cli(*args) -> (exit code, stdout, stderr)."""
+    return run
 
 
 def run(*args: str) -> tuple[int, str, str]:

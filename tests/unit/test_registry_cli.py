@@ -1,0 +1,225 @@
+"""The registry's commands end to end (in-process): exit codes, messages, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from coophost.cli.hosts_registry import host_commands
+from coophost.cli.main import cli as root
+from coophost.secrets import SecretStore, parse_secrets_file
+
+
+def test_plan_exit_codes_and_json(coop: Path, cli) -> None:
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert code == 1
+    assert "+ ada-books/mail: add" in out
+    code, out, _ = cli("-i", str(coop), "plan", "--json", "--member", "ada-books")
+    data = json.loads(out)
+    assert code == 1 and {c["member"] for c in data["changes"]} == {"ada-books"}
+    _record_everything_applied(coop)
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert (code, out) == (0, "No changes: every host matches what was last applied.\n")
+
+
+def _record_everything_applied(coop: Path) -> None:
+    from coophost.desired import compute
+    from coophost.state import StateDB
+
+    desired = compute(coop)
+    per_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.host_hashes}
+    for unit in desired.units.values():
+        per_host[unit.host].append((unit.member, unit.service, unit.hash))
+    with StateDB(coop) as state:
+        for host, units in per_host.items():
+            state.record_host_applied(host, desired.host_hashes[host], units)
+
+
+def test_plan_sees_one_member_change(coop: Path, cli) -> None:
+    _record_everything_applied(coop)
+    assert cli("-i", str(coop), "member", "suspend", "dune-press")[0] == 0
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert code == 1
+    assert "~ dune-press/mail: change" in out
+    assert out.count("change\n") == 1
+    assert cli("-i", str(coop), "member", "resume", "dune-press")[0] == 0
+    assert cli("-i", str(coop), "plan")[0] == 0
+
+
+def test_plan_unknown_member_or_host(coop: Path, cli) -> None:
+    assert cli("-i", str(coop), "plan", "--member", "nobody")[0] == 2
+    assert cli("-i", str(coop), "plan", "--member", "../../x")[0] == 2
+    assert cli("-i", str(coop), "plan", "--host", "h9")[0] == 2
+
+
+def test_member_lifecycle_keeps_comments(coop: Path, cli) -> None:
+    code, _, err = cli("-i", str(coop), "member", "add", "erin", "--name", "Erin's Garden",
+                       "--contact", "erin@erin.test", "--domain", "erin.test")
+    assert code == 0, err
+    path = coop / "members" / "erin.yml"
+    text = path.read_text()
+    path.write_text(text.replace("status: active", "# a note a sysadmin wrote\nstatus: active"))
+    code, out, err = cli("-i", str(coop), "service", "enable", "erin", "mail",
+                         "--set", "mailboxes=[erin, shop]", "--set", "quota_mb=512")
+    assert code == 0, err
+    assert "placed on h" in out
+    text = path.read_text()
+    assert "# a note a sysadmin wrote" in text
+    assert "# Which host runs each service." in text
+    assert "quota_mb: 512" in text and "mail: h" in text
+    code, out, _ = cli("-i", str(coop), "member", "show", "erin", "--json")
+    shown = json.loads(out)
+    assert shown["services"]["mail"]["mailboxes"] == ["erin", "shop"]
+    code, out, _ = cli("-i", str(coop), "member", "list", "--json")
+    assert "erin" in {m["slug"] for m in json.loads(out)}
+    assert cli("-i", str(coop), "member", "edit", "erin", "--add-domain", "erin2.test")[0] == 0
+    assert "erin2.test" in path.read_text()
+    assert cli("-i", str(coop), "service", "disable", "erin", "mail")[0] == 0
+    assert "mail:" not in path.read_text().split("services:")[1]
+    assert cli("-i", str(coop), "member", "remove", "erin", "--yes")[0] == 0
+    assert not path.exists()
+
+
+REJECTED_WRITES = [
+    ("duplicate domain across members",
+     ["member", "add", "zed", "--name", "Z", "--contact", "z@z.test", "--domain",
+      "ada-books.test"], "members/zed.yml: domains[0]: 'ada-books.test': already belongs"),
+    ("hostile slug", ["member", "add", "../evil", "--name", "E", "--contact", "e@e.test"],
+     "(command line): member: '../evil'"),
+    ("bad setting type", ["service", "enable", "ada-books", "mail", "--set", "quota_mb=lots"],
+     "services.mail.quota_mb: 'lots': must be an integer"),
+    ("unknown setting", ["service", "enable", "ada-books", "mail", "--set", "qouta_mb=5"],
+     "did you mean 'quota_mb'?"),
+    ("unknown service", ["service", "enable", "ada-books", "mial"], "did you mean 'mail'?"),
+    ("move to a host outside the group", ["member", "move", "ada-books", "mail", "h9"],
+     "no host 'h9'"),
+    ("look-alike domain", ["member", "edit", "ada-books", "--add-domain", "\u0430da.test"],
+     "look-alike"),
+]
+
+
+@pytest.mark.parametrize(("why", "args", "message"), REJECTED_WRITES,
+                         ids=[c[0] for c in REJECTED_WRITES])
+def test_rejected_writes_exit_2_and_write_nothing(coop: Path, cli, why: str, args: list[str],
+                                                  message: str) -> None:
+    before = {p.name: p.read_bytes() for p in (coop / "members").iterdir()}
+    code, out, err = cli("-i", str(coop), *args)
+    assert code == 2, out + err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in (coop / "members").iterdir()} == before
+
+
+def test_editor_rejection_keeps_the_edit_aside(coop: Path, cli, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/^contact: .*/contact: not-an-email/' \"$1\"\n")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    before = (coop / "members" / "ada-books.yml").read_text()
+    code, _, err = cli("-i", str(coop), "member", "edit", "ada-books")
+    assert code == 2
+    assert "members/ada-books.yml: contact: 'not-an-email'" in err
+    assert (coop / "members" / "ada-books.yml").read_text() == before
+    assert (coop / ".coophost" / "rejected" / "ada-books.yml").exists()
+
+
+def test_member_move_records_and_plan_shows_it(coop: Path, cli) -> None:
+    assert cli("-i", str(coop), "service", "enable", "ada-books", "mail")[0] == 0
+    placed = (coop / "members" / "ada-books.yml").read_text()
+    target = "h1" if "mail: h1" not in placed else "h3"
+    _record_everything_applied(coop)
+    code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", target)
+    assert code == 0, err
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert code == 1 and "moved from" in out and "moved to" in out
+
+
+def test_no_host_fits_is_a_clear_error(coop: Path, cli) -> None:
+    hosts = coop / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("ram_mb: 4096", "ram_mb: 100"))
+    code, _, err = cli("-i", str(coop), "service", "enable", "ada-books", "nextcloud")
+    assert code == 2
+    assert "no host of the 'nextcloud' group has" in err
+
+
+def test_host_add_list_remove(coop: Path) -> None:
+    group = click.Group("host", commands={c.name: c for c in host_commands if c.name})
+    root.add_command(group, "host-registry-test")
+    runner = CliRunner()
+    try:
+        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "add", "h4",
+                                      "--address", "10.0.0.4", "--ram-mb", "8192",
+                                      "--disk-gb", "100", "--group", "mail"])
+        assert result.exit_code == 0, result.output
+        assert "h4:" in (coop / "hosts.yml").read_text()
+        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "list", "--json"])
+        assert "h4" in {row["host"] for row in json.loads(result.output)}
+        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "add", "h5",
+                                      "--address", "x", "--ram-mb", "1", "--disk-gb", "1",
+                                      "--group", "mial"])
+        assert result.exit_code != 0
+        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "remove", "h4"])
+        assert result.exit_code == 0, result.output
+        assert "h4" not in (coop / "hosts.yml").read_text()
+    finally:
+        root.commands.pop("host-registry-test")
+
+
+def test_init_creates_a_valid_coop(tmp_path: Path, cli) -> None:
+    target = tmp_path / "new-coop"
+    code, _, err = cli("init", str(target), "--name", "New Co-op", "--domain", "new.test",
+                       "--contact", "admin@new.test")
+    assert code == 0, err
+    assert (target / "vault-password").stat().st_mode & 0o777 == 0o600
+    assert cli("-i", str(target), "member", "list")[0] == 0
+    assert cli("init", str(target), "--name", "X", "--domain", "x.test",
+               "--contact", "a@x.test")[0] == 2
+
+
+def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
+    code, render_out, err = cli("-i", str(coop), "render")
+    assert code == 0, err
+    from coophost.catalogue import load_catalogue
+    from coophost.registry.loader import load_coop
+
+    settings, _ = load_coop(coop)
+    values = SecretStore(coop, settings.vault, load_catalogue()).reveal("bread-coop")
+    password = values["nextcloud"]["db_password"]
+    assert len(password) == 32
+    on_disk = b"".join(p.read_bytes() for p in coop.rglob("*") if p.is_file())
+    assert password.encode() not in on_disk
+    assert b"PRIVATE KEY" not in on_disk
+    outputs = render_out
+    for args in (["plan"], ["plan", "--json"], ["member", "show", "bread-coop", "--json"],
+                 ["render"]):
+        outputs += "".join(cli("-i", str(coop), *args)[1:])
+    assert password not in outputs
+    secrets_file = (coop / "secrets" / "bread-coop.yml").read_text()
+    assert parse_secrets_file(secrets_file)["nextcloud"]["db_password"].startswith(
+        "$ANSIBLE_VAULT;1.1;AES256")
+    code, shown, _ = cli("-i", str(coop), "secrets", "show", "bread-coop", "nextcloud",
+                         "db_password")
+    assert code == 0 and shown.strip() == f"nextcloud.db_password: {password}"
+
+
+def test_secrets_are_stable_across_renders(coop: Path, cli) -> None:
+    cli("-i", str(coop), "render")
+    first = (coop / "secrets" / "ada-books.yml").read_text()
+    cli("-i", str(coop), "render")
+    assert (coop / "secrets" / "ada-books.yml").read_text() == first
+
+
+def test_missing_vault_password_is_exit_2(coop: Path, cli,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COOPHOST_VAULT_PASSWORD")
+    coop_yml = coop / "coop.yml"
+    coop_yml.write_text(coop_yml.read_text().replace("create_password_file: true",
+                                                     "create_password_file: false"))
+    code, _, err = cli("-i", str(coop), "render")
+    assert code == 2
+    assert "no vault password" in err or "vault password file" in err
