@@ -51,9 +51,10 @@ def test_killed_writer_leaves_original(tmp_path: Path) -> None:
 
 
 def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
-    with coop_lock(tmp_path, purpose="first"), pytest.raises(BusyError, match="first") as caught:
-        with coop_lock(tmp_path):
-            pass
+    with (coop_lock(tmp_path, purpose="first"),
+          pytest.raises(BusyError, match="first") as caught,
+          coop_lock(tmp_path)):
+        pass
     assert caught.value.exit_code == 3
     with coop_lock(tmp_path):  # free again
         pass
