@@ -38,6 +38,33 @@ MIGRATIONS: tuple[str, ...] = (
         applied_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: deploy runs, the job of each host in a run, and a compact event summary per job.
+    """
+    CREATE TABLE run (
+        id          INTEGER PRIMARY KEY,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        status      TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        options     TEXT NOT NULL,
+        user        TEXT NOT NULL
+    );
+    CREATE TABLE host_job (
+        run_id      INTEGER NOT NULL REFERENCES run (id),
+        host        TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        started_at  REAL,
+        finished_at REAL,
+        ok          INTEGER NOT NULL DEFAULT 0,
+        changed     INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        unreachable INTEGER NOT NULL DEFAULT 0,
+        tasks       INTEGER NOT NULL DEFAULT 0,
+        units       TEXT NOT NULL,
+        summary     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -89,18 +116,8 @@ class StateDB:
         Call only after the host's apply succeeded: its previous rows are replaced, so units
         removed from the host disappear from the record in the same transaction.
         """
-        now = time.time()
-        with self.transaction():
-            self.conn.execute("DELETE FROM applied_unit WHERE host = ?", (host,))
-            self.conn.executemany(
-                "INSERT INTO applied_unit (host, member, service, hash, run_id, applied_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(host, m, s, h, run_id, now) for m, s, h in units])
-            self.conn.execute(
-                "INSERT INTO applied_host (host, hash, run_id, applied_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (host) DO UPDATE SET hash = excluded.hash, "
-                "run_id = excluded.run_id, applied_at = excluded.applied_at",
-                (host, host_hash, run_id, now))
+        with self.transaction() as conn:
+            write_applied(conn, host, host_hash, units, run_id)
 
     def forget_host(self, host: str) -> None:
         """Drop every record of `host` (it was removed and is gone)."""
@@ -111,6 +128,21 @@ class StateDB:
     def transaction(self) -> _Transaction:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
         return _Transaction(self.conn)
+
+
+def write_applied(conn: sqlite3.Connection, host: str, host_hash: str,
+                  units: Iterable[tuple[str, str, str]], run_id: int | None) -> None:
+    """Replace what `host` is recorded to run (call inside a transaction)."""
+    now = time.time()
+    conn.execute("DELETE FROM applied_unit WHERE host = ?", (host,))
+    conn.executemany(
+        "INSERT INTO applied_unit (host, member, service, hash, run_id, applied_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)", [(host, m, s, h, run_id, now) for m, s, h in units])
+    conn.execute(
+        "INSERT INTO applied_host (host, hash, run_id, applied_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (host) DO UPDATE SET hash = excluded.hash, "
+        "run_id = excluded.run_id, applied_at = excluded.applied_at",
+        (host, host_hash, run_id, now))
 
 
 class _Transaction:
@@ -149,3 +181,4 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[str, ...] = MIGRATIONS) 
             conn.execute("ROLLBACK")
             raise
     return len(migrations)
+

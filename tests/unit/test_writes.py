@@ -92,10 +92,10 @@ def test_state_migrates_and_records(tmp_path: Path) -> None:
 
 def test_state_migration_steps_are_applied_once(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
-    extra = (*MIGRATIONS, "CREATE TABLE run (id INTEGER PRIMARY KEY)")
+    extra = (*MIGRATIONS, "CREATE TABLE extra_step (id INTEGER PRIMARY KEY)")
     assert migrate(conn, extra) == len(extra)
     assert migrate(conn, extra) == len(extra)
-    assert conn.execute("SELECT count(*) FROM run").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM extra_step").fetchone()[0] == 0
 
 
 def test_state_newer_than_code_is_refused(tmp_path: Path) -> None:
