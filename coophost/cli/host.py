@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
+from coophost.cli.hosts_registry import host_commands
 from coophost.cli.options import AppContext, json_option, pass_app
 from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, ConfigError
-from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
-from coophost.ssh import HostReport, preflight
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from coophost.ssh import HostReport
 
 
 @click.group()
 def host() -> None:
-    """The co-op's hosts: preflight checks."""
+    """The co-op's hosts: register, list, remove, and preflight checks."""
 
 
 @host.command()
@@ -28,6 +32,9 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     Exit 4 when a host is unreachable or its key does not match the pinned one, 1 when a
     reachable host fails a check.
     """
+    from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
+    from coophost.ssh import preflight  # paramiko is slow to import: only when checking
+
     hosts = load_hosts(app.inventory)
     if names:
         unknown = sorted(set(names) - {h.name for h in hosts})
@@ -50,6 +57,8 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
 
 
 def _table(reports: list[HostReport]) -> Table:
+    from rich.table import Table
+
     table = Table(title="host check")
     for column in ("host", "ok", "key", "os", "python", "priv", "disk free", "mem free"):
         table.add_column(column, no_wrap=True)
@@ -58,5 +67,8 @@ def _table(reports: list[HostReport]) -> Table:
                       r.privilege, f"{r.disk_free_gb:.0f} GB", f"{r.mem_available_mb} MB")
     return table
 
+
+for _command in host_commands:
+    host.add_command(_command)
 
 commands = [host]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
 from coophost.cli.options import AppContext, json_option, pass_app
 from coophost.errors import ConfigError, EnvironmentProblem
-from coophost.lab.lab import Lab
+
+if TYPE_CHECKING:
+    from coophost.lab.lab import Lab
 
 name_option = click.option(
     "--name", default="lab", show_default=True,
@@ -19,6 +21,8 @@ name_option = click.option(
 
 
 def _lab(app: AppContext, name: str) -> Lab:
+    from coophost.lab.lab import Lab  # cryptography and friends load only for lab commands
+
     inventory = app.inventory if app.inventory_given else Path("inventories") / name
     return Lab(name, inventory)
 
@@ -65,6 +69,8 @@ def status(app: AppContext, name: str, as_json: bool) -> None:
     if as_json:
         app.emit_json(info)
         return
+    from rich.table import Table
+
     table = Table(title=f"lab {name}  ({info['network']})")
     for column in ("container", "role", "state", "ip", "ssh"):
         table.add_column(column)
