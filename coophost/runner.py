@@ -26,6 +26,7 @@ class PlaybookResult:
     status: str
     rc: int
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    stdout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,8 @@ def run_playbook(
     *,
     limit: list[str] | None = None,
     extravars: dict[str, Any] | None = None,
+    envvars: dict[str, str] | None = None,
+    forks: int | None = None,
     check: bool = False,
     event_handler: Callable[[dict[str, Any]], bool] | None = None,
     cancel_callback: Callable[[], bool] | None = None,
@@ -74,7 +77,8 @@ def run_playbook(
             inventory=str((inventory / "hosts.yml").resolve()),
             limit=",".join(limit) if limit else None,
             extravars=extravars or {},
-            envvars=ansible_env(inventory),
+            envvars={**ansible_env(inventory), **(envvars or {})},
+            forks=forks,
             cmdline=cmdline,
             quiet=True,
             event_handler=event_handler,
@@ -82,8 +86,11 @@ def run_playbook(
             settings={"suppress_ansible_output": True},
         )
         stats = runner.stats or {}
-        result = PlaybookResult(status=str(runner.status), rc=int(runner.rc or 0),
-                                stats={k: v for k, v in stats.items() if isinstance(v, dict)})
+        stdout_file = private / "artifacts" / str(runner.config.ident) / "stdout"
+        result = PlaybookResult(
+            status=str(runner.status), rc=int(runner.rc or 0),
+            stats={k: v for k, v in stats.items() if isinstance(v, dict)},
+            stdout=stdout_file.read_text(errors="replace") if stdout_file.is_file() else "")
     finally:
         if keep_artifacts is not None:
             shutil.copytree(private / "artifacts", keep_artifacts, dirs_exist_ok=True)

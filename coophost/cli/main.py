@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "coophost.cli.host",
     "coophost.cli.registry",
     "coophost.cli.plan",
+    "coophost.cli.deploy",
 )
 
 

@@ -148,3 +148,10 @@ class RunLog:
             "SELECT tasks FROM host_job WHERE host = ? AND status = 'ok' AND tasks > 0 "
             "ORDER BY run_id DESC LIMIT 1", (host,)).fetchone()
         return int(row[0]) if row else 0
+
+    def hosts_to_resume(self) -> list[str]:
+        """Hosts whose job in the last run did not succeed (failed, unreached, canceled)."""
+        runs = self.runs(limit=1)
+        if not runs:
+            return []
+        return [job.host for job in runs[0].jobs if job.status != "ok"]

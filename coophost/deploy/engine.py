@@ -1,0 +1,223 @@
+"""`coophost deploy`: plan, render, run each affected host, record what succeeded.
+
+Hosts run concurrently (one ansible-runner job per host by default, see docs/deploy-engine.md
+for the measurements behind that choice); a host's failure stays with that host; a host is
+recorded as applied only in the transaction that records its successful job.
+"""
+
+from __future__ import annotations
+
+import getpass
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from coophost.deploy.executor import Executor, HostOutcome, LocalExecutor, VaultAccess
+from coophost.deploy.jobs import HostJob, Selection, default_parallel, select_hosts
+from coophost.deploy.records import RunLog
+from coophost.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_UNREACHABLE,
+    ConfigError,
+)
+
+MODES = ("per-host", "batch")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to deploy (the CLI's flags)."""
+
+    selection: Selection = field(default_factory=Selection)
+    parallel: int | None = None
+    check: bool = False
+    wait: bool = False
+    mode: str = "per-host"
+    mitogen: bool = False
+
+
+@dataclass
+class DeployResult:
+    """What a deploy did."""
+
+    run_id: int | None
+    jobs: dict[str, HostJob] = field(default_factory=dict)
+    outcomes: dict[str, HostOutcome] = field(default_factory=dict)
+    canceled: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN.md's exit code for this result."""
+        statuses = {o.status for o in self.outcomes.values()}
+        if self.canceled or "canceled" in statuses:
+            return EXIT_INTERRUPTED
+        if "unreachable" in statuses:
+            return EXIT_UNREACHABLE
+        return EXIT_PENDING if "failed" in statuses else EXIT_OK
+
+    def by_member(self) -> dict[str, dict[str, str]]:
+        """Map member -> service -> the status of the host that runs it."""
+        table: dict[str, dict[str, str]] = {}
+        for host, job in self.jobs.items():
+            status = self.outcomes[host].status if host in self.outcomes else "pending"
+            for member, service, _ in job.units:
+                table.setdefault(member, {})[service] = f"{status} ({host})"
+        return dict(sorted(table.items()))
+
+
+class Progress(Protocol):
+    """Where the engine reports as it goes."""
+
+    def planned(self, jobs: dict[str, HostJob], expected_tasks: dict[str, int]) -> None:
+        """The hosts about to run, with a task count estimate per host (0: unknown)."""
+
+    def event(self, host: str, kind: str, task: str) -> None:
+        """A task started ('task') or finished ('done') on a host."""
+
+    def started(self, host: str) -> None:
+        """A host's job started."""
+
+    def finished(self, outcome: HostOutcome) -> None:
+        """A host's job ended."""
+
+
+def vault_access(root: Path) -> VaultAccess:
+    """How ansible will get the co-op's vault password (a path or a variable name)."""
+    import os
+
+    from coophost.registry.loader import load_base
+    from coophost.secrets import password_file_path
+
+    settings = load_base(root).coop.vault
+    if settings.password_env and os.environ.get(settings.password_env):
+        return VaultAccess(password_env=settings.password_env)
+    if settings.password_file and password_file_path(root, settings).is_file():
+        return VaultAccess(password_file=password_file_path(root, settings))
+    return VaultAccess()
+
+
+def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str]
+              ) -> dict[str, HostJob]:
+    """The host jobs a deploy must run, from the registry against state.db."""
+    from coophost import plan as planning
+    from coophost.desired import compute
+    from coophost.state import StateDB
+
+    desired = compute(root)
+    for host in selection.hosts - set(desired.hosts):
+        raise ConfigError(f"no host {host!r} in {root / 'hosts.yml'}")
+    units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
+    with StateDB(root) as db:
+        applied = db.applied()
+    plan = planning.diff(units, desired.host_hashes, applied)
+    placed: dict[str, list[tuple[str, str]]] = {h: [] for h in desired.hosts}
+    for unit in desired.units.values():
+        placed[unit.host].append((unit.member, unit.service))
+    chosen = select_hosts(plan, placed, selection, resume_hosts)
+    jobs = {}
+    for host, reasons in chosen.items():
+        on_host = sorted((u.member, u.service, u.hash) for u in desired.units.values()
+                         if u.host == host)
+        jobs[host] = HostJob(host, on_host, desired.host_hashes[host], reasons)
+    return jobs
+
+
+def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threading.Event,
+           executor_factory: Callable[[VaultAccess], Executor] | None = None) -> DeployResult:
+    """Deploy the co-op at `root` under its lock; see the module docstring."""
+    from coophost.hostvars import render_hosts
+    from coophost.lock import coop_lock
+    from coophost.paths import playbook
+    from coophost.state import StateDB
+
+    if options.mode not in MODES:
+        raise ConfigError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
+    with coop_lock(root, wait=float("inf") if options.wait else 0.0, purpose="deploy"):
+        with StateDB(root) as db:
+            log = RunLog(db)
+            log.close_abandoned_runs()
+            resume = log.hosts_to_resume() if options.selection.resume else []
+            jobs = plan_jobs(root, options.selection, resume)
+            if not jobs:
+                return DeployResult(run_id=None)
+            expected = {h: log.last_tasks(h) for h in jobs}
+        render_hosts(root, root)  # every host's vars, and any secret not yet generated
+        vault = vault_access(root)
+        parallel = options.parallel or default_parallel(len(jobs))
+        if executor_factory is not None:
+            executor = executor_factory(vault)
+        else:
+            executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
+                                     mitogen=options.mitogen, vault=vault,
+                                     strategy="free" if options.mode == "batch" else "linear",
+                                     forks=parallel if options.mode == "batch" else None)
+        return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
+
+
+def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel: int,
+         executor: Executor, progress: Progress, cancel: threading.Event,
+         expected: dict[str, int]) -> DeployResult:
+    from coophost.state import StateDB
+
+    record = not options.check  # check mode changes neither hosts nor state
+    result = DeployResult(run_id=None, jobs=jobs)
+    run_options: dict[str, object] = {
+        "members": sorted(options.selection.members), "hosts": sorted(options.selection.hosts),
+        "services": sorted(options.selection.services), "all": options.selection.everything,
+        "resume": options.selection.resume, "parallel": parallel, "mode": options.mode,
+        "mitogen": options.mitogen}
+    if record:
+        with StateDB(root) as db:
+            units = {h: j.unit_names for h, j in jobs.items()}
+            result.run_id = RunLog(db).start_run("deploy", run_options, getpass.getuser(), units)
+    progress.planned(jobs, expected)
+    lock = threading.Lock()
+
+    def finish(outcome: HostOutcome) -> None:
+        with lock:
+            result.outcomes[outcome.host] = outcome
+        progress.finished(outcome)
+        if record and result.run_id is not None:
+            job = jobs[outcome.host]
+            applied = (job.host_hash, job.units) if outcome.status == "ok" else None
+            with StateDB(root) as db:
+                RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
+                                        outcome.counts, outcome.summary, applied)
+
+    def start(hosts: list[str]) -> None:
+        for host in hosts:
+            progress.started(host)
+            if record and result.run_id is not None:
+                with StateDB(root) as db:
+                    RunLog(db).job_started(result.run_id, host)
+
+    def one_job(hosts: list[str]) -> None:
+        if cancel.is_set():
+            for host in hosts:
+                finish(HostOutcome(host, "canceled", summary="canceled before it started"))
+            return
+        start(hosts)
+        for outcome in executor.run_hosts(hosts, progress.event, cancel).values():
+            finish(outcome)
+
+    batches = [[h] for h in jobs] if options.mode == "per-host" else [list(jobs)]
+    try:
+        with ThreadPoolExecutor(max_workers=parallel if options.mode == "per-host" else 1
+                                ) as pool:
+            for future in [pool.submit(one_job, batch) for batch in batches]:
+                future.result()
+    finally:
+        result.canceled = cancel.is_set()
+        if record and result.run_id is not None:
+            statuses = {o.status for o in result.outcomes.values()}
+            status = ("canceled" if result.canceled else
+                      "ok" if statuses <= {"ok"} and len(result.outcomes) == len(jobs)
+                      else "failed")
+            with StateDB(root) as db:
+                RunLog(db).finish_run(result.run_id, status)
+    return result

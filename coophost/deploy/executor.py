@@ -1,0 +1,172 @@
+"""Executors: how host jobs reach ansible. The local one runs ansible-runner on this machine.
+
+The engine talks to an executor only through `run_hosts`, so a remote executor (ansible-runner's
+transmit | worker | process streaming over SSH, as AWX's Receptor does) can slot in beside this
+one without the engine changing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from coophost.runner import PlaybookResult, run_playbook
+
+EventSink = Callable[[str, str, str], None]  # (host, kind, task name)
+
+# A vault client ansible runs to get the password from the variable coop.yml names: the
+# password then never reaches argv, runner artifacts, or a file.
+VAULT_CLIENT = """#!/usr/bin/env python3
+import os, sys
+name = os.environ.get("COOPHOST_VAULT_PASSWORD_ENV", "")
+value = os.environ.get(name, "") if name else ""
+if not value:
+    sys.exit("coophost vault client: the vault password variable is not set")
+sys.stdout.write(value + "\\n")
+"""
+
+
+@dataclass
+class HostOutcome:
+    """How one host's job ended."""
+
+    host: str
+    status: str  # ok, failed, unreachable, canceled
+    counts: dict[str, int] = field(default_factory=dict)
+    summary: str = ""
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class VaultAccess:
+    """How ansible gets the vault password: a file path, or the name of a variable."""
+
+    password_file: Path | None = None
+    password_env: str | None = None
+
+
+class Executor(Protocol):
+    """Runs host jobs and reports each host's outcome."""
+
+    def run_hosts(self, hosts: list[str], sink: EventSink,
+                  cancel: threading.Event) -> dict[str, HostOutcome]:
+        """Apply the site playbook to `hosts` (one job) and return per-host outcomes."""
+        ...
+
+
+def outcome_for(host: str, result: PlaybookResult, tasks: int, failures: list[str]) -> HostOutcome:
+    """Per-host outcome from a playbook result. Pure."""
+    stats = result.stats
+    counts = {"ok": stats.get("ok", {}).get(host, 0),
+              "changed": stats.get("changed", {}).get(host, 0),
+              "failed": stats.get("failures", {}).get(host, 0),
+              "unreachable": stats.get("dark", {}).get(host, 0), "tasks": tasks}
+    if counts["unreachable"]:
+        status = "unreachable"
+    elif counts["failed"]:
+        status = "failed"
+    elif result.status == "canceled":
+        status = "canceled"
+    elif host in stats.get("processed", {}) and result.status == "successful":
+        status = "ok"
+    else:
+        status = "failed"
+        if not failures:
+            tail = [ln for ln in result.stdout.splitlines() if ln.strip()][-3:]
+            failures = [f"ansible ended with status {result.status}: " + " | ".join(tail)]
+    return HostOutcome(host, status, counts, "\n".join(failures)[:2000],
+                       output=result.stdout)
+
+
+class LocalExecutor:
+    """ansible-runner on this machine, one private data folder per job."""
+
+    def __init__(self, inventory: Path, playbook: Path, *, check: bool = False,
+                 mitogen: bool = False, vault: VaultAccess | None = None,
+                 forks: int | None = None, strategy: str = "linear") -> None:
+        self.inventory = inventory
+        self.playbook = playbook
+        self.check = check
+        self.mitogen = mitogen
+        self.vault = vault or VaultAccess()
+        self.forks = forks
+        self.strategy = strategy
+
+    def _env(self, scratch: Path) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.vault.password_file is not None:
+            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(self.vault.password_file.resolve())
+        elif self.vault.password_env:
+            client = scratch / "vault-client.py"
+            client.write_text(VAULT_CLIENT)
+            client.chmod(stat.S_IRWXU)
+            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(client)
+            env["COOPHOST_VAULT_PASSWORD_ENV"] = self.vault.password_env
+        if self.mitogen:
+            env.update(mitogen_env(self.strategy))
+        else:
+            env["ANSIBLE_STRATEGY"] = self.strategy
+        return env
+
+    def run_hosts(self, hosts: list[str], sink: EventSink,
+                  cancel: threading.Event) -> dict[str, HostOutcome]:
+        """Run the playbook once over `hosts` and split the result per host."""
+        tasks = dict.fromkeys(hosts, 0)
+        failures: dict[str, list[str]] = {h: [] for h in hosts}
+
+        def on_event(event: dict[str, Any]) -> bool:
+            data = event.get("event_data") or {}
+            host = data.get("host")
+            kind = event.get("event", "")
+            if kind == "playbook_on_stats":
+                return True  # kept: ansible-runner reads its stats from this event
+            if host not in tasks:
+                return False
+            task = str(data.get("task", ""))
+            if kind == "runner_on_start":
+                sink(host, "task", task)
+            elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed",
+                          "runner_on_unreachable"):
+                tasks[host] += 1
+                if kind in ("runner_on_failed", "runner_on_unreachable") \
+                        and not data.get("ignore_errors"):
+                    res = data.get("res") or {}
+                    message = str(res.get("msg", ""))[:300]
+                    failures[host].append(f"{task}: {message}")
+                sink(host, "done", task)
+            return False  # task events are not written to the job's artifacts
+
+        scratch = Path(tempfile.mkdtemp(prefix="coophost-job-"))
+        try:
+            result = run_playbook(
+                self.playbook, self.inventory, limit=hosts, check=self.check,
+                envvars=self._env(scratch), forks=self.forks or len(hosts),
+                event_handler=on_event, cancel_callback=cancel.is_set)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
+
+
+def mitogen_env(strategy: str = "linear") -> dict[str, str]:
+    """Settings that run a play with mitogen's strategy, when mitogen is installed."""
+    import ansible_mitogen  # the `fast` extra
+
+    plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{strategy}"}
+
+
+def mitogen_available() -> bool:
+    """Whether the mitogen accelerator is installed."""
+    try:
+        import ansible_mitogen  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+

@@ -1,0 +1,82 @@
+"""Pure: which hosts a deploy runs, and how many at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from coophost.plan import Plan
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the person asked to deploy (empty filters mean everything)."""
+
+    members: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    everything: bool = False
+    resume: bool = False
+
+
+@dataclass
+class HostJob:
+    """One host's share of a deploy: the units it will run once applied."""
+
+    host: str
+    units: list[tuple[str, str, str]] = field(default_factory=list)  # (member, service, hash)
+    host_hash: str = ""
+    reasons: list[str] = field(default_factory=list)  # "alice/mail: change", "host: new"
+
+    @property
+    def unit_names(self) -> list[str]:
+        """`member/service` of each unit on the host."""
+        return [f"{m}/{s}" for m, s, _ in self.units]
+
+
+def select_hosts(plan: Plan, placed: Mapping[str, Iterable[tuple[str, str]]],
+                 selection: Selection, resume_hosts: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Return host -> reasons for every host the deploy must run, in name order.
+
+    Plain deploys take the plan's changed hosts; `--all` takes every host; `--resume` takes
+    the hosts that failed or were not reached last time. Filters narrow any of them: a member
+    or service filter keeps the hosts where that member's or service's units change (or, with
+    --all/--resume, live).
+    """
+    known = set(placed)
+    reasons: dict[str, list[str]] = {}
+    for change in plan.changes:
+        reasons.setdefault(change.host, []).append(
+            f"{change.member}/{change.service}: {change.action}")
+    for host, host_plan in plan.hosts.items():
+        if host_plan.status in ("new", "changed"):
+            reasons.setdefault(host, []).insert(0, f"host: {host_plan.status}")
+    if selection.everything:
+        chosen = {h: reasons.get(h, ["--all"]) for h in known}
+    elif selection.resume:
+        chosen = {h: ["--resume", *reasons.get(h, [])] for h in resume_hosts if h in known}
+    else:
+        chosen = {h: r for h, r in reasons.items() if h in known}
+    if selection.hosts:
+        chosen = {h: r for h, r in chosen.items() if h in selection.hosts}
+    if selection.members or selection.services:
+        changed: dict[str, set[tuple[str, str]]] = {}
+        for change in plan.changes:
+            changed.setdefault(change.host, set()).add((change.member, change.service))
+        wide = selection.everything or selection.resume
+
+        def wanted(host: str) -> bool:
+            pairs = placed.get(host, ()) if wide else changed.get(host, ())
+            return any((not selection.members or m in selection.members)
+                       and (not selection.services or s in selection.services)
+                       for m, s in pairs)
+
+        chosen = {h: r for h, r in chosen.items() if wanted(h)}
+    return dict(sorted(chosen.items()))
+
+
+def default_parallel(jobs: int, cores: int | None = None) -> int:
+    """Hosts run at once by default: all of them up to twice the cores (jobs wait on SSH)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(jobs, 2 * cores))
