@@ -7,11 +7,12 @@ LAB ?= lab
 HOSTS ?= 3
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup engine demo test lint unit integration bench clean-lab help
+.PHONY: setup engine demo test lint unit integration molecule bench clean-lab help
 
 help:
 	@echo "make demo   set up this machine, bring up the lab co-op, provision and prove it"
 	@echo "make test   lint, unit tests, and integration tests on real lab hosts"
+	@echo "make molecule  molecule test of every role (ROLES=\"common mail\" for some)"
 	@echo "make bench  benchmarks (figures and ratios)"
 
 setup:
@@ -39,6 +40,11 @@ integration: engine
 	$(BIN)/pytest -q -m lab tests/integration
 
 test: lint unit integration
+
+# Each role's molecule scenario (converge, idempotence, testinfra), one at a time; ROLES="mail"
+# picks some. Not part of `make test` yet: it takes minutes.
+molecule: engine
+	scripts/molecule $(ROLES)
 
 bench: engine
 	$(BIN)/python bench/plan.py
