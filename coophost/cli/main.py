@@ -5,28 +5,60 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
-from click.shell_completion import get_completion_class
-from rich.console import Console
-from rich.markup import escape
 
 from coophost import __version__
-from coophost.cli.options import AppContext, make_context
+from coophost.cli.options import AppContext, make_context, stderr_console
 from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, CoophostError
 
-# Command modules, each exporting `commands`: a list of click commands to add to the root.
-COMMAND_MODULES = (
-    "coophost.cli.lab",
-    "coophost.cli.host",
-    "coophost.cli.registry",
-    "coophost.cli.plan",
-    "coophost.cli.deploy",
-)
+# Each root command and the module that defines it. A module exports `commands` (a list of
+# click commands) and is imported only when one of its commands runs, or when a listing
+# (`--help`, shell completion) needs their help text.
+COMMAND_MODULES: dict[str, str] = {
+    "lab": "coophost.cli.lab",
+    "host": "coophost.cli.host",
+    "init": "coophost.cli.registry",
+    "member": "coophost.cli.registry",
+    "service": "coophost.cli.registry",
+    "secrets": "coophost.cli.registry",
+    "plan": "coophost.cli.plan",
+    "render": "coophost.cli.plan",
+    "deploy": "coophost.cli.deploy",
+    "runs": "coophost.cli.deploy",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands come from modules imported on first use."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not, sorted."""
+        return sorted(set(self.commands) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return the command, importing its module the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            self._load(self.lazy_commands[cmd_name], cmd_name)
+        return self.commands.get(cmd_name)
+
+    def _load(self, module_name: str, cmd_name: str) -> None:
+        for command in importlib.import_module(module_name).commands:
+            if command.name is not None and command.name not in self.commands:
+                self.add_command(command)
+        if cmd_name not in self.commands:
+            raise RuntimeError(f"{module_name} defines no command {cmd_name!r}")
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMAND_MODULES,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="coophost")
 @click.option("-i", "--inventory", type=click.Path(path_type=Path, file_okay=False),
               help="The co-op directory [env COOPHOST_INVENTORY; default inventories/lab].")
@@ -42,28 +74,32 @@ def cli(ctx: click.Context, inventory: Path | None, debug: bool) -> None:
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script, e.g. `eval "$(coophost completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - click ships all three
         raise click.UsageError(f"no completion for {shell}")
     click.echo(cls(cli, {}, "coophost", "_COOPHOST_COMPLETE").source())
 
 
-for _name in COMMAND_MODULES:
-    for _command in importlib.import_module(_name).commands:
-        cli.add_command(_command)
-
 _STATE: dict[str, bool] = {"debug": False}
 
 
-def _report(err: Console, error: CoophostError) -> None:
-    err.print(f"[bold red]error:[/] {escape(error.message)}")
+def _say(markup: str, *texts: str) -> None:
+    """Print `markup` on stderr with each `texts` item escaped into its `{}` (rich, lazily)."""
+    from rich.markup import escape
+
+    stderr_console().print(markup.format(*(escape(text) for text in texts)))
+
+
+def _report(error: CoophostError) -> None:
+    _say("[bold red]error:[/] {}", error.message)
     if error.hint:
-        err.print(f"[dim]hint:[/] {escape(error.hint)}")
+        _say("[dim]hint:[/] {}", error.hint)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every outcome into one of DESIGN.md's exit codes."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
@@ -74,18 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt):
-        err.print("[yellow]interrupted[/]")
+        _say("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
     except CoophostError as exc:
         if debug or _STATE["debug"]:
             traceback.print_exc()
-        _report(err, exc)
+        _report(exc)
         return exc.exit_code
     except Exception as exc:
         if debug or _STATE["debug"]:
             traceback.print_exc()
-        err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: "
-                  f"{escape(str(exc))} (run with --debug for the traceback)")
+        _say("[bold red]internal error:[/] {}: {} (run with --debug for the traceback)",
+             type(exc).__name__, str(exc))
         return EXIT_PENDING
     return result if isinstance(result, int) else 0
 

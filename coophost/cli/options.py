@@ -7,11 +7,14 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 INVENTORY_ENV = "COOPHOST_INVENTORY"
 DEFAULT_INVENTORY = Path("inventories/lab")
@@ -21,13 +24,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class AppContext:
-    """What the root command learned: where the co-op lives and how to talk."""
+    """What the root command learned: where the co-op lives and how to talk.
+
+    `out` and `err` are rich Consoles built on first use, so a command that prints plain text
+    (`plan`, JSON output) never imports rich.
+    """
 
     inventory: Path
     inventory_given: bool
     debug: bool
-    out: Console
-    err: Console
+
+    @cached_property
+    def out(self) -> Console:
+        """Standard output; a pipe gets a fixed width (tables must not wrap at 80 columns)."""
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True,
+                       width=None if sys.stdout.isatty() else 120)
+
+    @cached_property
+    def err(self) -> Console:
+        """Standard error."""
+        return stderr_console()
 
     def emit_json(self, data: object) -> None:
         """Print `data` as JSON on stdout (one document, newline-terminated)."""
@@ -42,10 +60,14 @@ def make_context(inventory: Path | None, debug: bool) -> AppContext:
         inventory=chosen or DEFAULT_INVENTORY,
         inventory_given=chosen is not None,
         debug=debug,
-        # A pipe gets a fixed width: tables must not wrap at rich's 80-column default.
-        out=Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120),
-        err=Console(stderr=True, highlight=False, soft_wrap=True),
     )
+
+
+def stderr_console() -> Console:
+    """Return a rich Console on standard error (imports rich on first call)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 pass_app = click.make_pass_decorator(AppContext)
