@@ -101,14 +101,21 @@ def vault_access(root: Path) -> VaultAccess:
     return VaultAccess()
 
 
-def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str]
-              ) -> dict[str, HostJob]:
-    """The host jobs a deploy must run, from the registry against state.db."""
+def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
+              record_placements: bool = True) -> dict[str, HostJob]:
+    """The host jobs a deploy must run, from the registry against state.db.
+
+    New placements are written into the member files first (unless `record_placements` is
+    off, as in check mode): from then on those units stay where they were put.
+    """
     from coophost import plan as planning
     from coophost.desired import compute
+    from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
 
     desired = compute(root)
+    if record_placements and desired.placement.new:
+        record(root, {key: desired.placement.hosts[key] for key in desired.placement.new})
     for host in selection.hosts - set(desired.hosts):
         raise ConfigError(f"no host {host!r} in {root / 'hosts.yml'}")
     units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
@@ -142,7 +149,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             log = RunLog(db)
             log.close_abandoned_runs()
             resume = log.hosts_to_resume() if options.selection.resume else []
-            jobs = plan_jobs(root, options.selection, resume)
+            jobs = plan_jobs(root, options.selection, resume,
+                             record_placements=not options.check)
             if not jobs:
                 return DeployResult(run_id=None)
             expected = {h: log.last_tasks(h) for h in jobs}

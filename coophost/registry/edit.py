@@ -392,3 +392,24 @@ def remove_host(root: Path, name: str, applied_units: int = 0) -> None:
             raise UsageError(f"no host {name!r} in hosts.yml")
 
     _update_hosts(root, change, f"host remove {name}")
+
+
+def record_placements(root: Path, placements: Mapping[tuple[str, str], str]) -> list[Path]:
+    """Write newly decided placements into member files, keeping existing ones.
+
+    The caller holds the co-op lock (a deploy records where new units went before applying
+    them, so a later host added to hosts.yml never moves them).
+    """
+    by_member: dict[str, dict[str, str]] = {}
+    for (slug, service_name), host in sorted(placements.items()):
+        by_member.setdefault(slug, {})[service_name] = host
+    written = []
+    for slug, services in by_member.items():
+        doc = rt_load(read_member_text(root, slug))
+        placement = _block_map(doc, "placement")
+        for service_name, host in services.items():
+            if service_name not in placement:
+                placement[service_name] = host
+        atomic_write(member_path(root, slug), rt_dump(doc))
+        written.append(member_path(root, slug))
+    return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,13 +63,20 @@ def _engine_answers() -> bool:
         return False
 
 
+SAMPLE_COOP = Path(__file__).resolve().parents[2] / "inventories" / "lab"
+HOSTS = 3
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
-    """A two-host lab for the whole session."""
+    """A three-host lab for the whole session, registered as the sample co-op's hosts."""
     if not _engine_answers():
         pytest.fail("no Docker engine answers: run `scripts/docker-engine start` (make test does)")
     name = f"it{os.getpid() % 100000}"
     info = LabInfo(name, tmp_path_factory.mktemp("coop") / name)
-    info.cli("lab", "up", "--name", name, "--hosts", "2", check=True)
+    info.inventory.mkdir()
+    shutil.copy(SAMPLE_COOP / "coop.yml", info.inventory / "coop.yml")
+    shutil.copytree(SAMPLE_COOP / "members", info.inventory / "members")
+    info.cli("lab", "up", "--name", name, "--hosts", str(HOSTS), check=True)
     yield info
     info.cli("lab", "down", "--name", name)

@@ -1,0 +1,245 @@
+"""The deploy engine on three real lab hosts: only what changed, failures kept per host,
+resume, cancel, the lock, check mode, and secrets kept out of every output and record."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import COOPHOST, LabInfo
+
+pytestmark = pytest.mark.lab
+
+OUTPUTS: list[str] = []  # everything the deploys printed, searched for secrets at the end
+
+
+def cli(lab: LabInfo, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = lab.cli(*args)
+    OUTPUTS.extend([proc.stdout, proc.stderr])
+    return proc
+
+
+def deploy_json(lab: LabInfo, *args: str) -> tuple[int, dict[str, object]]:
+    proc = cli(lab, "deploy", "--json", *args)
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def plan_json(lab: LabInfo) -> dict[str, object]:
+    data: dict[str, object] = json.loads(cli(lab, "plan", "--json").stdout)
+    return data
+
+
+def where(lab: LabInfo) -> dict[str, str]:
+    """member/service -> host, from the member files (placements recorded by deploy)."""
+    result = {}
+    for path in sorted((lab.inventory / "members").glob("*.yml")):
+        text = path.read_text().split("placement:", 1)[1]
+        for line in text.strip().splitlines():
+            if ":" in line:
+                service, host = line.strip(" {}").split(":", 1)
+                result[f"{path.stem}/{service.strip()}"] = host.strip(" }")
+    return result
+
+
+def set_quota(lab: LabInfo, unit: str, value: int) -> None:
+    member, service = unit.split("/")
+    key = "quota_mb" if service == "mail" else "quota_gb"
+    proc = cli(lab, "service", "enable", member, service, "--set", f"{key}={value}")
+    assert proc.returncode == 0, proc.stderr
+
+
+def change_every_host(lab: LabInfo, value: int) -> None:
+    """Change one unit on each host, so that a plain deploy has work on all three."""
+    seen: set[str] = set()
+    for unit, host in sorted(where(lab).items()):
+        if host not in seen and unit.endswith(("/mail", "/nextcloud")):
+            seen.add(host)
+            set_quota(lab, unit, value)
+    assert seen == {"h1", "h2", "h3"}, where(lab)
+
+
+def state(lab: LabInfo, query: str, *args: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(lab.inventory / ".coophost" / "state.db") as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def wait_for_job(lab: LabInfo, host: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = state(lab, "SELECT status FROM host_job WHERE host = ? "
+                          "AND run_id = (SELECT max(id) FROM run)", host)
+        if rows and rows[0][0] == "running":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{host}'s job never started")
+
+
+def background_deploy(lab: LabInfo, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*COOPHOST, "-i", str(lab.inventory), "deploy", "--json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect(proc: subprocess.Popen[str], timeout: float = 600) -> tuple[int, dict[str, object]]:
+    out, err = proc.communicate(timeout=timeout)
+    OUTPUTS.extend([out, err])
+    return proc.returncode, json.loads(out)
+
+
+def test_first_deploy_applies_every_host_and_records_placements(lab: LabInfo) -> None:
+    assert cli(lab, "plan").returncode == 1
+    code, result = deploy_json(lab)
+    assert code == 0, result
+    hosts = result["hosts"]
+    assert isinstance(hosts, dict) and sorted(hosts) == ["h1", "h2", "h3"]
+    assert all(h["status"] == "ok" for h in hosts.values())
+    assert cli(lab, "plan").returncode == 0
+    placed = where(lab)
+    assert len(placed) == 6 and set(placed.values()) == {"h1", "h2", "h3"}
+    runs = json.loads(cli(lab, "runs", "list", "--json").stdout)
+    assert runs[0]["status"] == "ok" and runs[0]["hosts"] == {"h1": "ok", "h2": "ok", "h3": "ok"}
+
+
+def test_redeploy_with_nothing_changed_contacts_no_host(lab: LabInfo) -> None:
+    containers = [f"coophost-{lab.name}-h{i}" for i in (1, 2, 3)]
+    runs_before = state(lab, "SELECT count(*) FROM run")
+    subprocess.run(["docker", "pause", *containers], check=True, capture_output=True)
+    try:  # a paused host would hang any connection: the deploy must not make one
+        started = time.monotonic()
+        proc = cli(lab, "deploy")
+        took = time.monotonic() - started
+    finally:
+        subprocess.run(["docker", "unpause", *containers], check=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to deploy" in proc.stdout
+    assert state(lab, "SELECT count(*) FROM run") == runs_before
+    assert took < 10
+
+
+def test_change_to_one_member_runs_only_that_members_host(lab: LabInfo) -> None:
+    host = where(lab)["ada-books/mail"]
+    set_quota(lab, "ada-books/mail", 1500)
+    plan = plan_json(lab)
+    assert [c["host"] for c in plan["changes"]] == [host]  # type: ignore[index, union-attr]
+    code, result = deploy_json(lab)
+    assert code == 0, result
+    assert list(result["hosts"]) == [host]  # type: ignore[arg-type]
+    assert cli(lab, "plan").returncode == 0
+
+
+def test_check_diff_shows_changes_without_touching_hosts_or_state(lab: LabInfo) -> None:
+    proc = cli(lab, "member", "add", "eve-garden", "--name", "Eve's Garden", "--contact",
+               "eve@eve-garden.test", "--domain", "eve-garden.test")
+    assert proc.returncode == 0, proc.stderr
+    assert cli(lab, "service", "enable", "eve-garden", "mail").returncode == 0
+    host = where(lab)["eve-garden/mail"]
+    applied_before = state(lab, "SELECT host, hash, run_id FROM applied_host ORDER BY host")
+    runs_before = state(lab, "SELECT count(*) FROM run")
+    proc = cli(lab, "deploy", "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "+u m-eve-garden" in proc.stdout  # the account the real deploy will add
+    assert state(lab, "SELECT host, hash, run_id FROM applied_host ORDER BY host") == \
+        applied_before
+    assert state(lab, "SELECT count(*) FROM run") == runs_before
+    on_host = cli(lab, "lab", "ssh", "--name", lab.name, host, "--", "getent", "passwd",
+                  "m-eve-garden")
+    assert on_host.returncode == 2, "check mode created the account"
+    code, result = deploy_json(lab)
+    assert code == 0 and list(result["hosts"]) == [host]  # type: ignore[arg-type]
+    assert cli(lab, "lab", "ssh", "--name", lab.name, host, "--", "getent", "passwd",
+               "m-eve-garden").returncode == 0
+
+
+def test_stopped_host_is_unreachable_others_applied_then_resume_completes_it(
+        lab: LabInfo) -> None:
+    change_every_host(lab, 1100)
+    victim = f"coophost-{lab.name}-h3"
+    proc = background_deploy(lab)
+    wait_for_job(lab, "h3")
+    subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+    code, result = collect(proc)
+    run_id = result["run"]
+    hosts = result["hosts"]
+    assert code == 4, result
+    assert hosts["h3"]["status"] == "unreachable"  # type: ignore[index]
+    assert hosts["h1"]["status"] == hosts["h2"]["status"] == "ok"  # type: ignore[index]
+    applied = dict(state(lab, "SELECT host, run_id FROM applied_host"))
+    assert applied["h1"] == applied["h2"] == run_id and applied["h3"] != run_id
+    pending = plan_json(lab)
+    assert {c["host"] for c in pending["changes"]} == {"h3"}  # type: ignore[union-attr, index]
+
+    subprocess.run(["docker", "start", victim], check=True, capture_output=True)
+    deadline = time.monotonic() + 90
+    while cli(lab, "host", "check", "h3").returncode != 0:
+        assert time.monotonic() < deadline, "h3 did not come back"
+        time.sleep(1)
+    code, result = deploy_json(lab, "--resume")
+    assert code == 0, result
+    assert list(result["hosts"]) == ["h3"]  # type: ignore[arg-type]
+    assert cli(lab, "plan").returncode == 0
+
+
+def test_sigint_cancels_records_and_the_next_deploy_completes(lab: LabInfo) -> None:
+    change_every_host(lab, 1200)
+    proc = background_deploy(lab)
+    wait_for_job(lab, "h1")
+    proc.send_signal(signal.SIGINT)
+    code, result = collect(proc)
+    assert code == 130, result
+    run_id = result["run"]
+    [(status,)] = state(lab, "SELECT status FROM run WHERE id = ?", run_id)
+    assert status == "canceled"
+    jobs = dict(state(lab, "SELECT host, status FROM host_job WHERE run_id = ?", run_id))
+    assert set(jobs.values()) <= {"canceled", "ok"} and "canceled" in jobs.values()
+    for host, job_status in jobs.items():  # applied only where the job succeeded
+        recorded = state(lab, "SELECT run_id FROM applied_host WHERE host = ?", host)[0][0]
+        assert (recorded == run_id) == (job_status == "ok")
+    assert state(lab, "SELECT count(*) FROM run WHERE status = 'running'") == [(0,)]
+    code, result = deploy_json(lab)
+    assert code == 0, result
+    assert cli(lab, "plan").returncode == 0
+
+
+def test_a_second_deploy_at_once_exits_3(lab: LabInfo) -> None:
+    first = background_deploy(lab, "--all")
+    wait_for_job(lab, "h1")
+    second = cli(lab, "deploy")
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert "lock" in second.stderr
+    code, _ = collect(first)
+    assert code == 0
+
+
+def test_secrets_never_appear_in_output_state_or_artifacts(lab: LabInfo) -> None:
+    shown = cli(lab, "secrets", "show", "bread-coop", "--json")
+    assert shown.returncode == 0, shown.stderr
+    values = [v for v in _strings(json.loads(shown.stdout)) if len(v) >= 16]
+    assert values, "the member has generated secrets"
+    OUTPUTS.remove(shown.stdout)  # the one command that prints them, on purpose
+    places = {"deploy output": "\n".join(OUTPUTS)}
+    for path in (lab.inventory / ".coophost").rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes().decode("latin-1")
+    for path in (lab.inventory / "host_vars").glob("*.yml"):
+        places[str(path)] = path.read_text()
+    leftovers = list(Path(tempfile.gettempdir()).glob("coophost-run-*")) + \
+        list(Path(tempfile.gettempdir()).glob("coophost-job-*"))
+    assert leftovers == [], "runner folders must be removed after each job"
+    for value in values:
+        for place, text in places.items():
+            assert value not in text, f"a secret appears in {place}"
+
+
+def _strings(data: object) -> list[str]:
+    if isinstance(data, dict):
+        return [s for v in data.values() for s in _strings(v)]
+    if isinstance(data, list):
+        return [s for v in data for s in _strings(v)]
+    return [data] if isinstance(data, str) else []
