@@ -11,19 +11,26 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from coophost.catalogue import Catalogue
 from coophost.placement import Demand, Placement, place
 from coophost.registry.cache import ParseCache
-from coophost.registry.loader import Base, load_base, load_registry, scan_members
+from coophost.registry.loader import (
+    Base,
+    MemberFiles,
+    load_base,
+    load_registry,
+    scan_members,
+)
 from coophost.registry.model import STATE_DIR, Coop, Host, Member
 from coophost.registry.parse import check_claims, check_placement, claims
-from coophost.render import host_hash, host_vars, unit_hash, unit_vars
+from coophost.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
 
 SUMMARY_CACHE = "cache/summaries.marshal"
+PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 
 
@@ -68,17 +75,42 @@ class UnitState:
     new: bool
 
 
+# One placed unit as plain data: (member, service, host, hash, newly placed).
+UnitRow = tuple[str, str, str, str, bool]
+
+
 @dataclass
 class Desired:
-    """The whole desired state: units by (member, service), and each host's hash."""
+    """The whole desired state: every placed unit, each host's usage and hash.
+
+    `rows` hold the units in placement order; `units` and `placement` are views of them built
+    on first use (a plan with nothing changed only needs `unit_hashes()`).
+    """
 
     coop: Coop
     hosts: dict[str, Host]
     catalogue: Catalogue
-    placement: Placement
-    units: dict[tuple[str, str], UnitState]
+    rows: list[UnitRow]
+    usage: dict[str, dict[str, int]]
     host_hashes: dict[str, str]
     role_versions: dict[str, str]
+
+    @cached_property
+    def units(self) -> dict[tuple[str, str], UnitState]:
+        """Every unit by (member, service)."""
+        return {(member, service): UnitState(member, service, host, digest, new)
+                for member, service, host, digest, new in self.rows}
+
+    @cached_property
+    def placement(self) -> Placement:
+        """The placement: a host per unit, the newly placed units, each host's usage."""
+        return Placement(hosts={(m, s): host for m, s, host, _, _ in self.rows},
+                         new={(m, s) for m, s, _, _, new in self.rows if new},
+                         usage=self.usage)
+
+    def unit_hashes(self) -> dict[tuple[str, str, str], str]:
+        """Every unit's hash by (host, member, service): what the plan compares."""
+        return {(host, member, service): digest for member, service, host, digest, _ in self.rows}
 
 
 def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) -> list[Any]:
@@ -107,17 +139,63 @@ def _check_claims(base: Base, summaries: list[Any]) -> None:
 
 
 def compute(root: Path, *, use_cache: bool = True) -> Desired:
-    """Load the co-op at `root` and compute its desired state (reads only; the cache aside)."""
+    """Load the co-op at `root` and compute its desired state (reads only; the cache aside).
+
+    Placement and host hashes are kept in the summary cache as derived data, under a key of
+    hosts.yml and the vars template; the cache drops them whenever a member file changes
+    (the role versions, coop.yml and catalogue are in its fingerprint). So a plan with
+    nothing changed checks every file's stat and reuses them, and any change recomputes them
+    from every summary.
+    """
     base = load_base(root)
     catalogue = base.catalogue
     versions = role_versions(catalogue)
     salt = "summaries\0" + repr(sorted(versions.items()))
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
-    summaries = scan_members(base, summary_cache,
-                             lambda member: summarise(member, catalogue, versions))
-    if summary_cache.dirty:  # a clean cache was saved only after these checks passed
+    key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
+    files = MemberFiles(root)
+    cached = summary_cache.get_derived(PLACED, key) if files.unchanged_in(summary_cache) else None
+    placed = cached if _is_placed(cached) else _scan_and_place(base, summary_cache, files, key,
+                                                                versions)
+    rows, usage, host_hashes = placed
+    return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, rows=rows,
+                   usage=usage, host_hashes=host_hashes, role_versions=versions)
+
+
+def _is_placed(value: object) -> TypeGuard[list[Any]]:
+    """Whether `value` has the shape of cached placement data: [rows, usage, host hashes]."""
+    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], list)
+            and isinstance(value[1], dict) and isinstance(value[2], dict))
+
+
+def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
+                    versions: dict[str, str]) -> list[Any]:
+    """Re-read the member files that changed, then place and hash (saving the cache).
+
+    The derived placement survives the scan when no record changed (a file was only verified
+    by content, its mtime having moved or being racy); otherwise it is computed again.
+    """
+    summaries = scan_members(base, cache,
+                             lambda member: summarise(member, base.catalogue, versions), files)
+    placed = cache.get_derived(PLACED, key)
+    if not _is_placed(placed):
+        placed = None
+    if placed is None and cache.dirty:  # a clean cache was saved only after this check passed
         _check_claims(base, summaries)
+    try:
+        if placed is None:
+            placed = list(_place_and_hash(base, summaries, versions))
+            cache.set_derived(PLACED, key, placed)
+    finally:  # the summaries are valid even when no host fits a new unit
+        cache.save()
+    return placed
+
+
+def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
+                    ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str]]:
+    """Check recorded placements, place every unit, and hash every host."""
+    catalogue = base.catalogue
     demands = []
     hashes: dict[tuple[str, str], str] = {}
     for slug, file, _, units, placement in summaries:
@@ -127,22 +205,20 @@ def compute(root: Path, *, use_cache: bool = True) -> Desired:
             demands.append(Demand(slug, service_name, catalogue.services[service_name].group,
                                   {"ram_mb": ram, "disk_gb": disk},
                                   placement.get(service_name)))
-    summary_cache.save()
     groups: dict[str, list[str]] = {}
     for host in base.hosts.values():
         for group in host.groups:
             groups.setdefault(group, []).append(host.name)
     placed = place(demands, {h.name: h.capacity for h in base.hosts.values()}, groups)
     new = placed.new
-    units_state = {key: UnitState(key[0], key[1], host, hashes[key], key in new)
-                   for key, host in placed.hosts.items()}
+    rows = [(member, service, where, hashes[(member, service)], (member, service) in new)
+            for (member, service), where in placed.hosts.items()]
     on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in base.hosts}
-    for unit in units_state.values():
-        on_host[unit.host].append((unit.member, unit.service, unit.hash))
+    for member, service, where, digest, _ in rows:
+        on_host[where].append((member, service, digest))
     host_hashes = {}
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
         host_hashes[name] = host_hash(host_vars(host, base.coop), on_host[name],
                                       {s: versions[s] for s in services})
-    return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, placement=placed,
-                   units=units_state, host_hashes=host_hashes, role_versions=versions)
+    return rows, placed.usage, host_hashes

@@ -71,28 +71,34 @@ def diff(units: Mapping[tuple[str, str, str], str], host_hashes: Mapping[str, st
          applied: Applied) -> Plan:
     """Return changes from `applied` to the desired `units` ((host, member, service) -> hash)."""
     plan = Plan()
-    desired_at = {(m, s): h for h, m, s in units}
-    applied_at: dict[tuple[str, str], list[str]] = {}
-    for h, m, s in applied.units:
-        applied_at.setdefault((m, s), []).append(h)
-    for key, digest in units.items():
-        before = applied.units.get(key)
-        if before == digest:
-            continue
-        host, member, service = key
-        others = [h for h in applied_at.get((member, service), []) if h != host]
-        plan.changes.append(Change(host, member, service, ADD if before is None else CHANGE,
-                                   digest, before, others[0] if others and before is None
-                                   else None))
-    for key, before in applied.units.items():
-        if key not in units:
-            host, member, service = key
-            plan.changes.append(Change(host, member, service, REMOVE, None, before,
-                                       desired_at.get((member, service))))
-    plan.changes.sort(key=lambda c: (c.host, c.member, c.service))
+    if units != applied.units:  # one comparison when nothing changed
+        _unit_changes(plan, units, applied.units)
     for host in set(host_hashes) | set(applied.hosts):
         plan.hosts[host] = HostPlan(host, host_hashes.get(host), applied.hosts.get(host))
     return plan
+
+
+def _unit_changes(plan: Plan, units: Mapping[tuple[str, str, str], str],
+                  applied: Mapping[tuple[str, str, str], str]) -> None:
+    """Add every unit added, changed, moved or removed to `plan`, sorted by host."""
+    changed = [key for key, digest in units.items() if applied.get(key) != digest]
+    removed = [key for key in applied if key not in units]
+    desired_at = {(m, s): h for h, m, s in units}
+    applied_at: dict[tuple[str, str], list[str]] = {}
+    for h, m, s in applied:
+        applied_at.setdefault((m, s), []).append(h)
+    for key in changed:
+        before = applied.get(key)
+        host, member, service = key
+        others = [h for h in applied_at.get((member, service), []) if h != host]
+        plan.changes.append(Change(host, member, service, ADD if before is None else CHANGE,
+                                   units[key], before, others[0] if others and before is None
+                                   else None))
+    for key in removed:
+        host, member, service = key
+        plan.changes.append(Change(host, member, service, REMOVE, None, applied[key],
+                                   desired_at.get((member, service))))
+    plan.changes.sort(key=lambda c: (c.host, c.member, c.service))
 
 
 def only(plan: Plan, *, member: str | None = None, host: str | None = None) -> Plan:

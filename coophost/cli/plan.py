@@ -27,12 +27,12 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
     desired = compute(app.inventory)
     if member_slug is not None:
         checks.slug(member_slug, "(command line)", "--member")
-    if member_slug is not None and member_slug not in {m for m, _ in desired.units} and not (
+    if member_slug is not None and member_slug not in {r[0] for r in desired.rows} and not (
             app.inventory / "members" / f"{member_slug}.yml").is_file():
         raise UsageError(f"no member {member_slug!r}")
     if host_name is not None and host_name not in desired.hosts:
         raise UsageError(f"no host {host_name!r} in hosts.yml")
-    units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
+    units = desired.unit_hashes()
     with StateDB(app.inventory) as state:
         applied = state.applied()
     result = planning.only(planning.diff(units, desired.host_hashes, applied),

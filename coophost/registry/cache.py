@@ -3,6 +3,14 @@
 Only ever a cache: any doubt (other format, other co-op rules or catalogue, unreadable file)
 means a miss, and deleting it only makes the next plan cold. Stored with `marshal` (plain data
 only, fast to load, nothing executable).
+
+On disk the file names and their (mtime, size) pairs come first, as a list and a packed array,
+so checking that no file changed is one comparison; the records themselves (with each file's
+content hash) are a separately marshalled blob, read only when a record is needed.
+
+Besides the per-file entries, a cache holds `derived` data computed from all of its entries
+together (e.g. the placement of every unit). Any change to the entries (a file added, changed
+or gone) drops it, so derived data is only ever reused for exactly the records it came from.
 """
 
 from __future__ import annotations
@@ -12,15 +20,25 @@ import hashlib
 import marshal
 import os
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
 from coophost.fsutil import atomic_write
 
-CACHE_FORMAT = 4
+CACHE_FORMAT = 6
 # A file modified this close to the cache's own write may have changed within the same mtime
 # tick; such entries are verified by content hash (git's "racy clean" rule).
 RACY_NS = 2_000_000_000
+
+
+def stat_array(stats: list[os.stat_result]) -> array[int]:
+    """Return the (mtime_ns, size) of every stat result, packed in one array."""
+    packed = array("q")
+    for stat in stats:
+        packed.append(stat.st_mtime_ns)
+        packed.append(stat.st_size)
+    return packed
 
 
 class ParseCache:
@@ -29,9 +47,13 @@ class ParseCache:
     def __init__(self, path: Path | None, fingerprint: str) -> None:
         self.path = path
         self.fingerprint = fingerprint
-        self.entries: dict[str, list[Any]] = {}
+        self.names: list[str] = []
+        self.stats: array[int] = array("q")  # mtime_ns, size of each of `names`, in order
+        self.derived: dict[str, Any] = {}
         self.written_ns = 0
         self.dirty = False
+        self._blob = b""  # marshalled [[sha256, record], ...] in `names` order, not yet read
+        self._entries: dict[str, list[Any]] | None = None  # name -> [mtime, size, sha, record]
         if path is not None:
             self._read(path)
 
@@ -44,8 +66,52 @@ class ParseCache:
                 or data.get("fingerprint") != self.fingerprint):
             self.dirty = True
             return
-        self.entries = data["entries"]
-        self.written_ns = data["written_ns"]
+        try:
+            names, stats = data["names"], array("q", data["stats"])
+            if not isinstance(names, list) or len(stats) != 2 * len(names):
+                raise ValueError("inconsistent cache")
+            blob, derived, written_ns = data["blob"], data["derived"], data["written_ns"]
+            if (not isinstance(blob, bytes) or not isinstance(derived, dict)
+                    or not isinstance(written_ns, int)):
+                raise ValueError("inconsistent cache")
+        except (KeyError, TypeError, ValueError):
+            self.dirty = True
+            return
+        self.names, self.stats, self._blob = names, stats, blob
+        self.derived, self.written_ns = derived, written_ns
+
+    def unchanged(self, names: list[str], stats: array[int], newest_ns: int) -> bool:
+        """Whether exactly these files, with these (mtime, size) pairs, are cached, none racy.
+
+        `newest_ns` is the newest mtime among them: a file modified within the racy window
+        of the cache's write may have changed unseen, so the answer is then no.
+        """
+        return (not self.dirty and newest_ns < self.written_ns - RACY_NS
+                and names == self.names and stats == self.stats)
+
+    @property
+    def entries(self) -> dict[str, list[Any]]:
+        """Every entry, name -> [mtime_ns, size, sha256, record] (reads the records blob)."""
+        if self._entries is None:
+            self._entries = {}
+            try:
+                rows = marshal.loads(self._blob) if self._blob else []  # noqa: S302
+                if not isinstance(rows, list) or len(rows) != len(self.names):
+                    raise ValueError("inconsistent cache")
+                for index, (name, (sha, record)) in enumerate(zip(self.names, rows,
+                                                                  strict=True)):
+                    self._entries[name] = [self.stats[2 * index], self.stats[2 * index + 1],
+                                           sha, record]
+            except (EOFError, ValueError, TypeError):
+                self._entries = {}  # unreadable: every file is a miss
+                self.derived = {}
+                self.dirty = True
+        return self._entries
+
+    def records(self) -> list[Any]:
+        """Every cached record, in file-name order."""
+        entries = self.entries
+        return [entries[name][3] for name in self.names if name in entries]
 
     def lookup(self, name: str, stat: os.stat_result) -> Any:
         """Return `name`'s cached record if mtime and size match and it is not racy, else None."""
@@ -72,6 +138,7 @@ class ParseCache:
         """Remember `record` (plain data) for `name`."""
         self.entries[name] = [stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).hexdigest(),
                               record]
+        self.derived.clear()
         self.dirty = True
 
     def forget_except(self, names: set[str]) -> None:
@@ -79,14 +146,35 @@ class ParseCache:
         gone = set(self.entries) - names
         for name in gone:
             del self.entries[name]
-        self.dirty = self.dirty or bool(gone)
+        if gone:
+            self.derived.clear()
+            self.dirty = True
+
+    def get_derived(self, name: str, key: str) -> Any:
+        """Return derived data `name` if it was stored under `key` (and no entry changed since)."""
+        item = self.derived.get(name)
+        return item[1] if isinstance(item, list) and len(item) == 2 and item[0] == key else None
+
+    def set_derived(self, name: str, key: str, value: Any) -> None:
+        """Remember `value` (plain data, computed from the current entries) under `key`."""
+        self.derived[name] = [key, value]
+        self.dirty = True
 
     def save(self) -> None:
         """Write the cache if it changed; failures are ignored (it is only a cache)."""
         if self.path is None or not self.dirty:
             return
+        if self._entries is not None:  # entries were read or changed: repack them
+            self.names = sorted(self._entries)
+            rows = [self._entries[name] for name in self.names]
+            self.stats = array("q")
+            for mtime, size, _sha, _record in rows:
+                self.stats.append(mtime)
+                self.stats.append(size)
+            self._blob = marshal.dumps([[sha, record] for _m, _s, sha, record in rows])
         payload = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint,
-                   "written_ns": time.time_ns(), "entries": self.entries}
+                   "written_ns": time.time_ns(), "names": self.names,
+                   "stats": self.stats.tobytes(), "derived": self.derived, "blob": self._blob}
         with contextlib.suppress(OSError, ValueError):
             atomic_write(self.path, marshal.dumps(payload), 0o600)
         self.dirty = False

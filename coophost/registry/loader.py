@@ -12,7 +12,7 @@ from typing import Any
 from coophost import __version__
 from coophost.catalogue import Catalogue, load_catalogue
 from coophost.errors import ConfigError
-from coophost.registry.cache import ParseCache
+from coophost.registry.cache import ParseCache, stat_array
 from coophost.registry.model import (
     COOP_FILE,
     HOSTS_FILE,
@@ -46,6 +46,7 @@ class Base:
     coop: Coop
     hosts: dict[str, Host]
     digest: str  # of what a member record depends on: code version, catalogue, coop.yml
+    hosts_digest: str = ""  # of hosts.yml's bytes ("" when there is none)
 
     def fingerprint(self, salt: str = "") -> str:
         """Return the cache fingerprint for derived data that also depends on `salt`."""
@@ -70,8 +71,13 @@ def load_coop(root: Path, catalogue: Catalogue | None = None) -> tuple[Coop, byt
 
 def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host]:
     """Return hosts.yml, validated: every host with its groups and declared capacity."""
+    return _load_hosts(root, catalogue)[0]
+
+
+def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[str, Host], bytes]:
     raw = _read(root, HOSTS_FILE)
-    return parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
+    return parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE,
+                       catalogue or load_catalogue()), raw
 
 
 def load_base(root: Path, *, need_hosts: bool = True) -> Base:
@@ -82,31 +88,51 @@ def load_base(root: Path, *, need_hosts: bool = True) -> Base:
     catalogue = load_catalogue()
     coop, coop_raw = load_coop(root, catalogue)
     hosts: dict[str, Host] = {}
+    hosts_digest = ""
     if need_hosts or (root / HOSTS_FILE).is_file():
-        hosts = load_hosts(root, catalogue)
+        hosts, hosts_raw = _load_hosts(root, catalogue)
+        hosts_digest = hashlib.sha256(hosts_raw).hexdigest()
     digest = hashlib.sha256(b"\0".join([
         __version__.encode(), catalogue.digest.encode(), hashlib.sha256(coop_raw).digest(),
     ])).hexdigest()
-    return Base(root=root, catalogue=catalogue, coop=coop, hosts=hosts, digest=digest)
+    return Base(root=root, catalogue=catalogue, coop=coop, hosts=hosts, digest=digest,
+                hosts_digest=hosts_digest)
 
 
-def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any]) -> list[Any]:
+class MemberFiles:
+    """The member files of a co-op directory, in file-name order, each with its stat result."""
+
+    def __init__(self, root: Path) -> None:
+        try:
+            found = sorted(os.scandir(root / MEMBERS_DIR), key=lambda e: e.name)
+        except FileNotFoundError:
+            found = []
+        self.entries = [e for e in found if not e.name.startswith(".") and e.name.endswith(".yml")]
+        self.names = [e.name for e in self.entries]
+        self.stat_results = [e.stat() for e in self.entries]
+        self.stats = stat_array(self.stat_results)
+        self.newest_ns = max((s.st_mtime_ns for s in self.stat_results), default=0)
+
+    def unchanged_in(self, cache: ParseCache) -> bool:
+        """Whether `cache` holds every one of these files, as they are now (and no others)."""
+        return cache.unchanged(self.names, self.stats, self.newest_ns)
+
+
+def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
+                 files: MemberFiles | None = None) -> list[Any]:
     """Return `build(member)` for every member file, in file-name order, reusing the cache.
 
     A file whose mtime and size (or, failing that, content hash) match its cache entry is not
-    parsed again; its cached record is returned instead.
+    parsed again; its cached record is returned instead. `files` is the directory's listing
+    when the caller already took it.
     """
+    files = files or MemberFiles(base.root)
+    if files.unchanged_in(cache):
+        cached = cache.records()
+        if len(cached) == len(files.names):  # else the records were unreadable: read the files
+            return cached
     records = []
-    try:
-        entries = sorted(os.scandir(base.root / MEMBERS_DIR), key=lambda e: e.name)
-    except FileNotFoundError:
-        entries = []
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.name.endswith(".yml"):
-            continue
-        seen.add(entry.name)
-        stat = entry.stat()
+    for entry, stat in zip(files.entries, files.stat_results, strict=True):
         record = cache.lookup(entry.name, stat)
         if record is None:
             raw = Path(entry.path).read_bytes()
@@ -118,7 +144,7 @@ def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any]) 
                 record = build(member)
                 cache.store(entry.name, stat, raw, record)
         records.append(record)
-    cache.forget_except(seen)
+    cache.forget_except(set(files.names))
     return records
 
 
