@@ -1,0 +1,203 @@
+"""Benchmark `coophost deploy` on the lab, side by side with plain ansible-playbook.
+
+One run on one lab (default 4 hosts, 40 members with mail), all on the same machine in the
+same minutes, so the ratios mean something even when the machine is noisy:
+
+(a) full deploy of every host: coophost (one job per host; one batch job; with mitogen)
+    against plain `ansible-playbook playbooks/site.yml` with Ansible's defaults, tuned
+    ansible-playbook (pipelining, forks >= hosts, free strategy), and one tuned
+    ansible-playbook run per member in sequence; the floor is the slowest single host's
+    apply run alone. Hosts are provisioned once before (packages installed), so every
+    approach applies the same state to the same hosts and none pays the downloads.
+(b) redeploy with nothing changed, with 1,000 members registered (hosts never contacted).
+(c) redeploy after one member changed, against applying that member's host alone.
+
+    .venv/bin/python bench/deploy.py [--hosts 4] [--members 40] [--skip-per-member] [--keep]
+
+Targets (issue 4): (a) >= 1.5x faster than tuned ansible-playbook and within 1.3x of the
+floor; (b) <= 2 s; (c) <= 1.2x applying that one host alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+COOPHOST = [str(BIN / "coophost")]
+PLAYBOOK = str(REPO / "playbooks" / "site.yml")
+COOP = """\
+name: Bench Co-op
+domain: bench.test
+contacts: [admin@bench.test]
+acme: {directory: "https://acme.bench.test:14000/dir", email: admin@bench.test}
+vault: {password_file: vault-password, create_password_file: true}
+"""
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> float:
+    """Run a command, return its wall time; fail loudly on an unexpected exit status."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    took = time.perf_counter() - start
+    if proc.returncode not in ok:
+        sys.exit(f"bench: {' '.join(argv[:6])}... exited {proc.returncode}:\n"
+                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return took
+
+
+def coophost(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
+    """Time one coophost command on the co-op at `root`."""
+    return run([*COOPHOST, "-i", str(root), *args], ok=ok)
+
+
+def write_members(root: Path, count: int) -> None:
+    """`count` members with mail (placed by the first deploy)."""
+    (root / "members").mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        slug = f"member-{n:03d}"
+        (root / "members" / f"{slug}.yml").write_text(
+            f"slug: {slug}\nname: \"Member {n}\"\ncontact: office@{slug}.test\n"
+            f"status: active\ndomains:\n  - {slug}.test\nssh_keys: []\nservices:\n"
+            f"  mail:\n    mailboxes: [office, info]\n    aliases:\n      postmaster: [office]\n"
+            f"    quota_mb: 1024\nplacement: {{}}\n")
+
+
+def ansible_env(root: Path, tuned: bool) -> dict[str, str]:
+    """Environment for plain ansible-playbook: the repo's tuned config, or Ansible's defaults."""
+    from coophost.runner import ansible_env as coophost_env
+
+    env = dict(os.environ)
+    env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(root / "vault-password")
+    if tuned:
+        env.update(coophost_env(root))
+        env["ANSIBLE_STRATEGY"] = "free"
+    else:
+        plain = root / "defaults.cfg"
+        plain.write_text(f"[defaults]\nroles_path = {REPO / 'roles'}\n")
+        env["ANSIBLE_CONFIG"] = str(plain)
+    return env
+
+
+def playbook(root: Path, env: dict[str, str], *extra: str) -> float:
+    """Time ansible-playbook site.yml on the co-op's inventory."""
+    return run([str(BIN / "ansible-playbook"), "-i", str(root / "hosts.yml"), PLAYBOOK, *extra],
+               env=env)
+
+
+def forget_applied(root: Path) -> None:
+    """Drop the applied record so that the next deploy applies every host."""
+    import sqlite3
+
+    with sqlite3.connect(root / ".coophost" / "state.db") as conn:
+        conn.execute("DELETE FROM applied_unit")
+        conn.execute("DELETE FROM applied_host")
+
+
+def placements(root: Path) -> dict[str, str]:
+    """member -> host of its mail unit, from the member files."""
+    result = {}
+    for path in (root / "members").glob("*.yml"):
+        for line in path.read_text().split("placement:", 1)[1].splitlines():
+            if "mail:" in line:
+                result[path.stem] = line.split(":", 1)[1].strip(" }")
+    return result
+
+
+def bench_full(root: Path, hosts: int, per_member: bool) -> dict[str, float]:
+    """(a): every approach applies the whole co-op to already provisioned hosts."""
+    figures: dict[str, float] = {}
+    for label, flags in (("coophost (job per host)", []), ("coophost (one batch job)",
+                         ["--mode", "batch"]), ("coophost + mitogen", ["--mitogen"])):
+        forget_applied(root)
+        figures[label] = coophost(root, "deploy", "--json", *flags)
+    figures["ansible-playbook, defaults"] = playbook(root, ansible_env(root, tuned=False))
+    tuned = ansible_env(root, tuned=True)
+    figures["ansible-playbook, tuned"] = playbook(root, tuned, "--forks", str(hosts))
+    singles = [playbook(root, tuned, "--limit", f"h{i}") for i in range(1, hosts + 1)]
+    figures["floor (slowest host alone)"] = max(singles)
+    if per_member:
+        figures["ansible-playbook per member"] = sum(
+            playbook(root, tuned, "--limit", host) for host in placements(root).values())
+    return figures
+
+
+def bench_nothing_changed(members: int, repeat: int) -> float:
+    """(b): a registry of `members` members, all recorded as applied; median deploy time."""
+    spec = importlib.util.spec_from_file_location("bench_plan", REPO / "bench" / "plan.py")
+    assert spec and spec.loader
+    plan_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan_bench)
+    with tempfile.TemporaryDirectory(prefix="coophost-bench-") as tmp:
+        root = Path(tmp) / "coop"
+        plan_bench.generate(root, members, 4)  # hosts on unroutable addresses: never contacted
+        plan_bench.record_applied(root)
+        coophost(root, "plan")  # warms the parse cache, as any earlier command would
+        return statistics.median(coophost(root, "deploy") for _ in range(repeat))
+
+
+def bench_one_change(root: Path) -> tuple[float, float]:
+    """(c): one member's change deployed, against applying its host alone."""
+    member, host = sorted(placements(root).items())[0]
+    coophost(root, "service", "enable", member, "mail", "--set", "quota_mb=1100")
+    deploy = coophost(root, "deploy")
+    alone = playbook(root, ansible_env(root, tuned=True), "--limit", host)
+    return deploy, alone
+
+
+def main() -> int:
+    """Run the benchmark and print figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--members", type=int, default=40)
+    parser.add_argument("--registered", type=int, default=1000)
+    parser.add_argument("--skip-per-member", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    parser.add_argument("--name", default="bench")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="coophost-bench-"))
+    root = tmp / "coop"
+    root.mkdir()
+    (root / "coop.yml").write_text(COOP)
+    write_members(root, args.members)
+    try:
+        coophost(root, "lab", "up", "--name", args.name, "--hosts", str(args.hosts))
+        provision = coophost(root, "deploy")  # packages installed once, before any timing
+        print(f"provisioning (not compared): {provision:.1f} s", flush=True)
+        full = bench_full(root, args.hosts, not args.skip_per_member)
+        nothing = bench_nothing_changed(args.registered, 3)
+        one, alone = bench_one_change(root)
+    finally:
+        if not args.keep:
+            coophost(root, "lab", "down", "--name", args.name)
+            shutil.rmtree(tmp, ignore_errors=True)
+    ours = full["coophost (job per host)"]
+    print(f"\n(a) full deploy, {args.hosts} hosts, {args.members} members (wall seconds)")
+    for label, seconds in full.items():
+        print(f"  {label:32s} {seconds:7.1f}   x{seconds / ours:5.2f} of coophost")
+    best = min(v for k, v in full.items() if k.startswith("coophost"))
+    print(f"  fastest coophost vs tuned ansible-playbook: "
+          f"{full['ansible-playbook, tuned'] / best:.2f}x faster (target >= 1.5x)")
+    print(f"  fastest coophost vs floor: {best / full['floor (slowest host alone)']:.2f}x "
+          "(target <= 1.3x)")
+    print(f"(b) redeploy, nothing changed, {args.registered} members: {nothing:.2f} s "
+          "(target <= 2 s)")
+    print(f"(c) one member changed: coophost {one:.1f} s, its host alone {alone:.1f} s: "
+          f"{one / alone:.2f}x (target <= 1.2x)")
+    print(json.dumps({"full": full, "nothing_changed": nothing, "one_change": one,
+                      "one_host_alone": alone}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
