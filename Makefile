@@ -29,7 +29,7 @@ demo: engine
 	@echo "demo: try 'coophost lab status' or 'coophost lab ssh h1'; 'coophost lab down' removes it."
 
 lint: setup
-	$(BIN)/ruff check coophost tests bench
+	$(BIN)/ruff check coophost tests bench roles
 	$(BIN)/mypy coophost
 	$(BIN)/ansible-lint --profile production playbooks roles
 
