@@ -31,6 +31,8 @@ from coophost.render import host_hash, host_vars, template_digest, unit_hash, un
 
 SUMMARY_CACHE = "cache/summaries.marshal"
 PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
+SUMMARY_LAYOUT = "2"  # bump when summarise() returns something else
+CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 
 
@@ -122,15 +124,25 @@ def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) ->
         units[service_name] = (unit_hash(unit_vars(member, service), service,
                                          versions[service_name]),
                                cost["ram_mb"], cost["disk_gb"])
-    return [member.slug, member.file, [key for key, _, _ in claims(member)], units,
-            dict(member.placement)]
+    keys = [key for key, _, _ in claims(member)]
+    if any(CLAIM_SEP in key for key in keys):  # validated names never hold one
+        raise ValueError(f"{member.file}: a claimed name holds a NUL character")
+    return [member.slug, member.file, CLAIM_SEP.join(keys), units, dict(member.placement)]
 
 
 def _check_claims(base: Base, summaries: list[Any]) -> None:
     """Refuse a domain, vhost or address claimed twice; the error names the later claim."""
+    claimed: set[str] = set()
+    count = 0
+    for _, _, keys, _, _ in summaries:
+        mine = set(keys.split(CLAIM_SEP)) if keys else set()
+        count += len(mine)
+        claimed |= mine
+    if len(claimed) == count:  # every name claimed by one member at most
+        return
     owners: dict[str, str] = {}
     for slug, _, keys, _, _ in summaries:
-        for key in keys:
+        for key in keys.split(CLAIM_SEP) if keys else ():
             if owners.setdefault(key, slug) != slug:
                 # Summaries keep only keys; re-read the two records for a precise message.
                 both = [m for m in load_registry(base.root).registry.members.values()
@@ -150,7 +162,7 @@ def compute(root: Path, *, use_cache: bool = True) -> Desired:
     base = load_base(root)
     catalogue = base.catalogue
     versions = role_versions(catalogue)
-    salt = "summaries\0" + repr(sorted(versions.items()))
+    salt = f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
     key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
@@ -196,14 +208,22 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
                     ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str]]:
     """Check recorded placements, place every unit, and hash every host."""
     catalogue = base.catalogue
+    group_of = {name: service.group for name, service in catalogue.services.items()}
+    # (service, host) pairs a placement may name; any other is reported by check_placement.
+    allowed = {(name, host.name) for host in base.hosts.values()
+               for name, group in group_of.items() if group in host.groups}
+    costs: dict[tuple[int, int], dict[str, int]] = {}  # one mapping per distinct cost
     demands = []
     hashes: dict[tuple[str, str], str] = {}
     for slug, file, _, units, placement in summaries:
-        check_placement(file, placement, base.hosts, catalogue)
+        if not all(pair in allowed for pair in placement.items()):
+            check_placement(file, placement, base.hosts, catalogue)
         for service_name, (digest, ram, disk) in units.items():
             hashes[(slug, service_name)] = digest
-            demands.append(Demand(slug, service_name, catalogue.services[service_name].group,
-                                  {"ram_mb": ram, "disk_gb": disk},
+            cost = costs.get((ram, disk))
+            if cost is None:
+                cost = costs[(ram, disk)] = {"ram_mb": ram, "disk_gb": disk}
+            demands.append(Demand(slug, service_name, group_of[service_name], cost,
                                   placement.get(service_name)))
     groups: dict[str, list[str]] = {}
     for host in base.hosts.values():

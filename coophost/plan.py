@@ -83,10 +83,12 @@ def _unit_changes(plan: Plan, units: Mapping[tuple[str, str, str], str],
     """Add every unit added, changed, moved or removed to `plan`, sorted by host."""
     changed = [key for key, digest in units.items() if applied.get(key) != digest]
     removed = [key for key in applied if key not in units]
-    desired_at = {(m, s): h for h, m, s in units}
+    # Where else a unit is (a move) matters only for units added or removed on a host.
+    desired_at = {(m, s): h for h, m, s in units} if removed else {}
     applied_at: dict[tuple[str, str], list[str]] = {}
-    for h, m, s in applied:
-        applied_at.setdefault((m, s), []).append(h)
+    if any(key not in applied for key in changed):
+        for h, m, s in applied:
+            applied_at.setdefault((m, s), []).append(h)
     for key in changed:
         before = applied.get(key)
         host, member, service = key

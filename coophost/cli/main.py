@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,12 @@ def _say(markup: str, *texts: str) -> None:
     stderr_console().print(markup.format(*(escape(text) for text in texts)))
 
 
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
 def _report(error: CoophostError) -> None:
     _say("[bold red]error:[/] {}", error.message)
     if error.hint:
@@ -114,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except CoophostError as exc:
         if debug or _STATE["debug"]:
-            traceback.print_exc()
+            _print_traceback()
         _report(exc)
         return exc.exit_code
     except Exception as exc:
         if debug or _STATE["debug"]:
-            traceback.print_exc()
+            _print_traceback()
         _say("[bold red]internal error:[/] {}: {} (run with --debug for the traceback)",
              type(exc).__name__, str(exc))
         return EXIT_PENDING

@@ -5,8 +5,9 @@ means a miss, and deleting it only makes the next plan cold. Stored with `marsha
 only, fast to load, nothing executable).
 
 On disk the file names and their (mtime, size) pairs come first, as a list and a packed array,
-so checking that no file changed is one comparison; the records themselves (with each file's
-content hash) are a separately marshalled blob, read only when a record is needed.
+so checking that no file changed is one comparison; the files' SHA-256 digests are packed in
+one bytes value, and the records are a separately marshalled blob, read only when a record is
+needed.
 
 Besides the per-file entries, a cache holds `derived` data computed from all of its entries
 together (e.g. the placement of every unit). Any change to the entries (a file added, changed
@@ -24,9 +25,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from coophost.fsutil import atomic_write
-
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 # A file modified this close to the cache's own write may have changed within the same mtime
 # tick; such entries are verified by content hash (git's "racy clean" rule).
 RACY_NS = 2_000_000_000
@@ -52,7 +51,8 @@ class ParseCache:
         self.derived: dict[str, Any] = {}
         self.written_ns = 0
         self.dirty = False
-        self._blob = b""  # marshalled [[sha256, record], ...] in `names` order, not yet read
+        self.digests = b""  # the SHA-256 digest of each of `names`, 32 bytes each, in order
+        self._blob = b""  # the marshalled list of records in `names` order, not yet read
         self._entries: dict[str, list[Any]] | None = None  # name -> [mtime, size, sha, record]
         if path is not None:
             self._read(path)
@@ -71,13 +71,15 @@ class ParseCache:
             if not isinstance(names, list) or len(stats) != 2 * len(names):
                 raise ValueError("inconsistent cache")
             blob, derived, written_ns = data["blob"], data["derived"], data["written_ns"]
+            digests = data["digests"]
             if (not isinstance(blob, bytes) or not isinstance(derived, dict)
-                    or not isinstance(written_ns, int)):
+                    or not isinstance(written_ns, int) or not isinstance(digests, bytes)
+                    or len(digests) != 32 * len(names)):
                 raise ValueError("inconsistent cache")
         except (KeyError, TypeError, ValueError):
             self.dirty = True
             return
-        self.names, self.stats, self._blob = names, stats, blob
+        self.names, self.stats, self.digests, self._blob = names, stats, digests, blob
         self.derived, self.written_ns = derived, written_ns
 
     def unchanged(self, names: list[str], stats: array[int], newest_ns: int) -> bool:
@@ -91,17 +93,17 @@ class ParseCache:
 
     @property
     def entries(self) -> dict[str, list[Any]]:
-        """Every entry, name -> [mtime_ns, size, sha256, record] (reads the records blob)."""
+        """Every entry, name -> [mtime_ns, size, sha256 digest, record] (reads the records)."""
         if self._entries is None:
             self._entries = {}
             try:
-                rows = marshal.loads(self._blob) if self._blob else []  # noqa: S302
-                if not isinstance(rows, list) or len(rows) != len(self.names):
+                records = marshal.loads(self._blob) if self._blob else []  # noqa: S302
+                if not isinstance(records, list) or len(records) != len(self.names):
                     raise ValueError("inconsistent cache")
-                for index, (name, (sha, record)) in enumerate(zip(self.names, rows,
-                                                                  strict=True)):
-                    self._entries[name] = [self.stats[2 * index], self.stats[2 * index + 1],
-                                           sha, record]
+                stats, digests = self.stats, self.digests
+                for index, (name, record) in enumerate(zip(self.names, records, strict=True)):
+                    self._entries[name] = [stats[2 * index], stats[2 * index + 1],
+                                           digests[32 * index:32 * index + 32], record]
             except (EOFError, ValueError, TypeError):
                 self._entries = {}  # unreadable: every file is a miss
                 self.derived = {}
@@ -128,7 +130,7 @@ class ParseCache:
     def lookup_content(self, name: str, stat: os.stat_result, raw: bytes) -> Any:
         """Return `name`'s cached record if its content hash matches (mtime moved, content not)."""
         entry = self.entries.get(name)
-        if entry is None or entry[2] != hashlib.sha256(raw).hexdigest():
+        if entry is None or entry[2] != hashlib.sha256(raw).digest():
             return None
         entry[0], entry[1] = stat.st_mtime_ns, stat.st_size
         self.dirty = True
@@ -136,7 +138,7 @@ class ParseCache:
 
     def store(self, name: str, stat: os.stat_result, raw: bytes, record: Any) -> None:
         """Remember `record` (plain data) for `name`."""
-        self.entries[name] = [stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).hexdigest(),
+        self.entries[name] = [stat.st_mtime_ns, stat.st_size, hashlib.sha256(raw).digest(),
                               record]
         self.derived.clear()
         self.dirty = True
@@ -164,6 +166,8 @@ class ParseCache:
         """Write the cache if it changed; failures are ignored (it is only a cache)."""
         if self.path is None or not self.dirty:
             return
+        from coophost.fsutil import atomic_write  # tempfile and shutil: only when writing
+
         if self._entries is not None:  # entries were read or changed: repack them
             self.names = sorted(self._entries)
             rows = [self._entries[name] for name in self.names]
@@ -171,10 +175,12 @@ class ParseCache:
             for mtime, size, _sha, _record in rows:
                 self.stats.append(mtime)
                 self.stats.append(size)
-            self._blob = marshal.dumps([[sha, record] for _m, _s, sha, record in rows])
+            self.digests = b"".join(digest for _m, _s, digest, _r in rows)
+            self._blob = marshal.dumps([record for _m, _s, _d, record in rows])
         payload = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint,
                    "written_ns": time.time_ns(), "names": self.names,
-                   "stats": self.stats.tobytes(), "derived": self.derived, "blob": self._blob}
+                   "stats": self.stats.tobytes(), "digests": self.digests,
+                   "derived": self.derived, "blob": self._blob}
         with contextlib.suppress(OSError, ValueError):
             atomic_write(self.path, marshal.dumps(payload), 0o600)
         self.dirty = False
