@@ -75,7 +75,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
     name = f"it{os.getpid() % 100000}"
     info = LabInfo(name, tmp_path_factory.mktemp("coop") / name)
     info.inventory.mkdir()
-    shutil.copy(SAMPLE_COOP / "coop.yml", info.inventory / "coop.yml")
+    # The sample co-op's ACME CA is the `lab` lab's: point it at this lab's own.
+    coop = (SAMPLE_COOP / "coop.yml").read_text()
+    (info.inventory / "coop.yml").write_text(coop.replace("acme.lab.test", f"acme.{name}.test"))
     shutil.copytree(SAMPLE_COOP / "members", info.inventory / "members")
     info.cli("lab", "up", "--name", name, "--hosts", str(HOSTS), check=True)
     yield info
