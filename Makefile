@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 help:
 	@echo "make demo   set up this machine, bring up the lab co-op, provision and prove it"
-	@echo "make test   lint, unit tests, and integration tests on real lab hosts"
+	@echo "make test   lint, unit tests, integration tests on real lab hosts, molecule"
 	@echo "make molecule  molecule test of every role (ROLES=\"common mail\" for some)"
 	@echo "make bench  benchmarks (figures and ratios)"
 
@@ -23,10 +23,14 @@ engine: setup
 
 demo: engine
 	$(COOPHOST) lab up --name $(LAB) --hosts $(HOSTS)
-	ansible-playbook -i inventories/$(LAB)/hosts.yml playbooks/site.yml
 	$(COOPHOST) -i inventories/$(LAB) host check
-	@echo "demo: lab '$(LAB)' is up and every host passed its baseline and preflight checks."
-	@echo "demo: try 'coophost lab status' or 'coophost lab ssh h1'; 'coophost lab down' removes it."
+	@# plan exits 1 when changes are pending, which they are on a new lab
+	-$(COOPHOST) -i inventories/$(LAB) plan
+	$(COOPHOST) -i inventories/$(LAB) deploy
+	$(COOPHOST) -i inventories/$(LAB) plan
+	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry."
+	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
+	@echo "demo: 'coophost lab down' removes the lab."
 
 lint: setup
 	$(BIN)/ruff check coophost tests bench roles
@@ -39,15 +43,16 @@ unit: setup
 integration: engine
 	$(BIN)/pytest -q -m lab tests/integration
 
-test: lint unit integration
+test: lint unit integration molecule
 
 # Each role's molecule scenario (converge, idempotence, testinfra), one at a time; ROLES="mail"
-# picks some. Not part of `make test` yet: it takes minutes.
+# picks some.
 molecule: engine
 	scripts/molecule $(ROLES)
 
 bench: engine
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/deploy.py
 
 clean-lab: setup
 	$(COOPHOST) lab down --name $(LAB)
