@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from coophost.catalogue import Service
 from coophost.registry.model import Coop, Host, Member
 
 TEMPLATE = "host_vars.yml.j2"
+# Mapping keys that come from the registry (validated localparts) must match this to be
+# rendered; it leaves no room for YAML syntax or a Jinja delimiter.
+MEMBER_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,34 @@ class SecretRef:
     member: str
     service: str
     name: str
+    item: str = ""  # the mailbox, for a secret kept per mailbox
 
     @property
     def key(self) -> str:
         """A stable, non-secret identifier."""
-        return f"{self.member}/{self.service}/{self.name}"
+        base = f"{self.member}/{self.service}/{self.name}"
+        return f"{base}/{self.item}" if self.item else base
+
+
+class MemberKeyed(dict[str, Any]):
+    """A mapping whose keys are registry strings (mailbox names): rendered quoted and !unsafe.
+
+    Only where a role's interface needs such a mapping; elsewhere member-chosen names stay
+    out of mapping keys (lists of `{name: ...}` instead).
+    """
+
+
+def _unit_secrets(member: Member, service: Service, settings: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    secrets: dict[str, Any] = {}
+    for spec in service.secrets:
+        if spec.kind == "per_mailbox_password":
+            secrets[spec.var_name] = MemberKeyed(
+                (mailbox, SecretRef(member.slug, service.name, spec.name, mailbox))
+                for mailbox in settings.get("mailboxes", ()))
+        else:
+            secrets[spec.var_name] = SecretRef(member.slug, service.name, spec.name)
+    return secrets
 
 
 def unit_vars(member: Member, service: Service) -> dict[str, Any]:
@@ -46,8 +73,7 @@ def unit_vars(member: Member, service: Service) -> dict[str, Any]:
         "member": {"slug": member.slug, "name": member.name, "contact": member.contact,
                    "status": member.status, "domains": [d.ascii for d in member.domains]},
         "settings": settings,
-        "secrets": {spec.name: SecretRef(member.slug, service.name, spec.name)
-                    for spec in service.secrets},
+        "secrets": _unit_secrets(member, service, settings),
     }
 
 
@@ -148,7 +174,11 @@ def yaml_block(value: object, indent: int, vault: Callable[[SecretRef], str] | N
             return " {}"
         parts = []
         for key, item in value.items():
-            if not isinstance(key, str) or not key.isidentifier():
+            if isinstance(value, MemberKeyed):
+                if not isinstance(key, str) or not MEMBER_KEY_RE.match(key):
+                    raise TypeError(f"a registry key must be a plain name, not {key!r}")
+                key = "!unsafe " + quote(key)
+            elif not isinstance(key, str) or not key.isidentifier():
                 raise TypeError(f"mapping keys must be identifiers, not {key!r}")
             parts.append(f"\n{pad}{key}:{yaml_block(item, indent + 1, vault)}")
         return "".join(parts)

@@ -4,6 +4,13 @@ Secrets are generated on first need (rendering a unit that references one), encr
 with ansible's own VaultLib, and kept only as ciphertext on disk. The vault password comes
 from the environment variable or the file coop.yml names. Nothing here prints or logs a
 secret; only `coophost secrets show` decrypts one for a person.
+
+A `per_mailbox_password` secret is kept as two entries per mailbox: the clear password
+(`<name>/<mailbox>`, what `secrets show` prints) and its argon2id hash in dovecot's form
+(`<name>.argon2id/<mailbox>`), both vault-encrypted. Hosts get only the hash, and its stored
+ciphertext is reused on every render, so the rendered files do not change from one render to
+the next. To give a mailbox a new password, delete both of its entries; the next render makes
+a new one.
 """
 
 from __future__ import annotations
@@ -22,6 +29,30 @@ from coophost.render import SecretRef
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 VAULT_HEADER = "$ANSIBLE_VAULT;"
+HASH_MARK = ".argon2id"  # after a per-mailbox secret's name: the entries holding hashes
+# dovecot verifies ARGON2ID with libsodium, which needs parallelism 1.
+ARGON2_TIME_COST = 3
+ARGON2_MEMORY_KIB = 65536
+ARGON2_PARALLELISM = 1
+
+
+def mailbox_hash(password: str) -> str:
+    """Return `password`'s argon2id hash as dovecot reads it: `{ARGON2ID}$argon2id$...`."""
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
+                            parallelism=ARGON2_PARALLELISM)
+    return "{ARGON2ID}" + hasher.hash(password)
+
+
+def item_keys(name: str, item: str) -> tuple[str, str]:
+    """Return the secrets-file entries of one per-item secret: (clear value, its hash)."""
+    return f"{name}/{item}", f"{name}{HASH_MARK}/{item}"
+
+
+def is_hash_entry(key: str) -> bool:
+    """Whether a secrets-file entry holds a derived hash (never shown by `secrets show`)."""
+    return HASH_MARK + "/" in key
 
 
 def vault_password(root: Path, settings: VaultSettings) -> bytes:
@@ -60,7 +91,7 @@ def _password_hint(settings: VaultSettings) -> str:
 
 def generate(spec: SecretSpec) -> str:
     """Return a fresh secret value for `spec`."""
-    if spec.kind == "password":
+    if spec.kind in ("password", "per_mailbox_password"):
         return "".join(random.choice(PASSWORD_ALPHABET) for _ in range(spec.length))
     if spec.kind == "rsa_private_key":
         from cryptography.hazmat.primitives import serialization
@@ -110,16 +141,38 @@ class SecretStore:
     def ciphertext(self, ref: SecretRef) -> str:
         """Return `ref`'s vault ciphertext, generating and encrypting the secret if it is new."""
         stored = self._load(ref.member).setdefault(ref.service, {})
+        if ref.item:
+            return self._item_hash(ref, stored)
         if ref.name not in stored:
-            spec = next(s for s in self.catalogue.services[ref.service].secrets
-                        if s.name == ref.name)
-            stored[ref.name] = self.vault.encrypt(generate(spec)).decode()
+            stored[ref.name] = self.vault.encrypt(generate(self._spec(ref))).decode()
             self._dirty.add(ref.member)
         return stored[ref.name]
 
+    def _spec(self, ref: SecretRef) -> SecretSpec:
+        return next(s for s in self.catalogue.services[ref.service].secrets
+                    if s.name == ref.name)
+
+    def _item_hash(self, ref: SecretRef, stored: dict[str, str]) -> str:
+        """A per-mailbox secret renders as its stored hash's ciphertext (made on first need)."""
+        clear_key, hash_key = item_keys(ref.name, ref.item)
+        if clear_key not in stored:
+            password = generate(self._spec(ref))
+            stored[clear_key] = self.vault.encrypt(password).decode()
+            stored.pop(hash_key, None)
+            self._dirty.add(ref.member)
+        if hash_key not in stored:
+            password = self.vault.decrypt(stored[clear_key]).decode()
+            stored[hash_key] = self.vault.encrypt(mailbox_hash(password)).decode()
+            self._dirty.add(ref.member)
+        return stored[hash_key]
+
     def reveal(self, member: str) -> dict[str, dict[str, str]]:
-        """Every secret of `member`, decrypted (for `coophost secrets show` only)."""
-        return {service: {name: self.vault.decrypt(text).decode() for name, text in items.items()}
+        """Every secret of `member`, decrypted (for `coophost secrets show` only).
+
+        Derived hashes are left out: they are what hosts get, not what a person needs.
+        """
+        return {service: {name: self.vault.decrypt(text).decode()
+                          for name, text in items.items() if not is_hash_entry(name)}
                 for service, items in self._load(member).items()}
 
     def save(self) -> list[Path]:

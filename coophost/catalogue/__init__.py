@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from coophost.registry.yamlio import load_bytes
 SERVICES_DIR = Path(__file__).parent / "services"
 PARAM_TYPES = ("int", "bool", "choice", "text", "email", "localparts", "aliases",
                "member_domains", "vhost")
-SECRET_KINDS = ("password", "rsa_private_key")
+SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")
+SECRET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host_ipv6",
                               "dkim_selector", "dkim_public_key", "slug"})
 _SERVICE_KEYS = ("name", "description", "group", "role", "version", "needs_domain",
@@ -50,12 +52,22 @@ class Parameter:
 
 @dataclass(frozen=True)
 class SecretSpec:
-    """A secret a service needs per member, generated on first need."""
+    """A secret a service needs per member, generated on first need.
+
+    `per_mailbox_password` is one generated password per mailbox of the unit (its
+    `mailboxes` setting); the role gets only their argon2id hashes, under `var`.
+    """
 
     name: str
     kind: str
     length: int = 32
     bits: int = 2048
+    var: str = ""
+
+    @property
+    def var_name(self) -> str:
+        """The name the role gets this secret under (`var`, else `name`)."""
+        return self.var or self.name
 
 
 @dataclass(frozen=True)
@@ -155,14 +167,22 @@ def parse_service(raw: bytes, file: str) -> Service:
     secrets = []
     for index, item in enumerate(checks.sequence(data.get("secrets"), file, "secrets")):
         spec = checks.mapping(item, file, f"secrets[{index}]")
-        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits"), file,
+        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits", "var"), file,
                                    f"secrets[{index}]")
         if spec.get("kind") not in SECRET_KINDS:
             checks.fail(file, f"secrets[{index}].kind", spec.get("kind"),
                         f"must be one of {', '.join(SECRET_KINDS)}")
+        for key in ("name", "var"):
+            if (key == "name" or key in spec) and not SECRET_NAME_RE.match(str(spec.get(key))):
+                checks.fail(file, f"secrets[{index}].{key}", spec.get(key),
+                            "must be a lowercase identifier")
+        if spec["kind"] == "per_mailbox_password" and "mailboxes" not in params:
+            checks.fail(file, f"secrets[{index}].kind", spec["kind"],
+                        "needs a `mailboxes` parameter")
         secrets.append(SecretSpec(name=str(spec["name"]), kind=str(spec["kind"]),
                                   length=int(spec.get("length", 32)),
-                                  bits=int(spec.get("bits", 2048))))
+                                  bits=int(spec.get("bits", 2048)),
+                                  var=str(spec.get("var", ""))))
     return Service(
         name=data["name"], description=data["description"], group=data["group"],
         role=data["role"], version=checks.integer(data.get("version", 1), file, "version", 1),
