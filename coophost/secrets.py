@@ -166,6 +166,14 @@ class SecretStore:
             self._dirty.add(ref.member)
         return stored[hash_key]
 
+    def stored(self, member: str, service: str, name: str) -> str | None:
+        """One stored secret, decrypted, or None when it was never generated.
+
+        For coophost's own use (deriving a DKIM public key); never printed.
+        """
+        text = self._load(member).get(service, {}).get(name)
+        return None if text is None else str(self.vault.decrypt(text).decode())
+
     def reveal(self, member: str) -> dict[str, dict[str, str]]:
         """Every secret of `member`, decrypted (for `coophost secrets show` only).
 

@@ -53,6 +53,10 @@ class Host:
     address: str
     groups: tuple[str, ...]
     capacity: dict[str, int]
+    # The addresses DNS publishes for the host: its `coophost_lab_ip` when set (the lab's
+    # network address), else `ansible_host` when that is a routable IP literal (not loopback,
+    # link-local or unspecified: a tunnel or port forward is no public address).
+    dns_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

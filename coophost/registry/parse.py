@@ -120,8 +120,31 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
             fqdn, _ = checks.domain(fqdn, file, f"{where}.coophost_fqdn")
         hosts[name] = Host(name=name, fqdn=str(fqdn),
                            address=str(hvars.get("ansible_host", name)),
-                           groups=member_of, capacity=capacity)
+                           groups=member_of, capacity=capacity,
+                           dns_addresses=_dns_addresses(hvars, file, where))
     return dict(sorted(hosts.items()))
+
+
+def _dns_addresses(hvars: dict[str, Any], file: str, where: str) -> tuple[str, ...]:
+    """Return the host's addresses for DNS.
+
+    Its `coophost_lab_ip` (must be an IP), else a routable `ansible_host` IP literal, else none.
+    """
+    import ipaddress
+
+    lab_ip = hvars.get("coophost_lab_ip")
+    if lab_ip is not None:
+        try:
+            return (str(ipaddress.ip_address(str(lab_ip))),)
+        except ValueError:
+            checks.fail(file, f"{where}.coophost_lab_ip", lab_ip, "must be an IP address")
+    try:
+        address = ipaddress.ip_address(str(hvars.get("ansible_host", "")))
+    except ValueError:
+        return ()
+    if address.is_loopback or address.is_link_local or address.is_unspecified:
+        return ()
+    return (str(address),)
 
 
 def _capacity(value: object, file: str, where: str, required: bool) -> dict[str, int]:
