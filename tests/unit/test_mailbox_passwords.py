@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +150,52 @@ def test_catalogue_checks_secret_specs(secrets: str, message: str) -> None:
            f"secrets: {secrets}\ndns: []\ndata: {{}}\n").encode()
     with pytest.raises(CoophostError, match=message):
         parse_service(raw, "catalogue/x.yml")
+
+
+@pytest.mark.skipif(shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+                    is None, reason="ansible-playbook is not installed beside this Python")
+def test_ansible_reads_the_hashes_as_the_mail_role_does(coop: Path, cli, tmp_path: Path
+                                                        ) -> None:
+    """Ansible decrypts the !vault hash under its !unsafe mailbox key, as users.j2 looks it up."""
+    from argon2 import PasswordHasher
+
+    _render(cli, coop)
+    host = next(p.stem for p in (coop / "host_vars").glob("*.yml")
+                if f'slug: !unsafe "{MEMBER}"' in p.read_text())
+    work = tmp_path / "ansible"
+    (work / "host_vars").mkdir(parents=True)
+    (work / "host_vars" / "localhost.yml").write_text(
+        (coop / "host_vars" / f"{host}.yml").read_text()
+        + f"ansible_python_interpreter: {sys.executable}\n")
+    (work / "inventory.yml").write_text("all:\n  hosts:\n    localhost:\n"
+                                        "      ansible_connection: local\n")
+    out = work / "out.txt"
+    (work / "play.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy:\n"
+        f"        dest: {out}\n"
+        "        content: |\n"
+        "          {% for unit in coophost_mail_units if unit.member.slug == '" + MEMBER + "' %}"
+        "{% for mailbox in unit.settings.mailboxes %}"
+        "{{ mailbox }}:{{ unit.secrets.mailbox_password_hashes[mailbox] | string }}\n"
+        "          {% endfor %}{% endfor %}\n"
+        "      no_log: true\n")
+    password_file = tmp_path / "vault-pass"
+    password_file.write_text(os.environ["COOPHOST_VAULT_PASSWORD"])
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0",
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+         str(work / "inventory.yml"), str(work / "play.yml"),
+         "--vault-password-file", str(password_file)],
+        capture_output=True, text=True, env=env, check=False, cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passwords = _store(coop).reveal(MEMBER)["mail"]
+    lines = dict(line.strip().split(":", 1) for line in out.read_text().splitlines()
+                 if line.strip())
+    assert sorted(lines) == list(MAILBOXES)
+    for mailbox, value in lines.items():
+        assert value.startswith("{ARGON2ID}$argon2id$")
+        assert PasswordHasher().verify(value.removeprefix("{ARGON2ID}"),
+                                       passwords[f"mailbox_passwords/{mailbox}"])
+        assert passwords[f"mailbox_passwords/{mailbox}"] not in result.stdout
