@@ -61,12 +61,17 @@ class DeployResult:
         return EXIT_PENDING if "failed" in statuses else EXIT_OK
 
     def by_member(self) -> dict[str, dict[str, str]]:
-        """Map member -> service -> the status of the host that runs it."""
+        """Map member -> service -> the status of the host that runs it.
+
+        A unit whose service has no role yet is placed and recorded, but nothing applies it:
+        it says so rather than borrowing its host's "ok".
+        """
         table: dict[str, dict[str, str]] = {}
         for host, job in self.jobs.items():
             status = self.outcomes[host].status if host in self.outcomes else "pending"
             for member, service, _ in job.units:
-                table.setdefault(member, {})[service] = f"{status} ({host})"
+                shown = "placed, no role yet" if service in job.no_role else status
+                table.setdefault(member, {})[service] = f"{shown} ({host})"
         return dict(sorted(table.items()))
 
 
@@ -126,11 +131,12 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     for unit in desired.units.values():
         placed[unit.host].append((unit.member, unit.service))
     chosen = select_hosts(plan, placed, selection, resume_hosts)
+    no_role = frozenset(s for s, version in desired.role_versions.items() if version == "absent")
     jobs = {}
     for host, reasons in chosen.items():
         on_host = sorted((u.member, u.service, u.hash) for u in desired.units.values()
                          if u.host == host)
-        jobs[host] = HostJob(host, on_host, desired.host_hashes[host], reasons)
+        jobs[host] = HostJob(host, on_host, desired.host_hashes[host], reasons, no_role)
     return jobs
 
 

@@ -91,6 +91,13 @@ def test_by_member_reports_each_unit_with_its_host() -> None:
                                 "bob": {"git": "ok (h1)", "mail": "unreachable (h2)"}}
 
 
+def test_by_member_says_when_a_service_has_no_role_yet() -> None:
+    jobs = {"h1": HostJob("h1", [("ada", "mail", "x"), ("ada", "git", "y")],
+                          no_role=frozenset({"git"}))}
+    done = DeployResult(1, jobs, {"h1": HostOutcome("h1", "ok")})
+    assert done.by_member() == {"ada": {"mail": "ok (h1)", "git": "placed, no role yet (h1)"}}
+
+
 @pytest.mark.parametrize(("jobs", "cores", "expected"), [(1, 2, 1), (3, 2, 3), (10, 2, 4),
                                                           (10, 8, 10), (0, 2, 1)])
 def test_default_parallel(jobs: int, cores: int, expected: int) -> None:
