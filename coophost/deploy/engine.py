@@ -127,17 +127,15 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     with StateDB(root) as db:
         applied = db.applied()
     plan = planning.diff(units, desired.host_hashes, applied)
-    placed: dict[str, list[tuple[str, str]]] = {h: [] for h in desired.hosts}
+    on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.hosts}
     for unit in desired.units.values():
-        placed[unit.host].append((unit.member, unit.service))
+        on_host[unit.host].append((unit.member, unit.service, unit.hash))
+    placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
     chosen = select_hosts(plan, placed, selection, resume_hosts)
     no_role = frozenset(s for s, version in desired.role_versions.items() if version == "absent")
-    jobs = {}
-    for host, reasons in chosen.items():
-        on_host = sorted((u.member, u.service, u.hash) for u in desired.units.values()
-                         if u.host == host)
-        jobs[host] = HostJob(host, on_host, desired.host_hashes[host], reasons, no_role)
-    return jobs
+    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons,
+                          no_role)
+            for host, reasons in chosen.items()}
 
 
 def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threading.Event,

@@ -187,7 +187,7 @@ class Lab:
         atomic_write(self.state_file, state.to_json())
         for host in state.hosts:
             wait_for_ssh(host.ssh_port)
-        say(f"{self.name}: {count} hosts up; inventory {self.inventory / HOSTS_FILE}")
+        say(f"{count} hosts up; inventory {self.inventory / HOSTS_FILE}")
         return state
 
     def _client_key(self) -> str:
@@ -243,7 +243,7 @@ class Lab:
         atomic_write(conf, self._dnsmasq_conf())
         if not (dns_dir / "hosts").exists():
             atomic_write(dns_dir / "hosts", "")
-        if (dns_dir / "records.conf").exists() is False:
+        if not (dns_dir / "records.conf").exists():
             atomic_write(dns_dir / "records.conf", "")
         port = self._published(container, "53/udp") or free_port()
         if self._start_or_keep(container, tag) == "missing":
