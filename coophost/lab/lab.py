@@ -24,6 +24,8 @@ from coophost.fsutil import atomic_write
 from coophost.inventory import HOSTS_FILE, KNOWN_HOSTS_FILE
 from coophost.lab import docker, image
 from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
+from coophost.registry.model import STATE_DIR
+from coophost.state import STATE_FILE, StateDB
 
 LABEL = "coophost.lab"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
@@ -66,6 +68,7 @@ class LabState:
     acme_ip: str = ""
     acme_port: int = 0
     acme_mgmt_port: int = 0
+    gateway: str = ""  # the controller's address on the lab network
 
     def to_json(self) -> str:
         """Serialise for the state file."""
@@ -171,7 +174,7 @@ class Lab:
         client_key = self._client_key()
         ca = self._ca()
         self._ensure_network()
-        state = LabState(self.name, self.network, self.domain)
+        state = LabState(self.name, self.network, self.domain, gateway=self._gateway())
         self._ensure_dns(services, state)
         self._ensure_acme(services, ca, state)
         for index in range(1, count + 1):
@@ -181,7 +184,8 @@ class Lab:
             self._ensure_host(base, host, client_key, ca, state.dns_ip)
             state.hosts.append(host)
             say(f"host {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
-        self._remove_extra_hosts(count)
+        removed = self._remove_extra_hosts(count)
+        self._forget_applied([h.name for h in state.hosts if h.state == "created"] + removed)
         self._write_dns_hosts(state)
         self._write_inventory(state)
         atomic_write(self.state_file, state.to_json())
@@ -189,6 +193,18 @@ class Lab:
             wait_for_ssh(host.ssh_port)
         say(f"{count} hosts up; inventory {self.inventory / HOSTS_FILE}")
         return state
+
+    def _forget_applied(self, hosts: list[str]) -> None:
+        """Drop the applied record of hosts this lab made anew or removed.
+
+        A new container is a new machine: whatever the co-op's state.db says was applied to a
+        host of that name before (a lab brought down and up again) is not on it.
+        """
+        if not hosts or not (self.inventory / STATE_DIR / STATE_FILE).is_file():
+            return
+        with StateDB(self.inventory) as db:
+            for name in hosts:
+                db.forget_host(name)
 
     def _client_key(self) -> str:
         pub = self.key_file.with_suffix(".pub")
@@ -205,6 +221,11 @@ class Lab:
             atomic_write(key, made.key, mode=0o600)
             atomic_write(cert, made.cert)
         return CertKey(cert.read_bytes(), key.read_bytes())
+
+    def _gateway(self) -> str:
+        found = docker.inspect("network", [self.network])
+        configs = (found[0].get("IPAM") or {}).get("Config") or [] if found else []
+        return next((c["Gateway"] for c in configs if c.get("Gateway")), "")
 
     def _ensure_network(self) -> None:
         if not docker.inspect("network", [self.network]):
@@ -353,12 +374,15 @@ class Lab:
                 return int(binding["HostPort"])
         return 0
 
-    def _remove_extra_hosts(self, count: int) -> None:
+    def _remove_extra_hosts(self, count: int) -> list[str]:
+        removed = []
         for cid in docker.ids_by_label("container", f"{LABEL}={self.name}"):
             found = docker.inspect("container", [cid])
             label = found[0]["Config"]["Labels"].get("coophost.host", "") if found else ""
             if label.startswith("h") and label[1:].isdigit() and int(label[1:]) > count:
                 docker.docker("rm", "-f", cid)
+                removed.append(label)
+        return removed
 
     def _write_dns_hosts(self, state: LabState) -> None:
         lines = [f"{state.dns_ip} dns.{self.domain}", f"{state.acme_ip} acme.{self.domain}"]
@@ -384,6 +408,11 @@ class Lab:
                 "coophost_lab_domain": self.domain,
                 "coophost_lab_dns": state.dns_ip,
                 "coophost_acme_directory": f"https://acme.{self.domain}:{ACME_PORT}/dir",
+                # The controller is the lab's management address (as a co-op's admin network
+                # would be): fail2ban never bans it, or the tests' refused probes would lock
+                # the controller out of mail ports. Lab hosts attacking each other are banned.
+                "common_fail2ban_ignoreip": ["127.0.0.1/8", "::1",
+                                             *([f"{state.gateway}/32"] if state.gateway else [])],
             },
             "hosts": {h.name: {
                 "ansible_host": "127.0.0.1", "ansible_port": h.ssh_port,
@@ -396,6 +425,37 @@ class Lab:
         atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))
         pinned = [f"[127.0.0.1]:{h.ssh_port} {h.host_key}" for h in state.hosts]
         atomic_write(self.known_hosts, MARKER + "\n" + "\n".join(pinned) + "\n")
+
+    # -- DNS records --------------------------------------------------------------------------
+    def sync_records(self, config: str) -> bool:
+        """Serve `config` (dnsmasq options) from the lab DNS; return whether it changed.
+
+        dnsmasq reads extra records only at start, so a change restarts the DNS container
+        (about a second); its address must not move, since every host resolves through it.
+        """
+        docker.require_engine()
+        state = self.load_state()
+        if state is None:
+            raise UsageError(f"lab {self.name}: not up here (run `coophost lab up`)")
+        target = self.workdir / "dns" / "records.conf"
+        if target.is_file() and target.read_text() == config:
+            return False
+        atomic_write(target, config)
+        container = self.container("dns")
+        docker.docker("restart", "--time", "2", container)
+        address = self._ip(container)
+        if address != state.dns_ip:
+            raise ExternalCommandError(
+                f"lab {self.name}: the DNS container came back on {address}, not "
+                f"{state.dns_ip}; run `coophost lab up --name {self.name}` to repair the lab")
+        return True
+
+    def served_names(self) -> list[str]:
+        """The names the lab's hosts file answers (its hosts, DNS and ACME)."""
+        hosts = self.workdir / "dns" / "hosts"
+        if not hosts.is_file():
+            return []
+        return [name for line in hosts.read_text().splitlines() for name in line.split()[1:]]
 
     # -- status, down ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -428,6 +488,9 @@ class Lab:
         """Remove every container, network and volume of this lab, and the files up wrote."""
         docker.require_engine()
         label = f"{LABEL}={self.name}"
+        previous = self.load_state()
+        if previous is not None:  # its machines are gone, and what was applied to them
+            self._forget_applied([h.name for h in previous.hosts])
         removed = {"containers": 0, "networks": 0, "volumes": 0}
         containers = docker.ids_by_label("container", label)
         if containers:

@@ -113,3 +113,24 @@ def test_preflight_without_python_or_sudo_is_not_ok() -> None:
     report = fill_report(HostReport("h1", "x", reachable=True, host_key="ok"),
                          parse_preflight(text))
     assert not report.ok
+
+
+def test_a_host_made_anew_loses_its_applied_record(tmp_path: Path) -> None:
+    from coophost.lab.lab import Lab
+    from coophost.state import StateDB
+
+    with StateDB(tmp_path) as db:
+        for host in ("h1", "h2"):
+            db.record_host_applied(host, f"hash-{host}", [("ada", "mail", "u1")])
+    Lab("t", tmp_path)._forget_applied(["h2"])
+    with StateDB(tmp_path) as db:
+        applied = db.applied()
+    assert applied.hosts == {"h1": "hash-h1"}
+    assert set(applied.units) == {("h1", "ada", "mail")}
+
+
+def test_forgetting_without_a_state_db_writes_nothing(tmp_path: Path) -> None:
+    from coophost.lab.lab import Lab
+
+    Lab("t", tmp_path)._forget_applied(["h1"])
+    assert not any(tmp_path.iterdir())
