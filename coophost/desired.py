@@ -239,6 +239,7 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     host_hashes = {}
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
-        host_hashes[name] = host_hash(host_vars(host, base.coop), on_host[name],
+        own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest}
+        host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
     return rows, placed.usage, host_hashes

@@ -57,6 +57,10 @@ class Host:
     # network address), else `ansible_host` when that is a routable IP literal (not loopback,
     # link-local or unspecified: a tunnel or port forward is no public address).
     dns_addresses: tuple[str, ...] = ()
+    # A hash of the host's Ansible variables from hosts.yml (group vars merged), connection
+    # settings (`ansible_*`) left out: changing a role variable there is a change to deploy,
+    # a new SSH port is not.
+    vars_digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,19 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
         hosts[name] = Host(name=name, fqdn=str(fqdn),
                            address=str(hvars.get("ansible_host", name)),
                            groups=member_of, capacity=capacity,
-                           dns_addresses=_dns_addresses(hvars, file, where))
+                           dns_addresses=_dns_addresses(hvars, file, where),
+                           vars_digest=_vars_digest(hvars))
     return dict(sorted(hosts.items()))
+
+
+def _vars_digest(hvars: dict[str, Any]) -> str:
+    """Hash the host's variables other than connection settings (`ansible_*`)."""
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in hvars.items() if not str(k).startswith("ansible_")}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _dns_addresses(hvars: dict[str, Any], file: str, where: str) -> tuple[str, ...]:

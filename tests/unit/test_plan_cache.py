@@ -147,3 +147,20 @@ def test_derived_data_is_dropped_when_an_entry_changes(tmp_path: Path) -> None:
     again.store("b.yml", stat, b"b", ["b"])
     assert again.get_derived("x", "k") is None
     assert ParseCache(path, "other fingerprint").get_derived("x", "k") is None
+
+
+def test_a_role_variable_in_hosts_yml_changes_that_hosts_hash_only(coop: Path) -> None:
+    before = compute(coop).host_hashes
+    hosts = coop / "hosts.yml"
+    text = hosts.read_text()
+    hosts.write_text(text.replace("h2: {", "h2: {common_fail2ban_maxretry: 3, ", 1))
+    after = compute(coop).host_hashes
+    assert after["h2"] != before["h2"]
+    assert {h: after[h] == before[h] for h in ("h1", "h3")} == {"h1": True, "h3": True}
+
+
+def test_connection_settings_in_hosts_yml_are_not_a_change(coop: Path) -> None:
+    before = compute(coop).host_hashes
+    hosts = coop / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("h2: {", "h2: {ansible_port: 2222, ", 1))
+    assert compute(coop).host_hashes == before
