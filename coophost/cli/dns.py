@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, pass_app
-from coophost.errors import UsageError
+from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.errors import EXIT_OK, EXIT_PENDING
 
 
 @click.group()
@@ -27,34 +27,71 @@ def records(app: AppContext, member_slug: str | None, output_format: str) -> Non
     """
     import json
 
-    from coophost.desired import compute
-    from coophost.dnsrecords import format_json, format_zone, member_records
-    from coophost.registry import checks
-    from coophost.registry.loader import load_registry
-    from coophost.secrets import SecretStore
+    from coophost.dnsops import expected_records
+    from coophost.dnsrecords import format_json, format_zone
 
-    if member_slug is not None:
-        checks.slug(member_slug, "(command line)", "--member")
-    loaded = load_registry(app.inventory)
-    registry = loaded.registry
-    if member_slug is not None and member_slug not in registry.members:
-        raise UsageError(f"no member {member_slug!r}")
-    desired = compute(app.inventory)
-    placed = {key: unit.host for key, unit in desired.units.items()}
-    members = [m for m in registry.members.values()
-               if member_slug is None or m.slug == member_slug]
-    store = SecretStore(app.inventory, registry.coop.vault, loaded.catalogue)
-
-    def dkim_key(member: str, service: str) -> str | None:
-        return store.stored(member, service, "dkim_key")
-
-    found = member_records(members, placed, registry.hosts, loaded.catalogue, dkim_key)
+    found = expected_records(app.inventory, member_slug)
     for note in found.notes:
         click.echo(f"note: {note}", err=True)
     if output_format == "json":
         click.echo(json.dumps(format_json(found.records), indent=2))
     else:
         click.echo(format_zone(found.records), nl=False)
+
+
+@dns.command("check")
+@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's records.")
+@click.option("--nameserver", metavar="IP[:PORT]",
+              help="Ask this resolver [default: the lab's DNS for a lab co-op, else the "
+                   "system's resolvers].")
+@json_option
+@pass_app
+def check_records(app: AppContext, member_slug: str | None, nameserver: str | None,
+                  as_json: bool) -> int:
+    """Compare what a resolver answers with the records members need; exit 1 on a mismatch.
+
+    Each expected record is ok (its value is answered), missing (no such name or no record of
+    that type), differs (other values answered) or error (the query failed).
+    """
+    from coophost.dnsops import check, expected_records, parse_nameserver, resolver
+
+    found = expected_records(app.inventory, member_slug)
+    if nameserver is not None:
+        address: str | None
+        address, port = parse_nameserver(nameserver)
+        where = f"{address}:{port}"
+    else:
+        address, port = _lab_nameserver(app)
+        where = f"the lab DNS {address}:{port}" if address else "the system's resolvers"
+    findings = check(found.records, resolver(address, port))
+    bad = [f for f in findings if f.status != "ok"]
+    if as_json:
+        app.emit_json({"nameserver": where, "ok": not bad,
+                       "records": [f.as_json() for f in findings], "notes": found.notes})
+        return EXIT_PENDING if bad else EXIT_OK
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
+    for finding in findings:
+        line = f"{finding.status:8} {finding.record.name} {finding.record.type}"
+        if finding.status != "ok":
+            line += f"  expected {finding.record.value}"
+            line += (f"  answered {' | '.join(finding.answered)}" if finding.answered
+                     else f"  ({finding.detail})")
+        click.echo(line)
+    click.echo(f"{len(findings) - len(bad)} of {len(findings)} records answered as expected "
+               f"by {where}")
+    return EXIT_PENDING if bad else EXIT_OK
+
+
+def _lab_nameserver(app: AppContext) -> tuple[str | None, int]:
+    """The lab DNS's published port when this co-op is a lab brought up here."""
+    from coophost.lab.lab import LabState
+
+    state_file = app.inventory / ".coophost" / "lab" / "lab.json"
+    if not state_file.is_file():
+        return None, 53
+    state = LabState.from_json(state_file.read_text())
+    return ("127.0.0.1", state.dns_port) if state.dns_port else (None, 53)
 
 
 commands: list[click.Command] = [dns]
