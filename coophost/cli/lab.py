@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import ConfigError, EnvironmentProblem
+from coophost.errors import EXIT_PENDING, ConfigError, EnvironmentProblem
 
 if TYPE_CHECKING:
     from coophost.lab.lab import Lab
@@ -112,6 +112,71 @@ def down(app: AppContext, name: str, as_json: bool) -> None:
         app.emit_json(removed)
     else:
         app.out.print(f"lab {name} removed: " + ", ".join(f"{v} {k}" for k, v in removed.items()))
+
+
+@lab.group("dns")
+def lab_dns() -> None:
+    """The lab DNS server's records."""
+
+
+@lab_dns.command("sync")
+@name_option
+@json_option
+@pass_app
+def dns_sync(app: AppContext, name: str, as_json: bool) -> None:
+    """Serve every record of `coophost dns records` from the lab DNS (MX, SPF, DKIM, DMARC).
+
+    The records come from the co-op's registry (-i, default inventories/NAME); the lab's own
+    host names stay in its hosts file. Restarts the DNS container only when records changed.
+    """
+    from coophost.dnsops import dnsmasq_config, expected_records
+
+    the_lab = _lab(app, name)
+    found = expected_records(the_lab.inventory)
+    config = dnsmasq_config(found.records, the_lab.served_names())
+    changed = the_lab.sync_records(config)
+    if as_json:
+        app.emit_json({"records": len(found.records), "changed": changed, "notes": found.notes})
+        return
+    for note in found.notes:
+        app.err.print(f"note: {note}")
+    app.out.print(f"lab {name} DNS: {len(found.records)} records "
+                  f"{'loaded' if changed else 'already served'}")
+
+
+@lab.command("mail-check")
+@name_option
+@click.option("--from", "sender", metavar="ADDRESS",
+              help="Send as this mailbox [default: the first member's first mailbox].")
+@click.option("--to", "recipient", metavar="ADDRESS",
+              help="To this mailbox [default: another member's, on another host].")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=90.0, show_default=True,
+              help="Seconds to wait for delivery.")
+@json_option
+@pass_app
+def mail_check(app: AppContext, name: str, sender: str | None, recipient: str | None,
+               timeout: float, as_json: bool) -> int:
+    """Prove mail between members: submit, deliver to another host, read back, verify.
+
+    Submits over 587 with STARTTLS and authentication, reads the message over IMAPS on the
+    recipient's host (certificates verified against the lab ACME CA), verifies its DKIM
+    signature against the key the lab DNS publishes (run `lab dns sync` first), and checks
+    that the hosts spoke TLS to each other. Exits 1 when a check fails.
+    """
+    from coophost.lab.mailcheck import prove
+
+    first, second, result = prove(_lab(app, name), sender, recipient, timeout)
+    if as_json:
+        app.emit_json({"from": first.mailbox.address, "from_host": first.host,
+                       "to": second.mailbox.address, "to_host": second.host, "ok": result.ok,
+                       "checks": [c.as_json() for c in result.checks]})
+    else:
+        app.out.print(f"mail check: {first.mailbox.address} ({first.member}, {first.host}) -> "
+                      f"{second.mailbox.address} ({second.member}, {second.host})")
+        for check in result.checks:
+            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+            app.out.print(f"  {mark} {check.name}: {check.detail}")
+    return 0 if result.ok else EXIT_PENDING
 
 
 commands = [lab]
