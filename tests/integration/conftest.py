@@ -72,6 +72,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
     """A three-host lab for the whole session, registered as the sample co-op's hosts."""
     if not _engine_answers():
         pytest.fail("no Docker engine answers: run `scripts/docker-engine start` (make test does)")
+    reuse = os.environ.get("COOPHOST_IT_LAB", "")
+    if reuse:  # a developer's running lab, as NAME=INVENTORY: used as is, never brought down
+        lab_name, _, inventory = reuse.partition("=")
+        yield LabInfo(lab_name, Path(inventory).resolve())
+        return
     name = f"it{os.getpid() % 100000}"
     info = LabInfo(name, tmp_path_factory.mktemp("coop") / name)
     info.inventory.mkdir()
