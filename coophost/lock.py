@@ -13,19 +13,41 @@ from coophost.errors import BusyError
 from coophost.registry.model import STATE_DIR
 
 LOCK_FILE = "lock"
+REQUESTS_LOCK = "requests.lock"  # members' requests: never blocked by a running deploy
+_HELD: dict[Path, int] = {}  # locks this process holds, with their nesting depth
 
 
 @contextlib.contextmanager
-def coop_lock(root: Path, *, wait: float = 0.0, purpose: str = "write") -> Iterator[None]:
+def coop_lock(root: Path, *, wait: float = 0.0, purpose: str = "write",
+              name: str = LOCK_FILE) -> Iterator[None]:
     """Hold the co-op's lock for the block; BusyError (exit 3) if another process holds it.
 
     `wait` seconds are spent retrying before giving up (0: fail at once). The lock file names
     the holder (pid and purpose) so the error can say who it is; the kernel frees the lock
-    when the holder dies, so a crash never leaves the co-op locked.
+    when the holder dies, so a crash never leaves the co-op locked. A process already holding
+    the lock may take it again (nested writes under one command).
     """
+    key = (root / STATE_DIR / name).resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    with _acquire(root, wait, purpose, name):
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+
+
+@contextlib.contextmanager
+def _acquire(root: Path, wait: float, purpose: str, name: str) -> Iterator[None]:
     directory = root / STATE_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + wait
         while True:

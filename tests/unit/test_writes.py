@@ -50,14 +50,28 @@ def test_killed_writer_leaves_original(tmp_path: Path) -> None:
     assert target.read_text() == "original\n"
 
 
-def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
-    with (coop_lock(tmp_path, purpose="first"),
-          pytest.raises(BusyError, match="first") as caught,
-          coop_lock(tmp_path)):
-        pass
-    assert caught.value.exit_code == 3
-    with coop_lock(tmp_path):  # free again
-        pass
+def _held_elsewhere(root: Path, name: str = "lock") -> bool:
+    """Whether another process is refused the lock `name` right now."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from coophost.lock import coop_lock\n"
+         "with coop_lock(Path(sys.argv[1]), name=sys.argv[2]):\n    pass", str(root), name],
+        capture_output=True, text=True, check=False)
+    return probe.returncode != 0 and "BusyError" in probe.stderr
+
+
+def test_lock_nests_in_one_process_and_is_freed_at_the_outermost_exit(tmp_path: Path) -> None:
+    with coop_lock(tmp_path, purpose="first"):
+        with coop_lock(tmp_path, purpose="nested"):
+            pass
+        assert _held_elsewhere(tmp_path)
+    assert not _held_elsewhere(tmp_path)
+
+
+def test_named_locks_are_independent(tmp_path: Path) -> None:
+    with coop_lock(tmp_path, purpose="deploy"):  # a deploy never blocks members' requests
+        assert _held_elsewhere(tmp_path)
+        assert not _held_elsewhere(tmp_path, "requests.lock")
 
 
 def test_lock_held_by_another_process_makes_a_write_exit_3(coop: Path, cli) -> None:
