@@ -29,6 +29,9 @@ COMMAND_MODULES: dict[str, str] = {
     "deploy": "coophost.cli.deploy",
     "runs": "coophost.cli.deploy",
     "dns": "coophost.cli.dns",
+    "requests": "coophost.cli.requests",
+    "members": "coophost.cli.members",
+    "member-shell": "coophost.cli.members",
 }
 
 
@@ -63,9 +66,20 @@ class LazyGroup(click.Group):
 @click.option("-i", "--inventory", type=click.Path(path_type=Path, file_okay=False),
               help="The co-op directory [env COOPHOST_INVENTORY; default inventories/lab].")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
+@click.option("--remote", metavar="USER@HOST[:PORT]",
+              help="Run a member verb on the co-op's control host over SSH (members' use: "
+                   "`coophost --remote me@coop.example status`).")
+@click.option("--identity", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --remote: the SSH private key [default: ~/.ssh keys and the agent].")
+@click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --remote: where the control host's key is pinned "
+                   "[default: ~/.ssh/known_hosts].")
 @click.pass_context
-def cli(ctx: click.Context, inventory: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, inventory: Path | None, debug: bool, remote: str | None,
+        identity: Path | None, known_hosts: Path | None) -> None:
     """coophost: member-owned services for a hosting co-operative, from plain files in git."""
+    if remote or identity or known_hosts:  # main() sends --remote calls before click parses
+        raise click.UsageError("--identity and --known-hosts go with --remote, before the verb")
     ctx.obj = make_context(inventory, debug)
     _STATE["debug"] = debug
 
@@ -104,11 +118,54 @@ def _report(error: CoophostError) -> None:
         _say("[dim]hint:[/] {}", error.hint)
 
 
+_VALUE_OPTIONS = ("-i", "--inventory", "--remote", "--identity", "--known-hosts")
+
+
+def remote_call(args: list[str]) -> tuple[str, Path | None, Path | None, list[str]] | None:
+    """(target, identity, known_hosts, member words) when the root options hold --remote.
+
+    Root options end at the first word that is not one; --help or --version before it leave
+    the call to click.
+    """
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        word = args[index]
+        name, eq, value = word.partition("=")
+        if name in ("-h", "--help", "--version"):
+            return None
+        if name in _VALUE_OPTIONS:
+            if not eq:
+                index += 1
+                if index >= len(args):
+                    raise click.UsageError(f"{name} needs a value")
+                value = args[index]
+            found[name] = value
+        elif name != "--debug":
+            return None  # an unknown root option: click reports it
+        index += 1
+    if "--remote" not in found:
+        return None
+    if "-i" in found or "--inventory" in found:
+        raise click.UsageError("--remote speaks to the control host's co-op: -i is not used")
+    identity = found.get("--identity")
+    known = found.get("--known-hosts")
+    return (found["--remote"], Path(identity) if identity else None,
+            Path(known) if known else None, args[index:])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every outcome into one of DESIGN.md's exit codes."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
+        remote = remote_call(args)
+        if remote is not None:
+            from coophost.remote import run_remote
+
+            target, identity, known_hosts, words = remote
+            return run_remote(target, words or ["help"], identity=identity,
+                              known_hosts=known_hosts)
         result = cli.main(args=args, prog_name="coophost", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code

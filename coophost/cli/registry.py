@@ -178,24 +178,76 @@ def _keep_rejected(root: Path, slug: str, text: str) -> Path:
 
 @member.command("suspend")
 @click.argument("slug")
+@click.option("--why", default="", help="A note for the audit log.")
 @pass_app
-def member_suspend(app: AppContext, slug: str) -> None:
-    """Suspend a member (services stay placed; the next deploy suspends them)."""
-    from coophost.registry.edit import set_status
+def member_suspend(app: AppContext, slug: str, why: str) -> None:
+    """Suspend a member: no login works after the next deploy; the data stays.
 
-    set_status(_root(app), slug, "suspended")
-    app.out.print(f"suspended {slug}")
+    Mail keeps arriving, or bounces, as coop.yml's `suspended_mail` says.
+    """
+    from coophost.lifecycle import set_status
+    from coophost.requests import actor
+
+    set_status(_root(app), slug, "suspended", actor(), why)
+    app.out.print(f"suspended {slug}; `coophost deploy` applies it")
 
 
 @member.command("resume")
 @click.argument("slug")
+@click.option("--why", default="", help="A note for the audit log.")
 @pass_app
-def member_resume(app: AppContext, slug: str) -> None:
-    """Resume a suspended member."""
-    from coophost.registry.edit import set_status
+def member_resume(app: AppContext, slug: str, why: str) -> None:
+    """Resume a suspended member (logins work again after the next deploy)."""
+    from coophost.lifecycle import set_status
+    from coophost.requests import actor
 
-    set_status(_root(app), slug, "active")
-    app.out.print(f"resumed {slug}")
+    set_status(_root(app), slug, "active", actor(), why)
+    app.out.print(f"resumed {slug}; `coophost deploy` applies it")
+
+
+@member.command("export")
+@click.argument("slug")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The archive to write (tar.gz); `-` for standard output.")
+@pass_app
+def member_export(app: AppContext, slug: str, out: Path) -> None:
+    """One archive of all the member's data on every host, with MANIFEST.json and SHA256SUMS.
+
+    Streamed from each host (tar over SSH, host keys pinned) into the archive: no second copy
+    is made anywhere. The file appears only when the export is complete.
+    """
+    import sys
+
+    from coophost.export import export_member
+    from coophost.fsutil import atomic_stream
+    from coophost.registry import checks
+
+    checks.slug(slug, "(command line)", "member")
+    if str(out) == "-":
+        export_member(_root(app), slug, sys.stdout.buffer)
+        return
+    with atomic_stream(out) as handle:
+        manifest = export_member(_root(app), slug, handle)
+    app.err.print(f"{out}: {len(manifest.files)} file(s) of {slug} from "
+                  f"{len(manifest.sources)} source(s)")
+
+
+@member.command("depart")
+@click.argument("slug")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where the member's data archive goes (made first).")
+@pass_app
+def member_depart(app: AppContext, slug: str, out: Path) -> None:
+    """A member leaves: export its data, stop its logins; services go after retention."""
+    from coophost.lifecycle import depart
+    from coophost.registry import checks
+    from coophost.requests import actor
+
+    checks.slug(slug, "(command line)", "member")
+    done = depart(_root(app), slug, out, actor())
+    app.out.print(f"{slug} departed on {done.departed_on}: {done.files} file(s) exported to "
+                  f"{done.archive} (sha256 {done.sha256}); `coophost deploy` stops its logins, "
+                  f"`coophost members purge` removes its services after {done.purge_after}")
 
 
 @member.command("remove")

@@ -199,6 +199,22 @@ def parse_setting(service: Service, assignment: str) -> tuple[str, Any]:
     return key, load_text(raw, "(command line)")
 
 
+def check_enable(loaded: Loaded, slug: str, service_name: str,
+                 settings: Mapping[str, Any]) -> Member:
+    """Validate the member file as `enable_service` would write it; write nothing."""
+    from ruamel.yaml.comments import CommentedMap
+
+    doc = rt_load(read_member_text(loaded.registry.root, slug))
+    services = _block_map(doc, "services")
+    current = services.get(service_name)
+    if not isinstance(current, CommentedMap):
+        current = CommentedMap()
+        services[service_name] = current
+    for key, value in settings.items():
+        current[key] = value
+    return _check_member_text(loaded, slug, rt_dump(doc))
+
+
 def enable_service(root: Path, slug: str, service_name: str,
                    settings: Mapping[str, Any]) -> tuple[Member, str]:
     """Enable (or reconfigure) a service for a member and record where it is placed."""

@@ -11,7 +11,7 @@ HOSTS_FILE = "hosts.yml"
 MEMBERS_DIR = "members"
 SECRETS_DIR = "secrets"
 STATE_DIR = ".coophost"
-MEMBER_STATUSES = ("active", "suspended")
+MEMBER_STATUSES = ("active", "suspended", "departed")
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,15 @@ class Member:
     services: dict[str, dict[str, Any]]
     placement: dict[str, str]
     file: str = field(default="", compare=False)
+    departed_on: str = ""  # YYYY-MM-DD, set by `member depart`
 
     def to_plain(self) -> dict[str, Any]:
         """Plain data (for the parse cache)."""
         return {"slug": self.slug, "name": self.name, "contact": self.contact,
                 "status": self.status, "domains": [(d.name, d.ascii) for d in self.domains],
                 "ssh_keys": list(self.ssh_keys), "services": self.services,
-                "placement": self.placement, "file": self.file}
+                "placement": self.placement, "file": self.file,
+                "departed_on": self.departed_on}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Member:
@@ -99,7 +101,8 @@ class Member:
                    status=data["status"],
                    domains=tuple(Domain(n, a) for n, a in data["domains"]),
                    ssh_keys=tuple(data["ssh_keys"]), services=data["services"],
-                   placement=data["placement"], file=data["file"])
+                   placement=data["placement"], file=data["file"],
+                   departed_on=data.get("departed_on", ""))
 
 
 @dataclass(frozen=True)

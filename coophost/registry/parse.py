@@ -20,7 +20,7 @@ from coophost.registry.model import (
 COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
              "vault")
 MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "services",
-               "placement")
+               "placement", "departed_on")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
 
@@ -215,7 +215,8 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
         ssh_keys=tuple(checks.ssh_public_key(k, file, f"ssh_keys[{i}]")
                        for i, k in enumerate(checks.sequence(top.get("ssh_keys"), file,
                                                              "ssh_keys", 50))),
-        services={}, placement={}, file=file)
+        services={}, placement={}, file=file,
+        departed_on=_departed_on(top.get("departed_on"), status, file))
     services = checks.mapping(top.get("services"), file, "services")
     checks.refuse_unknown_keys(services, catalogue.services, file, "services")
     for name, settings in services.items():
@@ -228,6 +229,25 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
                         "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
         member.placement[name] = checks.host_name(host, file, f"placement.{name}")
     return member
+
+
+def _departed_on(value: object, status: object, file: str) -> str:
+    """The departure date: required (YYYY-MM-DD) for a departed member, refused otherwise."""
+    import datetime as dt
+
+    if status != "departed":
+        if value is not None:
+            checks.fail(file, "departed_on", value, "only a departed member has one")
+        return ""
+    text = value.isoformat() if isinstance(value, dt.date) else value
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        checks.fail(file, "departed_on", value, "a departed member needs its departure date "
+                    "(YYYY-MM-DD)")
+        return ""
 
 
 def resolve_settings(service: Service, given: object, member: Member, coop: Coop,

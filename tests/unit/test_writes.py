@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from coophost.errors import BusyError
 from coophost.fsutil import atomic_write
 from coophost.lock import coop_lock
 from coophost.state import MIGRATIONS, StateDB, migrate, schema_version

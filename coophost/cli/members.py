@@ -1,0 +1,99 @@
+"""`coophost members ...` (the member shell's keys, purge) and `coophost member-shell SLUG`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.errors import EnvironmentProblem
+
+
+@click.group()
+def members() -> None:
+    """Things done for every member at once: SSH access to the member shell, purges."""
+
+
+@members.command("authorize")
+@click.option("--file", "target", type=click.Path(path_type=Path, dir_okay=False),
+              help="The authorized_keys file to write [default: ~/.ssh/authorized_keys].")
+@click.option("--coophost", "executable", metavar="PATH",
+              help="The coophost the forced command runs [default: this one].")
+@json_option
+@pass_app
+def authorize(app: AppContext, target: Path | None, executable: str | None,
+              as_json: bool) -> None:
+    """Bind every member's SSH keys to the member shell on this (the control) host.
+
+    Writes one line per key, `command="coophost -i CO-OP member-shell SLUG",restrict KEY`, in
+    a marked block of the file; the file's other lines are kept. Suspended and departed
+    members keep the shell (to see their status and take their data out).
+    """
+    from coophost.authorize import key_lines, write_authorized_keys
+    from coophost.registry.loader import load_registry
+
+    registry = load_registry(app.inventory, need_hosts=False).registry
+    program = executable or _this_coophost()
+    lines = key_lines(registry.members.values(), program, app.inventory.resolve())
+    path = target or Path.home() / ".ssh" / "authorized_keys"
+    changed = write_authorized_keys(path, lines)
+    if as_json:
+        app.emit_json({"file": str(path), "keys": len(lines), "changed": changed})
+        return
+    app.out.print(f"{path}: {len(lines)} member key(s) "
+                  f"{'written' if changed else 'already there'}")
+
+
+def _this_coophost() -> str:
+    """The absolute path of the coophost command being run (the forced command runs it)."""
+    candidate = Path(sys.argv[0])
+    if candidate.name == "coophost" and candidate.is_file():
+        return str(candidate.resolve())
+    found = shutil.which("coophost")
+    if found is None:
+        raise EnvironmentProblem("cannot tell where the coophost command is installed",
+                                 hint="pass --coophost PATH")
+    return str(Path(found).resolve())
+
+
+@members.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only say whose services would be removed.")
+@json_option
+@pass_app
+def purge(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Remove the services of departed members whose retention period is over.
+
+    The next `coophost deploy` takes them off the hosts. coop.yml's
+    `retention.departed_days` (default 30) sets the period.
+    """
+    from coophost.lifecycle import due_for_purge
+    from coophost.lifecycle import purge as run_purge
+    from coophost.requests import actor
+
+    if dry_run:
+        slugs = [m.slug for m in due_for_purge(app.inventory)]
+    else:
+        slugs = run_purge(app.inventory, actor())
+    if as_json:
+        app.emit_json({"purged": slugs, "dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    app.out.print(f"{verb} the services of: {', '.join(slugs)}" if slugs
+                  else "No departed member is past retention.")
+
+
+@click.command("member-shell", hidden=True)
+@click.argument("slug")
+@pass_app
+def member_shell(app: AppContext, slug: str) -> int:
+    """The forced command of member keys: runs $SSH_ORIGINAL_COMMAND as a member verb."""
+    from coophost.membershell import run
+
+    return run(app.inventory, slug, os.environ.get("SSH_ORIGINAL_COMMAND"))
+
+
+commands: list[click.Command] = [members, member_shell]

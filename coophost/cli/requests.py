@@ -1,0 +1,97 @@
+"""`coophost requests ...`: members' service requests, as the sysadmins see and decide them."""
+
+from __future__ import annotations
+
+import click
+
+from coophost.cli.options import AppContext, json_option, pass_app
+
+
+@click.group()
+def requests() -> None:
+    """Members' requests for services: list, approve, deny (or file one for a member)."""
+
+
+@requests.command("list")
+@click.option("--state", type=click.Choice(["pending", "approved", "deployed", "denied",
+                                            "canceled", "all"]), default="all",
+              show_default=True, help="Only requests in this state.")
+@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's requests.")
+@json_option
+@pass_app
+def list_requests(app: AppContext, state: str, member_slug: str | None, as_json: bool) -> None:
+    """Every request with its state through to deployed."""
+    from coophost.requests import deployed_units, load_requests, shown_state
+
+    found = load_requests(app.inventory)
+    deployed = deployed_units(app.inventory) if any(r.state == "approved" for r in found) else []
+    rows = []
+    for request in found:
+        shown = shown_state(request, deployed)
+        if (state in ("all", shown)) and member_slug in (None, request.member):
+            rows.append({**request.as_plain(), "state": shown})
+    if as_json:
+        app.emit_json(rows)
+        return
+    if not rows:
+        app.out.print("No requests.")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table()
+    for column in ("id", "member", "service", "settings", "state", "filed", "by", "why"):
+        table.add_column(column)
+    for row in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items())
+        table.add_row(str(row["id"]), row["member"], row["service"], escape(settings),
+                      row["state"], row["filed"], escape(row["filed_by"]), escape(row["why"]))
+    app.out.print(table)
+
+
+@requests.command("file")
+@click.argument("slug")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the service (repeatable), typed as the catalogue says.")
+@pass_app
+def file_for_member(app: AppContext, slug: str, service_name: str,
+                    assignments: tuple[str, ...]) -> None:
+    """File a request on a member's behalf (members use `request` in their shell)."""
+    from coophost.catalogue import load_catalogue
+    from coophost.registry.edit import parse_setting
+    from coophost.requests import actor, file_request
+
+    service = load_catalogue().get(service_name, "(command line)", "service")
+    settings = dict(parse_setting(service, a) for a in assignments)
+    request = file_request(app.inventory, slug, service_name, settings,
+                           f"{actor()} (for {slug})")
+    app.out.print(f"request {request.id}: {slug} asks for {service_name} (pending)")
+
+
+@requests.command("approve")
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--why", default="", help="A note kept with the decision.")
+@pass_app
+def approve(app: AppContext, request_id: int, why: str) -> None:
+    """Approve a pending request: re-check allowances, update the member file, place it."""
+    from coophost.requests import actor, approve_request
+
+    request, host = approve_request(app.inventory, request_id, actor(), why)
+    app.out.print(f"request {request.id} approved: {request.member}/{request.service} placed "
+                  f"on {host}; `coophost deploy` applies it")
+
+
+@requests.command("deny")
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--why", required=True, help="Why (the member sees it).")
+@pass_app
+def deny(app: AppContext, request_id: int, why: str) -> None:
+    """Deny a pending request, saying why."""
+    from coophost.requests import actor, deny_request
+
+    request = deny_request(app.inventory, request_id, actor(), why)
+    app.out.print(f"request {request.id} denied")
+
+
+commands: list[click.Command] = [requests]

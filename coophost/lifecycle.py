@@ -1,0 +1,115 @@
+"""A member's life at the co-op after joining: suspension, resumption, departure, purge.
+
+Every change is written to the member file (under the co-op lock) and to audit.log.
+Departure exports first: the member's archive must be complete before anything changes.
+After `retention.departed_days` (coop.yml, default 30) `purge` removes the services of
+departed members from their files, and the next deploy takes them off the hosts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coophost.errors import UsageError
+from coophost.registry.model import Member
+from coophost.requests import audit
+
+DEFAULT_DEPARTED_DAYS = 30
+
+
+def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Member:
+    """Suspend or resume a member; audited."""
+    from coophost.registry.edit import set_status as write_status
+    from coophost.registry.loader import load_registry
+
+    current = load_registry(root, need_hosts=False).registry.members.get(slug)
+    if current is None:
+        raise UsageError(f"no member {slug!r}")
+    if current.status == "departed":
+        raise UsageError(f"member {slug} has departed; it cannot be {status} again")
+    member = write_status(root, slug, status)
+    audit(root, {"by": by, "action": f"member {'resumed' if status == 'active' else status}",
+                 "member": slug, **({"why": why} if why else {})})
+    return member
+
+
+@dataclass
+class Departure:
+    """What `depart` did: the archive, its checksum, and when services go."""
+
+    archive: Path
+    sha256: str
+    files: int
+    departed_on: str
+    purge_after: str
+
+
+def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = None
+           ) -> Departure:
+    """Export the member's data to `out`, then mark the member departed.
+
+    Logins stop at the next deploy; the services go after the retention period (`purge`).
+    """
+    from coophost.export import export_member
+    from coophost.fsutil import atomic_stream
+    from coophost.registry.edit import update_member
+    from coophost.registry.loader import load_registry
+
+    registry = load_registry(root, need_hosts=False).registry
+    member = registry.members.get(slug)
+    if member is None:
+        raise UsageError(f"no member {slug!r}")
+    if member.status == "departed":
+        raise UsageError(f"member {slug} departed on {member.departed_on} already")
+    with atomic_stream(out) as handle:
+        manifest = export_member(root, slug, handle)
+    digest = hashlib.sha256()
+    with out.open("rb") as archive:
+        for block in iter(lambda: archive.read(1 << 20), b""):
+            digest.update(block)
+    day = (today or dt.date.today()).isoformat()
+
+    def change(doc: Any, _: Any) -> None:
+        doc["status"] = "departed"
+        doc["departed_on"] = day
+
+    update_member(root, slug, change, f"member depart {slug}")
+    days = registry.coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
+    after = (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+    audit(root, {"by": by, "action": "member departed", "member": slug,
+                 "export_sha256": digest.hexdigest(), "files": len(manifest.files),
+                 "purge_after": after})
+    return Departure(out, digest.hexdigest(), len(manifest.files), day, after)
+
+
+def due_for_purge(root: Path, today: dt.date | None = None) -> list[Member]:
+    """Departed members whose retention period is over and who still have services."""
+    from coophost.registry.loader import load_registry
+
+    registry = load_registry(root, need_hosts=False).registry
+    days = registry.coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
+    day = today or dt.date.today()
+    return [m for m in registry.members.values()
+            if m.status == "departed" and m.services
+            and dt.date.fromisoformat(m.departed_on) + dt.timedelta(days=days) <= day]
+
+
+def purge(root: Path, by: str, today: dt.date | None = None) -> list[str]:
+    """Remove the services of every departed member past retention; return their slugs."""
+    from coophost.registry.edit import update_member
+
+    done = []
+    for member in due_for_purge(root, today):
+        def change(doc: Any, _: Any) -> None:
+            doc["services"] = {}
+            doc["placement"] = {}
+
+        update_member(root, member.slug, change, f"members purge {member.slug}")
+        audit(root, {"by": by, "action": "member services removed", "member": member.slug,
+                     "services": sorted(member.services)})
+        done.append(member.slug)
+    return done
