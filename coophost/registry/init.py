@@ -32,6 +32,8 @@ allowances:
 retention:
   backups_days: 30
   runs_days: 90
+  departed_days: 30      # a departed member's services stay this long, then `members purge`
+suspended_mail: accept   # or bounce: mail to a suspended member is refused
 vault:
   # The ansible-vault password: the env variable wins, else the file (never commit it).
   password_env: COOPHOST_VAULT_PASSWORD

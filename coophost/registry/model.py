@@ -36,12 +36,13 @@ class Coop:
     allowances: dict[str, Any]
     retention: dict[str, int]
     vault: VaultSettings
+    suspended_mail: str = "accept"  # what mail to a suspended member does: accept | bounce
 
     def as_vars(self) -> dict[str, Any]:
         """Return what roles may need to know about the co-op."""
         return {"name": self.name, "domain": self.domain, "contacts": list(self.contacts),
                 "acme_directory": self.acme_directory, "acme_email": self.acme_email,
-                "artifact_source": self.artifact_source}
+                "artifact_source": self.artifact_source, "suspended_mail": self.suspended_mail}
 
 
 @dataclass(frozen=True)

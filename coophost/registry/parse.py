@@ -18,7 +18,8 @@ from coophost.registry.model import (
 )
 
 COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
-             "vault")
+             "vault", "suspended_mail")
+SUSPENDED_MAIL = ("accept", "bounce")
 MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "services",
                "placement", "departed_on")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
@@ -55,7 +56,15 @@ def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
                    for key, value in checks.mapping(top.get("retention"), file,
                                                     "retention").items()},
         vault=_vault(top.get("vault"), file),
+        suspended_mail=_choice(top.get("suspended_mail", "accept"), SUSPENDED_MAIL, file,
+                               "suspended_mail"),
     )
+
+
+def _choice(value: object, choices: tuple[str, ...], file: str, field: str) -> str:
+    if value not in choices:
+        checks.fail(file, field, value, f"must be one of {', '.join(choices)}")
+    return str(value)
 
 
 def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]:

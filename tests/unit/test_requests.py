@@ -113,9 +113,9 @@ def test_departed_member_needs_a_date_and_purge_waits_for_retention(coop: Path) 
     with pytest.raises(ValidationError, match="departure date"):
         load_registry(coop, need_hosts=False, use_cache=False)
     path.write_text(text.replace("status: active", "status: departed\ndeparted_on: 2026-11-01"))
-    assert due_for_purge(coop, dt.date(2026, 11, 30)) == []  # 29 days < 30
-    assert [m.slug for m in due_for_purge(coop, dt.date(2026, 12, 1))] == ["ada-books"]
-    assert purge(coop, "alice", dt.date(2026, 12, 1)) == ["ada-books"]
+    assert due_for_purge(coop, dt.date(2026, 11, 14)) == []  # 13 days < departed_days 14
+    assert [m.slug for m in due_for_purge(coop, dt.date(2026, 11, 15))] == ["ada-books"]
+    assert purge(coop, "alice", dt.date(2026, 11, 15)) == ["ada-books"]
     ada = member(coop, "ada-books")
     assert (ada.services, ada.placement, ada.status) == ({}, {}, "departed")
     assert read_audit(coop)[-1]["action"] == "member services removed"
