@@ -207,6 +207,8 @@ def test_suspended_member_cannot_log_in_but_keeps_receiving(host):
     maildir = "/var/mail/vhosts/gamma.test/dee/Maildir/new"
     kept = host.run(f"timeout 30 sh -c 'until grep -rl {tag} {maildir}; do sleep 1; done'")
     assert kept.rc == 0
+    # mail_suspended_mail is accept here (bounce/ tests the other setting): nothing is refused.
+    assert host.check_output("postmap -s texthash:/etc/postfix/coophost/suspended") == ""
 
 
 def test_quota_per_mailbox(host):
