@@ -84,16 +84,17 @@ def help_verb(ctx: click.Context) -> None:
 def status(shell: Shell, as_json: bool) -> None:
     """Your membership, services (where they run, deployed or pending) and requests."""
     from coophost.registry.loader import load_registry
-    from coophost.requests import deployed_units, load_requests, shown_state
+    from coophost.requests import load_requests, shown_state, unit_states
 
     registry = load_registry(shell.root).registry
     member = registry.members[shell.slug]
-    deployed = deployed_units(shell.root)
+    units = unit_states(shell.root)
+    deployed = [key for key, (_, done) in units.items() if done]
     requests = [r for r in load_requests(shell.root) if r.member == shell.slug]
     data: dict[str, Any] = {
         "member": member.slug, "name": member.name, "status": member.status,
         "domains": [d.name for d in member.domains],
-        "services": {name: {"host": member.placement.get(name, ""),
+        "services": {name: {"host": units.get((member.slug, name), ("", False))[0],
                             "state": "deployed" if (member.slug, name) in deployed
                             else "pending", "settings": settings}
                      for name, settings in member.services.items()},

@@ -262,13 +262,18 @@ def shown_state(request: Request, deployed: Sequence[tuple[str, str]]) -> str:
     return request.state
 
 
-def deployed_units(root: Path) -> list[tuple[str, str]]:
-    """(member, service) units whose applied hash matches the registry's (nothing pending)."""
+def unit_states(root: Path) -> dict[tuple[str, str], tuple[str, bool]]:
+    """(member, service) -> (host, deployed): deployed when the applied hash matches."""
     from coophost.desired import compute
     from coophost.state import StateDB
 
     desired = compute(root)
     with StateDB(root) as db:
         applied = db.applied()
-    return [(member, service) for (member, service), unit in desired.units.items()
-            if applied.units.get((unit.host, member, service)) == unit.hash]
+    return {key: (unit.host, applied.units.get((unit.host, *key)) == unit.hash)
+            for key, unit in desired.units.items()}
+
+
+def deployed_units(root: Path) -> list[tuple[str, str]]:
+    """(member, service) units whose applied hash matches the registry's (nothing pending)."""
+    return [key for key, (_, deployed) in unit_states(root).items() if deployed]

@@ -124,13 +124,16 @@ _VALUE_OPTIONS = ("-i", "--inventory", "--remote", "--identity", "--known-hosts"
 def remote_call(args: list[str]) -> tuple[str, Path | None, Path | None, list[str]] | None:
     """(target, identity, known_hosts, member words) when the root options hold --remote.
 
-    Root options end at the first word that is not one; --help or --version before it leave
-    the call to click.
+    Root options end at the first word that is not one (or at `--`); --help or --version
+    before it leave the call to click.
     """
     found: dict[str, str] = {}
     index = 0
     while index < len(args) and args[index].startswith("-"):
         word = args[index]
+        if word == "--":  # what follows goes to the member shell as it is
+            index += 1
+            break
         name, eq, value = word.partition("=")
         if name in ("-h", "--help", "--version"):
             return None

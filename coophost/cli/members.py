@@ -53,6 +53,9 @@ def _this_coophost() -> str:
     candidate = Path(sys.argv[0])
     if candidate.name == "coophost" and candidate.is_file():
         return str(candidate.resolve())
+    beside = Path(sys.executable).parent / "coophost"  # the script of this environment
+    if beside.is_file():
+        return str(beside.absolute())
     found = shutil.which("coophost")
     if found is None:
         raise EnvironmentProblem("cannot tell where the coophost command is installed",

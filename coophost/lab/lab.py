@@ -69,6 +69,8 @@ class LabState:
     acme_port: int = 0
     acme_mgmt_port: int = 0
     gateway: str = ""  # the controller's address on the lab network
+    control_port: int = 0  # the control host's sshd (member shell) on 127.0.0.1
+    control_key: str = ""
 
     def to_json(self) -> str:
         """Serialise for the state file."""
@@ -184,13 +186,15 @@ class Lab:
             self._ensure_host(base, host, client_key, ca, state.dns_ip)
             state.hosts.append(host)
             say(f"host {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
+        self._ensure_control(base, state, previous)
+        say(f"control host: member shell on 127.0.0.1:{state.control_port}")
         removed = self._remove_extra_hosts(count)
         self._forget_applied([h.name for h in state.hosts if h.state == "created"] + removed)
         self._write_dns_hosts(state)
         self._write_inventory(state)
         atomic_write(self.state_file, state.to_json())
-        for host in state.hosts:
-            wait_for_ssh(host.ssh_port)
+        for port in [h.ssh_port for h in state.hosts] + [state.control_port]:
+            wait_for_ssh(port)
         say(f"{count} hosts up; inventory {self.inventory / HOSTS_FILE}")
         return state
 
@@ -365,6 +369,71 @@ class Lab:
         wait_for_boot(host.container)
         docker.docker("exec", host.container, "update-ca-certificates", "--fresh")
 
+    @property
+    def control_dir(self) -> Path:
+        """The control host's sshd files (config, host key, authorized_keys)."""
+        return self.workdir / "control"
+
+    @property
+    def control_authorized_keys(self) -> Path:
+        """The file `coophost members authorize --file` writes for the lab's control host."""
+        return self.control_dir / "authorized_keys"
+
+    def _ensure_control(self, tag: str, state: LabState, previous: LabState | None) -> None:
+        """The co-op's control host, where members' keys reach the member shell.
+
+        It runs this very coophost: the controller's checkout and Python are mounted
+        read-only at the same paths, the co-op directory read-write, and it shares the
+        controller's network namespace so it reaches the hosts as the controller does. Its
+        sshd listens on 127.0.0.1 only, takes keys from the authorized_keys file that
+        `coophost members authorize` writes, and lets root in only through the forced command
+        of a key (PermitRootLogin forced-commands-only): no password, pty or forwarding.
+        """
+        import sys
+
+        import coophost
+
+        container = self.container("control")
+        folder = self.control_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_file = folder / "ssh_host_ed25519_key"
+        if not key_file.is_file():
+            pair = ssh_keypair(f"root@control.{self.domain}")
+            atomic_write(key_file, pair.private, mode=0o600)
+            atomic_write(key_file.with_suffix(".pub"), pair.public + "\n")
+        if not self.control_authorized_keys.is_file():
+            atomic_write(self.control_authorized_keys, "", mode=0o600)
+        port = (previous.control_port if previous and previous.control_port else free_port())
+        atomic_write(folder / "sshd_config", "\n".join([
+            "# The lab control host's sshd: members' keys reach the member shell, nothing else.",
+            f"Port {port}", "ListenAddress 127.0.0.1",
+            "HostKey /etc/coophost-control/ssh_host_ed25519_key",
+            "AuthorizedKeysFile /etc/coophost-control/authorized_keys",
+            "PermitRootLogin forced-commands-only", "AllowUsers root",
+            "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "PermitTTY no",
+            "AllowTcpForwarding no", "AllowAgentForwarding no", "AllowStreamLocalForwarding no",
+            "X11Forwarding no", "PermitTunnel no", "PermitUserEnvironment no",
+            "DisableForwarding yes", "StrictModes yes", "PidFile /run/sshd-control.pid", ""]))
+        mounts = {Path(coophost.__file__).resolve().parents[1], Path(sys.prefix).resolve()}
+        base = Path(sys.base_prefix).resolve()
+        if not str(base).startswith("/usr"):  # a Debian Python is the image's own
+            mounts.add(base)
+        if self._start_or_keep(container, tag) == "missing":
+            volumes = [arg for path in sorted(mounts) for arg in ("-v", f"{path}:{path}:ro")]
+            inventory = self.inventory.resolve()
+            docker.docker(
+                "run", "-d", "--name", container, "--label", f"{LABEL}={self.name}",
+                "--label", "coophost.host=control", "--network", "host",
+                "--restart", "unless-stopped", *volumes,
+                "-v", f"{inventory}:{inventory}",
+                "-v", f"{folder.resolve()}:/etc/coophost-control:ro",
+                tag, "/bin/sh", "-c",
+                "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e "
+                "-f /etc/coophost-control/sshd_config")
+        state.control_port = port
+        state.control_key = " ".join(key_file.with_suffix(".pub").read_text().split()[:2])
+
     def _published(self, container: str, port: str) -> int:
         """The 127.0.0.1 port a container publishes for `port` (0 when none)."""
         found = docker.inspect("container", [container])
@@ -424,6 +493,8 @@ class Lab:
         }}
         atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))
         pinned = [f"[127.0.0.1]:{h.ssh_port} {h.host_key}" for h in state.hosts]
+        if state.control_port:
+            pinned.append(f"[127.0.0.1]:{state.control_port} {state.control_key}")
         atomic_write(self.known_hosts, MARKER + "\n" + "\n".join(pinned) + "\n")
 
     # -- DNS records --------------------------------------------------------------------------
@@ -477,6 +548,8 @@ class Lab:
                 .get("IPAddress", ""),
             })
         ports = {h.name: h.ssh_port for h in state.hosts} if state else {}
+        if state and state.control_port:
+            ports["control"] = state.control_port
         for row in rows:
             if row["role"] in ports:
                 row["ssh"] = f"127.0.0.1:{ports[row['role']]}"

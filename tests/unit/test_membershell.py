@@ -159,6 +159,7 @@ def test_remote_call_is_read_from_the_root_options_only() -> None:
     assert remote_call(["--remote=ada@h", "export", "--out", "f"])[3] == [  # type: ignore[index]
         "export", "--out", "f"]
     assert remote_call(["plan", "--remote", "x@y"]) is None
+    assert remote_call(["--remote", "a@h", "--", "-i", "/"])[3] == ["-i", "/"]  # type: ignore[index]
     assert remote_call(["--remote", "ada@h", "--help"]) is None
     with pytest.raises(Exception, match="-i is not used"):
         remote_call(["-i", "inv", "--remote", "ada@h", "status"])
