@@ -146,7 +146,7 @@ def test_lab_ssh_runs_a_command(lab: LabInfo) -> None:
 def test_status_json_lists_hosts_and_services(lab: LabInfo) -> None:
     status = lab.status()
     roles = sorted(c["role"] for c in status["containers"])  # type: ignore[index, union-attr]
-    assert roles == ["acme", "dns", "h1", "h2", "h3"]
+    assert roles == ["acme", "control", "dns", "h1", "h2", "h3"]
     assert all(c["state"] == "running" for c in status["containers"])  # type: ignore[union-attr]
 
 
@@ -157,7 +157,7 @@ def test_second_lab_coexists_and_down_removes_only_its_own(lab: LabInfo, tmp_pat
     inventory.mkdir()
     keep.write_text("name: not the lab's\n")
     coophost("-i", str(inventory), "lab", "up", "--name", other, "--hosts", "1", check=True)
-    assert len(docker_objects(f"coophost.lab={other}")["containers"]) == 3
+    assert len(docker_objects(f"coophost.lab={other}")["containers"]) == 4  # + dns, acme, control
     mine_before = _container_ids(lab)
     coophost("-i", str(inventory), "lab", "down", "--name", other, check=True)
     assert docker_objects(f"coophost.lab={other}") == {
