@@ -48,6 +48,12 @@ class LabInfo:
         """Run coophost against this lab's inventory."""
         return coophost("-i", str(self.inventory), *args, **kw)  # type: ignore[arg-type]
 
+    def status_state(self) -> dict[str, object]:
+        """The lab's saved record (`lab up` writes it beside the inventory)."""
+        data: dict[str, object] = json.loads(
+            (self.inventory / ".coophost" / "lab" / "lab.json").read_text())
+        return data
+
     def status(self) -> dict[str, object]:
         """`lab status --json` of this lab."""
         out = self.cli("lab", "status", "--name", self.name, "--json", check=True).stdout

@@ -29,10 +29,12 @@ def test_up_writes_an_inventory_with_pinned_keys(lab: LabInfo) -> None:
     assert all(h.address == "127.0.0.1" and h.port > 0 for h in hosts)
     pins = [line for line in (lab.inventory / "known_hosts").read_text().splitlines()
             if line.startswith("[127.0.0.1]:")]
-    assert sorted(int(p.split("]:")[1].split()[0]) for p in pins) == sorted(h.port for h in hosts)
+    control = lab.status_state()["control_port"]
+    assert sorted(int(p.split("]:")[1].split()[0]) for p in pins) == sorted(
+        [h.port for h in hosts] + [control])  # the hosts and the control host
     assert all(p.split()[1] == "ssh-ed25519" for p in pins)
-    # Every host has a key of its own: none shared through the image.
-    assert len({p.split()[2] for p in pins}) == 3
+    # Every host (and the control host) has a key of its own: none shared through the image.
+    assert len({p.split()[2] for p in pins}) == 4
 
 
 def test_up_twice_gives_the_same_lab(lab: LabInfo) -> None:
