@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     import paramiko
 
-from coophost.errors import HostKeyMismatch, HostUnreachable, UsageError
+from coophost.errors import UsageError
 
 TARGET_RE = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]{0,31})@(?P<host>\[[0-9a-fA-F:.]+\]|"
                        r"[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?$")
@@ -58,54 +58,28 @@ def split_out(words: list[str]) -> tuple[list[str], Path | None]:
 def run_remote(target: str, words: list[str], *, identity: Path | None = None,
                known_hosts: Path | None = None, timeout: float = 15.0) -> int:
     """Run one member command on the control host; return its exit status."""
-    import paramiko
-
     from coophost.fsutil import atomic_stream
+    from coophost.inventory import HostEntry
+    from coophost.ssh import connect
 
     user, host, port = parse_target(target)
     words, out = split_out(words)
     pinned = known_hosts or Path.home() / ".ssh" / "known_hosts"
-    client = paramiko.SSHClient()
-    if pinned.is_file():
-        client.load_host_keys(str(pinned))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    where = f"{host}:{port}"
-    try:
-        client.connect(host, port=port, username=user,
-                       key_filename=str(identity) if identity else None,
-                       look_for_keys=identity is None, allow_agent=identity is None,
-                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        raise HostKeyMismatch(f"{where}: the host key does not match the one pinned in "
-                              f"{pinned}") from exc
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        raise UsageError(f"{where}: your key was not accepted ({exc})") from exc
-    except paramiko.SSHException as exc:
-        client.close()
-        if "not found in known_hosts" in str(exc):
-            raise HostKeyMismatch(f"{where}: its host key is not pinned in {pinned}",
-                                  hint="ask the sysadmins for the control host's key") from exc
-        raise HostUnreachable(f"{where}: SSH failed: {exc}") from exc
-    except OSError as exc:
-        client.close()
-        raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
-    try:
+    entry = HostEntry(name=host, address=host, port=port, user=user,
+                      key_file=str(identity) if identity else None)
+    with connect(entry, pinned, timeout, personal_keys=identity is None) as client:
         channel = client.get_transport().open_session()  # type: ignore[union-attr]
         channel.exec_command(shlex.join(words))
-        if out is not None:
+        if out is None:
+            return _pump(channel, sys.stdout.buffer)
+        try:
             with atomic_stream(out) as handle:
                 status = _pump(channel, handle)
                 if status != 0:
                     raise _Failed(status)
-        else:
-            status = _pump(channel, sys.stdout.buffer)
+        except _Failed as failed:
+            return failed.status
         return status
-    except _Failed as failed:
-        return failed.status
-    finally:
-        client.close()
 
 
 class _Failed(Exception):

@@ -95,9 +95,13 @@ def fill_report(report: HostReport, sections: dict[str, str]) -> HostReport:
 
 
 @contextmanager
-def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0
-            ) -> Iterator[paramiko.SSHClient]:
-    """An SSH session to `host` that trusts only the keys pinned in `known_hosts`."""
+def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
+            personal_keys: bool = False) -> Iterator[paramiko.SSHClient]:
+    """An SSH session to `host` that trusts only the keys pinned in `known_hosts`.
+
+    `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a member's own client);
+    hosts are reached only with the inventory's key.
+    """
     client = paramiko.SSHClient()
     if known_hosts.is_file():
         client.load_host_keys(str(known_hosts))
@@ -106,18 +110,23 @@ def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0
     try:
         client.connect(host.address, port=host.port, username=host.user,
                        key_filename=host.key_file, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, allow_agent=False, look_for_keys=False)
+                       auth_timeout=timeout, allow_agent=personal_keys,
+                       look_for_keys=personal_keys)
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise HostKeyMismatch(
             f"{where}: host key mismatch: it offers {exc.key.get_name()} "
             f"{exc.key.get_fingerprint().hex()}, known_hosts pins another",
             hint=f"if the host was really rebuilt, re-pin its key in {known_hosts}") from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise HostUnreachable(f"{where}: the key was not accepted ({exc})") from exc
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
             raise HostKeyMismatch(f"{where}: no pinned host key in {known_hosts}",
-                                  hint="enrol the host first") from exc
+                                  hint="pin its key in that file first: nothing is trusted on "
+                                       "first use") from exc
         raise HostUnreachable(f"{where}: SSH failed: {exc}") from exc
     except (TimeoutError, OSError) as exc:
         client.close()
