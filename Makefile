@@ -60,6 +60,7 @@ molecule: engine
 bench: engine
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/export.py
 
 clean-lab: setup
 	$(COOPHOST) lab down --name $(LAB)

@@ -12,6 +12,7 @@ Inside the archive, files sit under `<service>/<host>/<path on the host>`.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -167,7 +168,10 @@ def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
     sources = plan_sources(root, slug)
     entries = {h.name: h for h in load_hosts(root)} if sources else {}
     manifest = Manifest(member=slug, created=now())
-    with tarfile.open(fileobj=out, mode="w|gz", format=tarfile.PAX_FORMAT) as outer:
+    # gzip level 6 (gzip's own default) over a plain tar stream: level 9, what tarfile's
+    # "w|gz" uses, costs half again the time for a few per cent of size.
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as zipped, \
+            tarfile.open(fileobj=zipped, mode="w|", format=tarfile.PAX_FORMAT) as outer:
         for source in sources:
             if source.host not in entries:
                 raise UsageError(f"export: host {source.host} is not in hosts.yml")
