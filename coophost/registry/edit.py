@@ -199,19 +199,25 @@ def parse_setting(service: Service, assignment: str) -> tuple[str, Any]:
     return key, load_text(raw, "(command line)")
 
 
-def check_enable(loaded: Loaded, slug: str, service_name: str,
-                 settings: Mapping[str, Any]) -> Member:
-    """Validate the member file as `enable_service` would write it; write nothing."""
+def _set_settings(doc: Any, service_name: str, settings: Mapping[str, Any]) -> None:
+    """Write `settings` into the member document's block for `service_name` (made if new)."""
     from ruamel.yaml.comments import CommentedMap
 
-    doc = rt_load(read_member_text(loaded.registry.root, slug))
     services = _block_map(doc, "services")
     current = services.get(service_name)
     if not isinstance(current, CommentedMap):
         current = CommentedMap()
         services[service_name] = current
+    current.fa.set_block_style()
     for key, value in settings.items():
         current[key] = value
+
+
+def check_enable(loaded: Loaded, slug: str, service_name: str,
+                 settings: Mapping[str, Any]) -> Member:
+    """Validate the member file as `enable_service` would write it; write nothing."""
+    doc = rt_load(read_member_text(loaded.registry.root, slug))
+    _set_settings(doc, service_name, settings)
     return _check_member_text(loaded, slug, rt_dump(doc))
 
 
@@ -223,16 +229,7 @@ def enable_service(root: Path, slug: str, service_name: str,
     placed: dict[str, str] = {}
 
     def change(doc: Any, loaded: Loaded) -> None:
-        from ruamel.yaml.comments import CommentedMap
-
-        services = _block_map(doc, "services")
-        current = services.get(service_name)
-        if not isinstance(current, CommentedMap):
-            current = CommentedMap()
-            services[service_name] = current
-        current.fa.set_block_style()
-        for key, value in settings.items():
-            current[key] = value
+        _set_settings(doc, service_name, settings)
         placement = _block_map(doc, "placement")
         if service_name not in placement:
             placed["host"] = _place_one(loaded, slug, service, doc)
