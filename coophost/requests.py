@@ -90,7 +90,7 @@ def parse_request(data: object, file: str) -> Request:
         settings=settings, state=str(state),
         filed=checks.text(top.get("filed"), file, "filed", 40),
         filed_by=checks.text(top.get("filed_by"), file, "filed_by", 120),
-        why=checks.text(top.get("why", "") or "", file, "why", MAX_WHY) if top.get("why") else "",
+        why=checks.text(top["why"], file, "why", MAX_WHY) if top.get("why") else "",
         history=[{str(k): str(v) for k, v in item.items()} for item in history])
 
 

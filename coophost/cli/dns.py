@@ -85,13 +85,10 @@ def check_records(app: AppContext, member_slug: str | None, nameserver: str | No
 
 def _lab_nameserver(app: AppContext) -> tuple[str | None, int]:
     """The lab DNS's published port when this co-op is a lab brought up here."""
-    from coophost.lab.lab import LabState
+    from coophost.lab.lab import saved_state
 
-    state_file = app.inventory / ".coophost" / "lab" / "lab.json"
-    if not state_file.is_file():
-        return None, 53
-    state = LabState.from_json(state_file.read_text())
-    return ("127.0.0.1", state.dns_port) if state.dns_port else (None, 53)
+    state = saved_state(app.inventory)
+    return ("127.0.0.1", state.dns_port) if state and state.dns_port else (None, 53)
 
 
 commands: list[click.Command] = [dns]

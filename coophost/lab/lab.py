@@ -122,6 +122,12 @@ def _tar(files: dict[str, tuple[bytes, int, int]]) -> bytes:
     return buf.getvalue()
 
 
+def saved_state(inventory: Path) -> LabState | None:
+    """The record `lab up` saved beside `inventory`, if a lab was brought up from it."""
+    path = inventory / ".coophost" / "lab" / "lab.json"
+    return LabState.from_json(path.read_text()) if path.is_file() else None
+
+
 class Lab:
     """A named lab and the inventory folder it writes."""
 
@@ -136,7 +142,7 @@ class Lab:
     # -- paths -------------------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
-        """Where the lab's own record lives."""
+        """Where the lab's own record lives (read by `saved_state`)."""
         return self.workdir / "lab.json"
 
     @property
@@ -155,9 +161,7 @@ class Lab:
 
     def load_state(self) -> LabState | None:
         """The saved lab record, if the lab was brought up from this inventory."""
-        if not self.state_file.is_file():
-            return None
-        return LabState.from_json(self.state_file.read_text())
+        return saved_state(self.inventory)
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, hosts: int | None, mirror: str | None = None,

@@ -37,7 +37,7 @@ from coophost.mailprobe import (
     tls_context,
     verify_dkim,
 )
-from tests.integration.conftest import LabInfo
+from tests.integration.conftest import HOSTS, LabInfo
 
 pytestmark = pytest.mark.lab
 
@@ -101,7 +101,7 @@ def mail(lab: LabInfo) -> MailLab:
 def no_bans(lab: LabInfo) -> Iterator[None]:
     """Lift every fail2ban ban on every lab host before each test."""
     def unban() -> None:
-        for index in range(1, 4):
+        for index in range(1, HOSTS + 1):
             on_host(f"coophost-{lab.name}-h{index}", "fail2ban-client", "unban", "--all",
                     check=False)
     unban()
