@@ -54,7 +54,7 @@ def init(app: AppContext, directory: Path, name: str, domain: str, contact: str)
 
 @click.group()
 def member() -> None:
-    """Members: add, list, show, edit, suspend, resume, remove, move."""
+    """Members: add, list, show, edit, suspend, resume, export, depart, remove, move."""
 
 
 @member.command("add")
