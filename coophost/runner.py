@@ -18,6 +18,8 @@ from typing import Any
 
 from coophost.paths import content_root
 
+KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
+
 
 @dataclass
 class PlaybookResult:
@@ -50,6 +52,17 @@ def ansible_env(inventory: Path) -> dict[str, str]:
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(inventory.resolve() / ".coophost" / "facts"),
         "ANSIBLE_NOCOLOR": "1",
     }
+
+
+def _keep_for_inspection(private: Path) -> None:
+    """Copy a finished job's whole runner folder into $COOPHOST_KEEP_RUNNER_DIR, when set.
+
+    For a sysadmin (or the test suite) to inspect what ansible-runner wrote; nothing in it is
+    secret, and the integration tests search these copies for every secret of the co-op.
+    """
+    keep = os.environ.get(KEEP_RUNNER_DIR_ENV, "")
+    if keep and private.is_dir():
+        shutil.copytree(private, Path(keep) / private.name, symlinks=True, dirs_exist_ok=True)
 
 
 def run_playbook(
@@ -94,5 +107,6 @@ def run_playbook(
     finally:
         if keep_artifacts is not None:
             shutil.copytree(private / "artifacts", keep_artifacts, dirs_exist_ok=True)
+        _keep_for_inspection(private)
         shutil.rmtree(private, ignore_errors=True)
     return result

@@ -7,13 +7,28 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.integration.secretscan import RECORDER, decrypt_all, files_under, leaks
+
 COOPHOST = [sys.executable, "-m", "coophost"]
+# Every ansible-runner folder of the session is kept here before coophost removes it, and
+# searched for secrets at the end (see `no_secret_leaks`).
+RUNNER_COPIES = Path(tempfile.mkdtemp(prefix="coophost-it-runners-"))
+os.environ["COOPHOST_KEEP_RUNNER_DIR"] = str(RUNNER_COPIES)
+
+
+def record(args: tuple[str, ...] | list[str], *texts: str) -> None:
+    """Keep what a coophost run printed for the final secret search (not `secrets show`)."""
+    words = list(args)
+    if any(words[i:i + 2] == ["secrets", "show"] for i in range(len(words))):
+        return  # the one command that prints secrets, on purpose
+    RECORDER.add("coophost " + " ".join(words)[:120], *texts)
 
 
 def coophost(*args: str, check: bool = False, env: dict[str, str] | None = None,
@@ -21,6 +36,7 @@ def coophost(*args: str, check: bool = False, env: dict[str, str] | None = None,
     """Run the real CLI in a subprocess."""
     proc = subprocess.run([*COOPHOST, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
+    record(args, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"coophost {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -93,3 +109,25 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
     info.cli("lab", "up", "--name", name, "--hosts", str(HOSTS), check=True)
     yield info
     info.cli("lab", "down", "--name", name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_leaks(lab: LabInfo) -> Iterator[None]:
+    """At the end of the session: no secret, nor a piece of one, in anything the suite saw.
+
+    Searched: every coophost output (deploys, failures, mail and member tests), every
+    ansible-runner folder as it was before removal, state.db and the caches, rendered host
+    vars, requests and the audit log.
+    """
+    yield
+    password_file = lab.inventory / "vault-password"
+    password = os.environ.get("COOPHOST_VAULT_PASSWORD", "").encode() or \
+        password_file.read_bytes().strip()
+    secrets = decrypt_all(lab.inventory, password)
+    assert secrets, f"no vault-encrypted secret found under {lab.inventory}: nothing to search for"
+    secrets.append(password.decode())
+    places = [*RECORDER.outputs, *files_under(lab.inventory, RUNNER_COPIES,
+                                              skip=[password_file])]
+    found = leaks(secrets, places)
+    shutil.rmtree(RUNNER_COPIES, ignore_errors=True)
+    assert not found, "secrets leaked:\n" + "\n".join(found[:20])

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import COOPHOST, LabInfo
+from tests.integration.conftest import COOPHOST, RUNNER_COPIES, LabInfo, record
+from tests.integration.secretscan import RECORDER, decrypt_all, files_under, leaks
 
 pytestmark = pytest.mark.lab
 
-OUTPUTS: list[str] = []  # everything the deploys printed, searched for secrets at the end
-
 
 def cli(lab: LabInfo, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = lab.cli(*args)
-    OUTPUTS.extend([proc.stdout, proc.stderr])
-    return proc
+    return lab.cli(*args)  # recorded for the secret search (conftest)
 
 
 def deploy_json(lab: LabInfo, *args: str) -> tuple[int, dict[str, object]]:
@@ -89,7 +86,7 @@ def background_deploy(lab: LabInfo, *args: str) -> subprocess.Popen[str]:
 
 def collect(proc: subprocess.Popen[str], timeout: float = 600) -> tuple[int, dict[str, object]]:
     out, err = proc.communicate(timeout=timeout)
-    OUTPUTS.extend([out, err])
+    record(proc.args, out, err)  # type: ignore[arg-type]
     return proc.returncode, json.loads(out)
 
 
@@ -218,23 +215,32 @@ def test_a_second_deploy_at_once_exits_3(lab: LabInfo) -> None:
 
 
 def test_secrets_never_appear_in_output_state_or_artifacts(lab: LabInfo) -> None:
+    """Every piece of every secret, searched in the deploys' outputs, state and runner copies.
+
+    (The session's last check, conftest's `no_secret_leaks`, searches every test's output the
+    same way; this one fails at the deploy tests, where a leak would start.)
+    """
     shown = cli(lab, "secrets", "show", "bread-coop", "--json")
     assert shown.returncode == 0, shown.stderr
     values = [v for v in _strings(json.loads(shown.stdout)) if len(v) >= 16]
     assert values, "the member has generated secrets"
-    OUTPUTS.remove(shown.stdout)  # the one command that prints them, on purpose
-    places = {"deploy output": "\n".join(OUTPUTS)}
-    for path in (lab.inventory / ".coophost").rglob("*"):
-        if path.is_file():
-            places[str(path)] = path.read_bytes().decode("latin-1")
-    for path in (lab.inventory / "host_vars").glob("*.yml"):
-        places[str(path)] = path.read_text()
+    assert any("\n" in v for v in values), "the DKIM key (a multi-line secret) is among them"
+    assert sorted(values) == sorted(v for v in decrypt_all(lab.inventory, _vault_password(lab))
+                                    if v in values), "the scanner decrypts what secrets show shows"
+    places = [*RECORDER.outputs, *files_under(lab.inventory / ".coophost",
+                                              lab.inventory / "host_vars", RUNNER_COPIES)]
+    assert any(label.startswith("coophost") and "deploy" in label
+               for label, _ in RECORDER.outputs), "the deploys' outputs were recorded"
+    assert list(RUNNER_COPIES.iterdir()), "the deploys' runner folders were kept for the search"
     leftovers = list(Path(tempfile.gettempdir()).glob("coophost-run-*")) + \
         list(Path(tempfile.gettempdir()).glob("coophost-job-*"))
     assert leftovers == [], "runner folders must be removed after each job"
-    for value in values:
-        for place, text in places.items():
-            assert value not in text, f"a secret appears in {place}"
+    found = leaks(values, places)
+    assert not found, "\n".join(found[:20])
+
+
+def _vault_password(lab: LabInfo) -> bytes:
+    return (lab.inventory / "vault-password").read_bytes().strip()
 
 
 def _strings(data: object) -> list[str]:

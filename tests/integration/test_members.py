@@ -27,7 +27,7 @@ from coophost.lab.keys import ssh_keypair
 from coophost.lab.lab import Lab, LabState
 from coophost.lab.mailcheck import LabMailbox, acme_roots, lab_state, mailboxes
 from coophost.mailprobe import IMAPAt, SMTPAt, dns_txt, fetch, probe, submit, tls_context
-from tests.integration.conftest import LabInfo
+from tests.integration.conftest import LabInfo, record
 
 pytestmark = pytest.mark.lab
 
@@ -49,11 +49,13 @@ class Members:
     def shell(self, slug: str, *words: str, timeout: float = 300
               ) -> subprocess.CompletedProcess[str]:
         """`coophost --remote` as the member `slug`, from the member's own key."""
-        return subprocess.run(
-            [sys.executable, "-m", "coophost", "--remote",
-             f"root@127.0.0.1:{self.state.control_port}", "--identity", str(self.keys[slug]),
-             "--known-hosts", str(self.info.inventory / "known_hosts"), *words],
-            capture_output=True, text=True, timeout=timeout, check=False)
+        argv = ["--remote", f"root@127.0.0.1:{self.state.control_port}", "--identity",
+                str(self.keys[slug]), "--known-hosts", str(self.info.inventory / "known_hosts"),
+                *words]
+        proc = subprocess.run([sys.executable, "-m", "coophost", *argv],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        record(argv, proc.stdout, proc.stderr)
+        return proc
 
     def deploy(self) -> None:
         proc = self.info.cli("deploy", "--json")
