@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VAULT_BLOCK = re.compile(r"!vault \|\n([ \t]+\$ANSIBLE_VAULT;.*\n?(?:[ \t]+[0-9a-f]+[ \t]*\n?)*)")
+VAULT_BLOCK = re.compile(
+    r"!vault \|\n([ \t]+\$ANSIBLE_VAULT;[^\n]*\n(?:[ \t]+[0-9a-f]+[ \t]*(?:\n|\Z))*)")
 MIN_FRAGMENT = 16  # shorter pieces (PEM armour, short words) would match by chance
 
 

@@ -49,8 +49,9 @@ def test_clean_places_report_nothing() -> None:
 def test_every_vault_block_of_a_coop_directory_is_decrypted(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    data = {"mail": {"dkim_key": _encrypt(KEY, b"pw"),
-                     "mailbox_passwords/ada": _encrypt(PASSWORD, b"pw")}}
+    # Key names that begin with hex letters must not be taken for ciphertext lines.
+    data = {"mail": {"a_key": _encrypt(PASSWORD, b"pw"), "dkim_key": _encrypt(KEY, b"pw"),
+                     "mailbox_passwords/ada": _encrypt(PASSWORD + "x", b"pw")}}
     (secrets / "ada.yml").write_text(format_secrets_file("ada", data))
-    assert len(list(vault_blocks((secrets / "ada.yml").read_text()))) == 2
-    assert sorted(decrypt_all(tmp_path, b"pw")) == sorted([KEY, PASSWORD])
+    assert len(list(vault_blocks((secrets / "ada.yml").read_text()))) == 3
+    assert sorted(decrypt_all(tmp_path, b"pw")) == sorted([KEY, PASSWORD, PASSWORD + "x"])
