@@ -62,6 +62,13 @@ def vault_password(root: Path, settings: VaultSettings) -> bytes:
     if settings.password_file:
         path = password_file_path(root, settings)
         if not path.exists() and settings.create_password_file:
+            encrypted = encrypted_files(root)
+            if encrypted:  # a new password would lock every existing secret away for good
+                raise ConfigError(
+                    f"vault password file {path} is missing, but {len(encrypted)} secrets "
+                    f"file(s) are encrypted with a password (first: {encrypted[0]}); "
+                    "restore the password file from the co-op's safe keeping",
+                    hint="coophost makes a new password file only while no secret exists")
             atomic_write(path, random.token_urlsafe(32) + "\n", 0o600)
         try:
             password = path.read_bytes().strip()
@@ -71,6 +78,39 @@ def vault_password(root: Path, settings: VaultSettings) -> bytes:
         if password:
             return password
     raise ConfigError("no vault password available", hint=_password_hint(settings))
+
+
+def encrypted_files(root: Path) -> list[Path]:
+    """The co-op's secrets files that hold vault ciphertext (sorted)."""
+    folder = root / SECRETS_DIR
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.glob("*.yml"))
+            if path.is_file() and VAULT_HEADER in path.read_text(errors="replace")]
+
+
+def check_password(root: Path, vault: Any) -> None:
+    """Refuse a vault password that does not open the co-op's existing secrets.
+
+    One ciphertext of the first secrets file is decrypted before anything new is encrypted:
+    a wrong or replaced password must never start a second set of secrets that the first
+    password cannot open (and the first set this one cannot).
+    """
+    for path in encrypted_files(root):
+        try:
+            data = parse_secrets_file(path.read_text())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for items in data.values():
+            for key, text in items.items():
+                try:
+                    vault.decrypt(text)
+                except Exception:  # AnsibleVaultError and its kin: a wrong password
+                    raise ConfigError(
+                        f"the vault password does not open {path} ({key}): wrong or replaced "
+                        "password; nothing was encrypted",
+                        hint="give the password the co-op's secrets were made with") from None
+                return
 
 
 def password_file_path(root: Path, settings: VaultSettings) -> Path:
@@ -125,7 +165,9 @@ class SecretStore:
             from ansible.parsing.vault import VaultLib, VaultSecret
 
             secret = VaultSecret(vault_password(self.root, self.settings))
-            self._vault = VaultLib([("default", secret)])
+            vault = VaultLib([("default", secret)])
+            check_password(self.root, vault)
+            self._vault = vault
         return self._vault
 
     def path(self, member: str) -> Path:
