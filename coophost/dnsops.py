@@ -39,7 +39,7 @@ def expected_records(root: Path, member_slug: str | None = None) -> Records:
     store = SecretStore(root, registry.coop.vault, loaded.catalogue)
 
     def dkim_key(member: str, service: str) -> str | None:
-        return store.stored(member, service, "dkim_key")
+        return store.stored(registry.members[member].owner, service, "dkim_key")
 
     return member_records(members, placed, registry.hosts, loaded.catalogue, dkim_key)
 

@@ -1,11 +1,19 @@
 """Data takeout: one archive of everything a member has on every host, streamed.
 
-For each of the member's placed units, the catalogue's `data.paths` (filled with the unit's
-domains and the member's slug) are read on the unit's host by `tar --create` over SSH (host
-key pinned, run with sudo), and each file is copied from that stream into the archive while
-its SHA-256 is computed. Neither the hosts nor the controller write a second copy: the only
-copy made is the archive itself. MANIFEST.json (member, sources, every file with size and
-checksum) and SHA256SUMS (`sha256sum -c` checks an extracted archive) close the archive.
+For each of the member's services, the catalogue's `data.paths` (filled with the unit's
+domains, the member's slug and its owner key `<slug>.<life>`) are looked for on every host of
+the co-op (data stays behind on a host a unit moved away from, and lands in the host's archive
+when a unit leaves it: `data.archive`, entries named `<owner>.<time>`), and read by
+`tar --create --hard-dereference` over SSH (host key pinned, run with sudo): a file with
+several hard links (Dovecot's IMAP copies) arrives whole under each of its names. Each file is
+copied from that stream into the archive while its SHA-256 is computed.
+
+An export is complete or it fails: a unit deployed on its host (state.db) whose data is not
+found there, a file the stream cannot carry, or a tar that fails, is an error (exit 1), so
+`member depart` never keeps an incomplete takeout. Neither the hosts nor the controller write
+a second copy: the only copy made is the archive itself. MANIFEST.json (member, sources, every
+file with size and checksum) and SHA256SUMS (`sha256sum -c` checks an extracted archive) close
+the archive.
 
 Inside the archive, files sit under `<service>/<host>/<path on the host>`.
 """
@@ -31,11 +39,18 @@ SUMS = "SHA256SUMS"
 
 @dataclass(frozen=True)
 class Source:
-    """Where one unit of the member keeps data: the host and the absolute paths there."""
+    """Where one unit of the member may keep data on one host: absolute paths there.
+
+    `expected` when the unit is deployed on that host: its data must be found. `archive` is
+    the host's archive folder for the service, searched for `<owner>.*` entries.
+    """
 
     service: str
     host: str
     paths: tuple[str, ...]
+    expected: bool = False
+    archive: str = ""
+    owner: str = ""
 
 
 @dataclass
@@ -75,34 +90,48 @@ class HashingReader(io.RawIOBase):
         return data
 
 
+def _plain_path(service: str, path: str) -> str:
+    path = posixpath.normpath(path)
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise UsageError(f"catalogue {service}: data path {path!r} is not a plain absolute path")
+    return path
+
+
 def plan_sources(root: Path, slug: str) -> list[Source]:
-    """The member's data sources, from the catalogue and the placement (reads only)."""
+    """The member's data sources on every host, from the catalogue (reads only)."""
     from coophost.desired import compute
     from coophost.registry.loader import load_registry
+    from coophost.state import StateDB
 
     loaded = load_registry(root)
     member = loaded.registry.members.get(slug)
     if member is None:
         raise UsageError(f"no member {slug!r}")
     units = compute(root).units
+    with StateDB(root) as db:
+        applied = db.applied().units
     sources = []
     for service_name in sorted(member.services):
-        unit = units.get((slug, service_name))
-        templates = loaded.catalogue.services[service_name].data.get("paths", [])
-        if unit is None or not templates:
+        data = loaded.catalogue.services[service_name].data
+        templates = data.get("paths", [])
+        if not templates:
             continue
         settings = member.services[service_name]
         domains = settings.get("domains") or [d.ascii for d in member.domains]
         paths: list[str] = []
         for template in templates:
             for domain in (domains if "{domain}" in template else [""]):
-                path = posixpath.normpath(template.format(domain=domain, slug=slug))
-                if not path.startswith("/") or ".." in path.split("/"):
-                    raise UsageError(f"catalogue {service_name}: data path {path!r} is not "
-                                     "a plain absolute path")
+                path = _plain_path(service_name, template.format(
+                    domain=domain, slug=slug, owner=member.owner))
                 if path not in paths:
                     paths.append(path)
-        sources.append(Source(service_name, unit.host, tuple(paths)))
+        archive = _plain_path(service_name, data["archive"]) if data.get("archive") else ""
+        unit = units.get((slug, service_name))
+        for host in sorted(loaded.registry.hosts):
+            deployed = unit is not None and unit.host == host and \
+                (host, slug, service_name) in applied
+            sources.append(Source(service_name, host, tuple(paths), deployed, archive,
+                                  member.owner))
     return sources
 
 
@@ -113,21 +142,42 @@ def _safe_member_name(name: str) -> str | None:
     return clean
 
 
+def _run(client: Any, argv: list[str]) -> tuple[int, str]:
+    """Run `argv` on the host; return its exit status and output."""
+    _, stdout, _ = client.exec_command(shlex.join(argv))
+    out = stdout.read().decode(errors="replace")
+    return stdout.channel.recv_exit_status(), out
+
+
+def _present(client: Any, source: Source) -> list[str]:
+    """The source's paths that exist on the host, and its archived entries of this owner."""
+    existing = [path for path in source.paths
+                if _run(client, ["sudo", "-n", "test", "-e", path])[0] == 0]
+    if source.archive and source.owner:
+        status, out = _run(client, ["sudo", "-n", "find", source.archive, "-mindepth", "1",
+                                    "-maxdepth", "1", "-name", f"{source.owner}.*",
+                                    "-print0"])
+        if status == 0:
+            existing += sorted(name for name in out.split("\0") if name)
+    return existing
+
+
 def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Manifest
                ) -> None:
     """Stream one host's data for one unit into `outer`."""
-    existing = []
-    for path in source.paths:
-        _, stdout, _ = client.exec_command(shlex.join(["sudo", "-n", "test", "-e", path]))
-        if stdout.channel.recv_exit_status() == 0:
-            existing.append(path)
-    manifest.sources.append({"service": source.service, "host": source.host,
-                             "paths": list(source.paths), "found": existing})
+    existing = _present(client, source)
+    if source.expected and not any(path in existing for path in source.paths):
+        raise ExternalCommandError(
+            f"export: {source.service} is deployed on {source.host} but none of its data "
+            f"({', '.join(source.paths)}) is there; nothing was exported",
+            hint="run `coophost deploy` (it creates every unit's folders), then export again")
     if not existing:
         return
+    manifest.sources.append({"service": source.service, "host": source.host,
+                             "paths": list(source.paths), "found": existing})
     command = shlex.join(["sudo", "-n", "tar", "--create", "--file=-", "--directory=/",
-                          "--numeric-owner", "--one-file-system", "--",
-                          *[p.lstrip("/") for p in existing]])
+                          "--numeric-owner", "--one-file-system", "--hard-dereference",
+                          "--", *[p.lstrip("/") for p in existing]])
     channel = client.get_transport().open_session()
     channel.exec_command(command)
     stream = channel.makefile("rb")
@@ -135,8 +185,13 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
         with tarfile.open(fileobj=stream, mode="r|") as inner:
             for item in inner:
                 name = _safe_member_name(item.name)
-                if name is None or not (item.isfile() or item.isdir() or item.issym()):
-                    continue
+                if name is None:
+                    raise ExternalCommandError(f"export: {source.host} sent an unsafe name "
+                                               f"{item.name!r}")
+                if not (item.isfile() or item.isdir() or item.issym()):
+                    raise ExternalCommandError(
+                        f"export: {source.host}:/{name} is neither a file, a folder nor a "
+                        "symbolic link; nothing was exported")
                 copied = tarfile.TarInfo(f"{source.service}/{source.host}/{name}")
                 copied.mode, copied.mtime = item.mode, item.mtime
                 copied.type, copied.linkname = item.type, item.linkname
@@ -168,15 +223,19 @@ def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
     sources = plan_sources(root, slug)
     entries = {h.name: h for h in load_hosts(root)} if sources else {}
     manifest = Manifest(member=slug, created=now())
+    by_host: dict[str, list[Source]] = {}
+    for source in sources:
+        by_host.setdefault(source.host, []).append(source)
     # gzip level 6 (gzip's own default) over a plain tar stream: level 9, what tarfile's
     # "w|gz" uses, costs half again the time for a few per cent of size.
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as zipped, \
             tarfile.open(fileobj=zipped, mode="w|", format=tarfile.PAX_FORMAT) as outer:
-        for source in sources:
-            if source.host not in entries:
-                raise UsageError(f"export: host {source.host} is not in hosts.yml")
-            with connect(entries[source.host], root / KNOWN_HOSTS_FILE) as client:
-                _copy_host(client, source, outer, manifest)
+        for host, on_host in by_host.items():
+            if host not in entries:
+                raise UsageError(f"export: host {host} is not in hosts.yml")
+            with connect(entries[host], root / KNOWN_HOSTS_FILE) as client:
+                for source in on_host:
+                    _copy_host(client, source, outer, manifest)
         sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in manifest.files).encode()
         for name, payload in ((MANIFEST, (json.dumps(manifest.as_json(), indent=2,
                                                      sort_keys=True) + "\n").encode()),

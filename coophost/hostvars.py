@@ -46,7 +46,13 @@ def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str]
 
 
 def render_hosts(root: Path, out: Path, only_host: str | None = None) -> list[Path]:
-    """Write host_vars/<host>.yml under `out`; new secrets are saved first. Returns the paths."""
+    """Write host_vars/<host>.yml under `out`; new secrets are saved first. Returns the paths.
+
+    Members without a life id get one first (their data and secrets are keyed by it).
+    """
+    from coophost.registry.edit import assign_lives
+
+    assign_lives(root)
     texts, store = host_files(root, only_host)
     written = store.save()
     for name, text in texts.items():

@@ -56,10 +56,10 @@ def _unit_secrets(member: Member, service: Service, settings: Mapping[str, Any]
     for spec in service.secrets:
         if spec.kind == "per_mailbox_password":
             secrets[spec.var_name] = MemberKeyed(
-                (mailbox, SecretRef(member.slug, service.name, spec.name, mailbox))
+                (mailbox, SecretRef(member.owner, service.name, spec.name, mailbox))
                 for mailbox in settings.get("mailboxes", ()))
         else:
-            secrets[spec.var_name] = SecretRef(member.slug, service.name, spec.name)
+            secrets[spec.var_name] = SecretRef(member.owner, service.name, spec.name)
     return secrets
 
 
@@ -70,7 +70,8 @@ def unit_vars(member: Member, service: Service) -> dict[str, Any]:
         settings["aliases"] = [{"name": name, "targets": targets}
                                for name, targets in sorted(settings["aliases"].items())]
     return {
-        "member": {"slug": member.slug, "name": member.name, "contact": member.contact,
+        "member": {"slug": member.slug, "owner": member.owner, "name": member.name,
+                   "contact": member.contact,
                    "status": member.status, "domains": [d.ascii for d in member.domains]},
         "settings": settings,
         "secrets": _unit_secrets(member, service, settings),

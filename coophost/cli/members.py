@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,29 +66,49 @@ def _this_coophost() -> str:
 
 
 @members.command("purge")
-@click.option("--dry-run", is_flag=True, help="Only say whose services would be removed.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed or deleted.")
+@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), hidden=True,
+              help="Count the retention period up to this day (tests).")
 @json_option
 @pass_app
-def purge(app: AppContext, dry_run: bool, as_json: bool) -> None:
-    """Remove the services of departed members whose retention period is over.
+def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
+    """Remove departed members' services and delete archived data past retention.
 
-    The next `coophost deploy` takes them off the hosts. coop.yml's
+    Departed members past the period lose their services (the next `coophost deploy` takes
+    them off the hosts and archives their data there). Archived data on the hosts and the
+    secrets of removed members are deleted once the period is over, each deletion audited;
+    nothing of an active or suspended member is ever deleted. coop.yml's
     `retention.departed_days` (default 30) sets the period.
     """
-    from coophost.lifecycle import due_for_purge
+    from coophost import archive
+    from coophost.lifecycle import DEFAULT_DEPARTED_DAYS, due_for_purge
     from coophost.lifecycle import purge as run_purge
+    from coophost.registry.loader import load_coop
     from coophost.requests import actor
 
+    day = today.date() if today else None
     if dry_run:
-        slugs = [m.slug for m in due_for_purge(app.inventory)]
+        slugs = [m.slug for m in due_for_purge(app.inventory, day)]
     else:
-        slugs = run_purge(app.inventory, actor())
+        slugs = run_purge(app.inventory, actor(), day)
+    coop, _ = load_coop(app.inventory)
+    days = coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
+    expired = archive.due(archive.list_archives(app.inventory),
+                          archive.living_owners(app.inventory), days,
+                          day or dt.date.today())
+    if not dry_run:
+        archive.delete(app.inventory, expired, actor())
     if as_json:
-        app.emit_json({"purged": slugs, "dry_run": dry_run})
+        app.emit_json({"purged": slugs, "deleted": [e.as_dict() for e in expired],
+                       "dry_run": dry_run})
         return
     verb = "would remove" if dry_run else "removed"
     app.out.print(f"{verb} the services of: {', '.join(slugs)}" if slugs
                   else "No departed member is past retention.")
+    for entry in expired:
+        where = f"{entry.host}:{entry.path}" if entry.host else entry.path
+        app.out.print(f"{'would delete' if dry_run else 'deleted'} {where} "
+                      f"(archived {entry.archived})")
 
 
 @click.command("member-shell", hidden=True)

@@ -262,8 +262,14 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
     if not yes and not click.confirm(f"remove member {slug}?", default=False):
         app.err.print("not removed")
         return EXIT_USAGE
-    remove_member(_root(app), slug)
-    app.out.print(f"removed {slug}; run `coophost plan` to see what a deploy would remove")
+    from coophost.requests import actor, audit
+
+    kept = remove_member(_root(app), slug)
+    audit(_root(app), {"by": actor(), "action": "member removed", "member": slug,
+                       **({"secrets_kept": str(kept.relative_to(_root(app)))} if kept else {})})
+    app.out.print(f"removed {slug}; the next deploy moves its data on the hosts into the "
+                  "co-op's archive (`coophost members purge` deletes it after the retention "
+                  "period); run `coophost plan` to see what a deploy would remove")
     return 0
 
 
@@ -369,7 +375,10 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
     member_path(_root(app), slug)
     coop, _ = load_coop(_root(app))
     store = SecretStore(_root(app), coop.vault, load_catalogue())
-    values = store.reveal(slug)
+    from coophost.registry.loader import load_registry
+
+    found = load_registry(_root(app), need_hosts=False).registry.members.get(slug)
+    values = store.reveal(found.owner) if found is not None else {}
     if service_name is not None:
         values = {service_name: values.get(service_name, {})}
     if name is not None and service_name is not None:

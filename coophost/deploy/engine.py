@@ -115,9 +115,12 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     """
     from coophost import plan as planning
     from coophost.desired import compute
+    from coophost.registry.edit import assign_lives
     from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
 
+    if record_placements:
+        assign_lives(root)  # before hashing: a unit's data and secrets are keyed by its life
     desired = compute(root)
     if record_placements and desired.placement.new:
         record(root, {key: desired.placement.hosts[key] for key in desired.placement.new})

@@ -59,7 +59,7 @@ def mailboxes(root: Path, state: LabState) -> dict[str, LabMailbox]:
         domains = settings.get("domains") or [d.ascii for d in member.domains]
         host = hosts[unit.host]
         for name in settings.get("mailboxes", []):
-            password = store.stored(slug, "mail", f"mailbox_passwords/{name}")
+            password = store.stored(member.owner, "mail", f"mailbox_passwords/{name}")
             if password:
                 address = f"{name}@{domains[0]}"
                 found[address] = LabMailbox(slug, unit.host,

@@ -26,10 +26,14 @@ from coophost.registry.parse import cross_check, parse_hosts, parse_member
 from coophost.registry.yamlio import load_text, rt_dump, rt_load
 from coophost.render import quote
 
+REMOVED_DIR = "removed"  # under secrets/: the secrets of removed members, until purged
 MEMBER_TEMPLATE = """\
 # Member {slug}: one file per member. coophost checks every change before saving it;
 # `coophost member edit {slug}` opens it in $EDITOR and refuses an invalid result.
 slug: {slug}
+# This member's life at the co-op: its data on hosts and its secrets belong to it. Written by
+# coophost, never reused: a later member given the same slug gets a new one.
+id: {life}
 name: {name}
 contact: {contact}
 status: active          # active | suspended
@@ -82,7 +86,8 @@ def add_member(root: Path, slug: str, name: str, contact: str, domains: list[str
     with _locked(root, f"member add {slug}") as loaded:
         if path.exists():
             raise UsageError(f"member {slug!r} already exists ({MEMBERS_DIR}/{slug}.yml)")
-        text = MEMBER_TEMPLATE.format(slug=slug, name=quote(name), contact=quote(contact),
+        text = MEMBER_TEMPLATE.format(slug=slug, life=new_life(), name=quote(name),
+                                      contact=quote(contact),
                                       domains=_flow_list(domains),
                                       ssh_keys=_flow_list(ssh_keys))
         _check_member_text(loaded, slug, text)
@@ -172,17 +177,73 @@ def set_status(root: Path, slug: str, status: str) -> Member:
     return update_member(root, slug, change, f"member {status} {slug}")
 
 
-def remove_member(root: Path, slug: str) -> None:
-    """Delete a member's file (its services go at the next deploy; its secrets file stays)."""
+def new_life() -> str:
+    """A new member life id: 12 random hex digits."""
+    import secrets
+
+    return secrets.token_hex(6)
+
+
+def assign_lives(root: Path) -> list[Path]:
+    """Give every member file without an `id` one (the caller holds the co-op lock).
+
+    A member without one is a member from before lives existed: its secrets file
+    (secrets/<slug>.yml) becomes its life's (secrets/<slug>.<id>.yml), and its mail on the
+    hosts moves under its life at the next deploy.
+    """
+    from coophost.registry.model import SECRETS_DIR
+
+    written = []
+    for slug, member in sorted(load_registry(root, need_hosts=False).registry.members.items()):
+        if member.life:
+            continue
+        doc = rt_load(read_member_text(root, slug))
+        life = new_life()
+        keys = list(doc)
+        doc.insert(keys.index("slug") + 1 if "slug" in keys else 0, "id", life)
+        legacy = root / SECRETS_DIR / f"{slug}.yml"
+        if legacy.is_file():
+            os.replace(legacy, root / SECRETS_DIR / f"{slug}.{life}.yml")
+        atomic_write(member_path(root, slug), rt_dump(doc))
+        written.append(member_path(root, slug))
+    return written
+
+
+def remove_member(root: Path, slug: str) -> Path | None:
+    """Delete a member's file; its secrets file goes to secrets/removed/ (returned).
+
+    Its services go at the next deploy, which moves their data on the hosts into the co-op's
+    archive; `coophost members purge` deletes both after the retention period.
+    """
+    import datetime as dt
+
+    from ruamel.yaml.error import YAMLError
+
+    from coophost.registry.model import SECRETS_DIR
+    from coophost.registry.parse import LIFE_RE
+
     path = member_path(root, slug)
     with coop_lock(root, purpose=f"member remove {slug}"):
-        read_member_text(root, slug)
+        try:  # the life id only: a file broken elsewhere can still be removed
+            life = rt_load(read_member_text(root, slug)).get("id")
+        except (ConfigError, AttributeError, YAMLError):
+            life = None
+        owner = f"{slug}.{life}" if isinstance(life, str) and LIFE_RE.fullmatch(life) else slug
+        secrets_file = root / SECRETS_DIR / f"{owner}.yml"
+        kept = None
+        if secrets_file.is_file():
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            kept = root / SECRETS_DIR / REMOVED_DIR / f"{owner}.{stamp}.yml"
+            kept.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(secrets_file, kept)
         path.unlink()
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        for folder in {path.parent, *([kept.parent] if kept else [])}:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return kept
 
 
 def parse_setting(service: Service, assignment: str) -> tuple[str, Any]:

@@ -86,6 +86,14 @@ class Member:
     placement: dict[str, str]
     file: str = field(default="", compare=False)
     departed_on: str = ""  # YYYY-MM-DD, set by `member depart`
+    # This member's life at the co-op (`id:` in the file, written by coophost): data on hosts
+    # and secrets belong to it, so a later member given the same slug never reaches them.
+    life: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The owner key of this member's data and secrets: `<slug>.<life>`."""
+        return f"{self.slug}.{self.life}" if self.life else self.slug
 
     def to_plain(self) -> dict[str, Any]:
         """Plain data (for the parse cache)."""
@@ -93,7 +101,7 @@ class Member:
                 "status": self.status, "domains": [(d.name, d.ascii) for d in self.domains],
                 "ssh_keys": list(self.ssh_keys), "services": self.services,
                 "placement": self.placement, "file": self.file,
-                "departed_on": self.departed_on}
+                "departed_on": self.departed_on, "life": self.life}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Member:
@@ -103,7 +111,7 @@ class Member:
                    domains=tuple(Domain(n, a) for n, a in data["domains"]),
                    ssh_keys=tuple(data["ssh_keys"]), services=data["services"],
                    placement=data["placement"], file=data["file"],
-                   departed_on=data.get("departed_on", ""))
+                   departed_on=data.get("departed_on", ""), life=data.get("life", ""))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,8 +21,9 @@ from coophost.registry.model import (
 COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
              "vault", "suspended_mail")
 SUSPENDED_MAIL = ("accept", "bounce")
-MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "services",
+MEMBER_KEYS = ("slug", "id", "name", "contact", "status", "domains", "ssh_keys", "services",
                "placement", "departed_on")
+LIFE_RE = re.compile(r"[0-9a-f]{12}")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
 
@@ -225,7 +227,8 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
                        for i, k in enumerate(checks.sequence(top.get("ssh_keys"), file,
                                                              "ssh_keys", 50))),
         services={}, placement={}, file=file,
-        departed_on=_departed_on(top.get("departed_on"), status, file))
+        departed_on=_departed_on(top.get("departed_on"), status, file),
+        life=_life(top.get("id"), file))
     services = checks.mapping(top.get("services"), file, "services")
     checks.refuse_unknown_keys(services, catalogue.services, file, "services")
     for name, settings in services.items():
@@ -238,6 +241,16 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
                         "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
         member.placement[name] = checks.host_name(host, file, f"placement.{name}")
     return member
+
+
+def _life(value: object, file: str) -> str:
+    """The member's life id (written by coophost; absent until the first deploy or render)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not LIFE_RE.fullmatch(value):
+        checks.fail(file, "id", value, "must be the 12 lowercase hex digits coophost wrote",
+                    hint="coophost writes a member's id; never copy one from another member")
+    return str(value)
 
 
 def _departed_on(value: object, status: object, file: str) -> str:

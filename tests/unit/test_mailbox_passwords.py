@@ -31,6 +31,13 @@ _Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(
 _Loader.add_constructor("!vault", lambda loader, node: ("vault", loader.construct_scalar(node)))
 
 
+def _owner(coop: Path, slug: str = MEMBER) -> str:
+    """The owner key (slug and life) the member's secrets file is named by."""
+    from coophost.registry.loader import load_registry
+
+    return load_registry(coop, need_hosts=False).registry.members[slug].owner
+
+
 def _store(coop: Path) -> SecretStore:
     settings, _ = load_coop(coop)
     return SecretStore(coop, settings.vault, load_catalogue())
@@ -59,7 +66,7 @@ def test_hash_verifies_the_stored_password_with_dovecot_parameters(coop: Path, c
 
     _render(cli, coop)
     store = _store(coop)
-    passwords = store.reveal(MEMBER)["mail"]
+    passwords = store.reveal(_owner(coop))["mail"]
     hashes = _rendered_hashes(coop, store)
     assert sorted(hashes) == list(MAILBOXES)
     for mailbox in MAILBOXES:
@@ -77,7 +84,7 @@ def test_hash_verifies_the_stored_password_with_dovecot_parameters(coop: Path, c
 def test_clear_password_only_in_secrets_show(coop: Path, cli) -> None:
     outputs = _render(cli, coop)
     store = _store(coop)
-    password = store.reveal(MEMBER)["mail"]["mailbox_passwords/editors"]
+    password = store.reveal(_owner(coop))["mail"]["mailbox_passwords/editors"]
     on_disk = b"".join(p.read_bytes() for p in coop.rglob("*") if p.is_file())
     assert password.encode() not in on_disk
     for args in (["plan"], ["plan", "--json"], ["member", "show", MEMBER, "--json"],
@@ -85,7 +92,7 @@ def test_clear_password_only_in_secrets_show(coop: Path, cli) -> None:
         outputs += "".join(cli("-i", str(coop), *args)[1:])
     assert password not in outputs
     assert "$argon2id$" not in outputs
-    entries = parse_secrets_file((coop / "secrets" / f"{MEMBER}.yml").read_text())["mail"]
+    entries = parse_secrets_file((coop / "secrets" / f"{_owner(coop)}.yml").read_text())["mail"]
     assert set(entries) == {"dkim_key", *(k for m in MAILBOXES for k in item_keys(
         "mailbox_passwords", m))}
     assert all(text.startswith("$ANSIBLE_VAULT;1.1;AES256") for text in entries.values())
@@ -190,7 +197,7 @@ def test_ansible_reads_the_hashes_as_the_mail_role_does(coop: Path, cli, tmp_pat
          "--vault-password-file", str(password_file)],
         capture_output=True, text=True, env=env, check=False, cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
-    passwords = _store(coop).reveal(MEMBER)["mail"]
+    passwords = _store(coop).reveal(_owner(coop))["mail"]
     lines = dict(line.strip().split(":", 1) for line in out.read_text().splitlines()
                  if line.strip())
     assert sorted(lines) == list(MAILBOXES)

@@ -188,7 +188,7 @@ def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
     from coophost.registry.loader import load_coop
 
     settings, _ = load_coop(coop)
-    values = SecretStore(coop, settings.vault, load_catalogue()).reveal("bread-coop")
+    values = SecretStore(coop, settings.vault, load_catalogue()).reveal(_owner(coop, "bread-coop"))
     password = values["nextcloud"]["db_password"]
     assert len(password) == 32
     on_disk = b"".join(p.read_bytes() for p in coop.rglob("*") if p.is_file())
@@ -199,7 +199,7 @@ def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
                  ["render"]):
         outputs += "".join(cli("-i", str(coop), *args)[1:])
     assert password not in outputs
-    secrets_file = (coop / "secrets" / "bread-coop.yml").read_text()
+    secrets_file = (coop / "secrets" / f"{_owner(coop, 'bread-coop')}.yml").read_text()
     assert parse_secrets_file(secrets_file)["nextcloud"]["db_password"].startswith(
         "$ANSIBLE_VAULT;1.1;AES256")
     code, shown, _ = cli("-i", str(coop), "secrets", "show", "bread-coop", "nextcloud",
@@ -209,9 +209,9 @@ def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
 
 def test_secrets_are_stable_across_renders(coop: Path, cli) -> None:
     cli("-i", str(coop), "render")
-    first = (coop / "secrets" / "ada-books.yml").read_text()
+    first = (coop / "secrets" / f"{_owner(coop, 'ada-books')}.yml").read_text()
     cli("-i", str(coop), "render")
-    assert (coop / "secrets" / "ada-books.yml").read_text() == first
+    assert (coop / "secrets" / f"{_owner(coop, 'ada-books')}.yml").read_text() == first
 
 
 def test_missing_vault_password_is_exit_2(coop: Path, cli,
@@ -223,3 +223,10 @@ def test_missing_vault_password_is_exit_2(coop: Path, cli,
     code, _, err = cli("-i", str(coop), "render")
     assert code == 2
     assert "no vault password" in err or "vault password file" in err
+
+
+def _owner(coop: Path, slug: str) -> str:
+    """The owner key (slug and life) a member's secrets file is named by."""
+    from coophost.registry.loader import load_registry
+
+    return load_registry(coop, need_hosts=False).registry.members[slug].owner

@@ -87,8 +87,8 @@ def test_unit_vars_never_hold_secret_values(coop: Path) -> None:
 
     variables = unit_vars(member, load_catalogue().services["nextcloud"])
     assert variables["secrets"] == {
-        "db_password": SecretRef("bread-coop", "nextcloud", "db_password"),
-        "admin_password": SecretRef("bread-coop", "nextcloud", "admin_password")}
+        "db_password": SecretRef(member.owner, "nextcloud", "db_password"),
+        "admin_password": SecretRef(member.owner, "nextcloud", "admin_password")}
 
 
 def test_hashes_are_stable_and_content_sensitive(coop: Path) -> None:

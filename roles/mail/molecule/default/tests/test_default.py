@@ -180,7 +180,7 @@ def test_members_cannot_read_each_others_mail(host):
     assert "cross-login refused" in result.stdout
     assert "cy" not in result.stdout.split("\n")[1]
     assert result.stdout.split("\n")[2] == "NO NO"
-    root = host.file("/var/mail/vhosts")
+    root = host.file("/var/mail/units")
     assert root.user == "vmail" and root.mode == 0o700
 
 
@@ -204,7 +204,7 @@ def test_suspended_member_cannot_log_in_but_keeps_receiving(host):
     for login in ("dee@gamma.test", "nopass@beta.test"):
         assert f"{login} imap refused" in result.stdout
         assert f"{login} smtp refused" in result.stdout
-    maildir = "/var/mail/vhosts/gamma.test/dee/Maildir/new"
+    maildir = "/var/mail/units/gamma.c3c3c3c3c3c3/gamma.test/dee/Maildir/new"
     kept = host.run(f"timeout 30 sh -c 'until grep -rl {tag} {maildir}; do sleep 1; done'")
     assert kept.rc == 0
     # mail_suspended_mail is accept here (bounce/ tests the other setting): nothing is refused.
