@@ -92,7 +92,8 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
             "members": result.by_member()})
         return result.exit_code
     if not result.jobs:
-        app.out.print("Nothing to deploy: every host matches what was last applied.")
+        app.out.print("Nothing to deploy: the registry matches what was last applied "
+                      "(hosts were not contacted; `coophost drift` checks them).")
         return EXIT_OK
     if diff:
         for host, outcome in sorted(result.outcomes.items()):
@@ -183,4 +184,29 @@ def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
             app.out.print(f"{job.host}: {job.summary}")
 
 
-commands: list[click.Command] = [deploy, runs]
+@click.command("drift")
+@click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only this host (repeatable).")
+@click.option("--mitogen/--no-mitogen", default=None,
+              help="Run the check with mitogen's strategy [default: on when installed].")
+@json_option
+@pass_app
+def drift(app: AppContext, hosts: tuple[str, ...], mitogen: bool | None, as_json: bool) -> int:
+    """Check hosts against what was last applied (check mode: nothing changes); exit 1 on drift."""
+    from coophost.deploy.drift import drift as run_drift
+    from coophost.deploy.executor import mitogen_available
+    from coophost.deploy.progress import PlainProgress, SilentProgress
+
+    progress = SilentProgress() if as_json else PlainProgress(app.out)
+    found, code = run_drift(app.inventory, frozenset(hosts), progress, threading.Event(),
+                            mitogen=mitogen_available() if mitogen is None else mitogen)
+    if as_json:
+        app.emit_json({"exit_code": code, "hosts": [f.as_dict() for f in found]})
+        return code
+    for verdict in found:
+        colour = {"ok": "green", "pending": "yellow"}.get(verdict.status, "red")
+        app.out.print(f"[{colour}]{verdict.status:<11}[/] {verdict.host}"
+                      + (f"  {verdict.detail}" if verdict.detail else ""))
+    return code
+
+
+commands: list[click.Command] = [deploy, runs, drift]

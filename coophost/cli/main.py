@@ -28,6 +28,7 @@ COMMAND_MODULES: dict[str, str] = {
     "render": "coophost.cli.plan",
     "deploy": "coophost.cli.deploy",
     "runs": "coophost.cli.deploy",
+    "drift": "coophost.cli.deploy",
     "dns": "coophost.cli.dns",
     "requests": "coophost.cli.requests",
     "members": "coophost.cli.members",

@@ -52,7 +52,8 @@ def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
 
     assert isinstance(result, Plan)
     if not result.pending:
-        return "No changes: every host matches what was last applied.\n"
+        return ("No changes: the registry matches what was last applied (hosts were not "
+                "contacted; `coophost drift` checks them).\n")
     by_host: dict[str, list[str]] = {}
     for change in result.changes:
         note = ""

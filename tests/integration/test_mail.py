@@ -240,7 +240,8 @@ def test_member_a_cannot_read_member_b(mail: MailLab):
         names = b" ".join(x for x in listing if isinstance(x, bytes)).decode()
         assert b_domain not in names and b.member not in names
         for guess in (b.mailbox.address, f"../../{b_domain}/{b_user}/Maildir",
-                      f"~{b_user}", f"/var/mail/vhosts/{b_domain}/{b_user}"):
+                      f"~{b_user}", f"/var/mail/vhosts/{b_domain}/{b_user}",
+                      "/var/mail/units"):
             status, _ = imap.select(f'"{guess}"', readonly=True)
             assert status == "NO", guess
 
