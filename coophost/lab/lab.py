@@ -254,6 +254,31 @@ class Lab:
         nets = found[0]["NetworkSettings"]["Networks"] if found else {}
         return str(nets.get(self.network, {}).get("IPAddress", ""))
 
+    def _address_when_up(self, container: str, timeout: float = 60.0) -> str:
+        """The container's lab address once it runs and has one; else a clear error.
+
+        A service container that exits at start (a bad option, a port in use) is restarted
+        by Docker with a growing delay and has no address meanwhile: say why, from its log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = docker.inspect("container", [container])
+            info = found[0] if found else {}
+            nets = info.get("NetworkSettings", {}).get("Networks") or {}
+            address = str(nets.get(self.network, {}).get("IPAddress", ""))
+            if info.get("State", {}).get("Running") and address:
+                return address
+            if time.monotonic() > deadline:
+                log = docker.docker("logs", "--tail", "15", container, check=False)
+                tail = (log.stdout + log.stderr).decode(errors="replace").strip()
+                state = info.get("State", {})
+                raise ExternalCommandError(
+                    f"lab {self.name}: {container} is not running with an address after "
+                    f"{timeout:.0f} s (state {state.get('Status', 'missing')}, exit code "
+                    f"{state.get('ExitCode', '?')}); its last output:\n{tail or '(none)'}",
+                    hint=f"run `coophost lab up --name {self.name}` to repair the lab")
+            time.sleep(0.5)
+
     def _start_or_keep(self, container: str, tag: str) -> str:
         status = self._running(container, tag)
         if status == "stale":
@@ -284,7 +309,7 @@ class Lab:
                 "-v", f"{dns_dir.resolve()}:/etc/coophost-dns:ro",
                 tag, "dnsmasq", "--keep-in-foreground", "--log-facility=-",
                 "--conf-file=/etc/coophost-dns/dnsmasq.conf")
-        state.dns_ip, state.dns_port = self._ip(container), port
+        state.dns_ip, state.dns_port = self._address_when_up(container), port
 
     def _dnsmasq_conf(self) -> str:
         return "\n".join([
@@ -330,7 +355,8 @@ class Lab:
                 "-v", f"{acme_dir.resolve()}:/etc/pebble:ro",
                 tag, "pebble", "-config", "/etc/pebble/pebble.json",
                 "-dnsserver", f"{state.dns_ip}:53")
-        state.acme_ip, state.acme_port, state.acme_mgmt_port = self._ip(container), port, mgmt
+        state.acme_ip, state.acme_port, state.acme_mgmt_port = (
+            self._address_when_up(container), port, mgmt)
 
     def _ensure_host(self, tag: str, host: LabHost, client_key: str, ca: CertKey,
                      dns_ip: str) -> None:
@@ -518,7 +544,7 @@ class Lab:
         atomic_write(target, config)
         container = self.container("dns")
         docker.docker("restart", "--time", "2", container)
-        address = self._ip(container)
+        address = self._address_when_up(container)
         if address != state.dns_ip:
             raise ExternalCommandError(
                 f"lab {self.name}: the DNS container came back on {address}, not "

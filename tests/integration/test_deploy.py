@@ -225,8 +225,9 @@ def test_secrets_never_appear_in_output_state_or_artifacts(lab: LabInfo) -> None
     values = [v for v in _strings(json.loads(shown.stdout)) if len(v) >= 16]
     assert values, "the member has generated secrets"
     assert any("\n" in v for v in values), "the DKIM key (a multi-line secret) is among them"
-    assert sorted(values) == sorted(v for v in decrypt_all(lab.inventory, _vault_password(lab))
-                                    if v in values), "the scanner decrypts what secrets show shows"
+    # (A secret can sit in several files: the DKIM key is in secrets/ and in host_vars/.)
+    decrypted = set(decrypt_all(lab.inventory, _vault_password(lab)))
+    assert set(values) <= decrypted, "the scanner decrypts what secrets show shows"
     places = [*RECORDER.outputs, *files_under(lab.inventory / ".coophost",
                                               lab.inventory / "host_vars", RUNNER_COPIES)]
     assert any(label.startswith("coophost") and "deploy" in label
