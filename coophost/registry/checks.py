@@ -16,7 +16,13 @@ from typing import Any
 
 from coophost.errors import ValidationError
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+# A member's host account is `m-<slug>` (roles/members, members_user_prefix) and systemd (the
+# hosts' sysusers and logind) takes user names of at most 31 characters (it must fit utmp):
+# so a slug has at most 29.
+ACCOUNT_PREFIX = "m-"
+ACCOUNT_NAME_MAX = 31
+SLUG_MAX = ACCOUNT_NAME_MAX - len(ACCOUNT_PREFIX)
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]+$")
 HOST_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALPART_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
 EMAIL_LOCAL_RE = re.compile(r"^[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*$")
@@ -124,11 +130,16 @@ def text(value: object, file: str, field: str, max_len: int = 200) -> str:
 
 
 def slug(value: object, file: str, field: str) -> str:
-    """Return a member slug: `^[a-z][a-z0-9-]{1,30}$`."""
+    """Return a member slug: `^[a-z][a-z0-9-]+$`, 2 to SLUG_MAX characters."""
     if not isinstance(value, str) or not SLUG_RE.match(value):
-        fail(file, field, value, "must match ^[a-z][a-z0-9-]{1,30}$ (lowercase letters, digits, "
+        fail(file, field, value, "must match ^[a-z][a-z0-9-]+$ (lowercase letters, digits, "
              "hyphens; starting with a letter)")
-    return value  # type: ignore[return-value]
+    assert isinstance(value, str)
+    if len(value) > SLUG_MAX:
+        fail(file, field, value, f"longer than {SLUG_MAX} characters: the member's host account "
+             f"{ACCOUNT_PREFIX}{value} would pass the {ACCOUNT_NAME_MAX} characters a Linux user "
+             "name may have")
+    return value
 
 
 def host_name(value: object, file: str, field: str) -> str:
