@@ -232,7 +232,7 @@ def email(value: object, file: str, field: str) -> str:
 
 
 def ssh_public_key(value: object, file: str, field: str) -> str:
-    """One OpenSSH public key line: a known type, its base64 blob, an optional comment."""
+    """One OpenSSH public key line: a known type, its key (read by `cryptography`), a comment."""
     if not isinstance(value, str) or len(value) > 16384 or "\n" in value or "\r" in value:
         fail(file, field, value, "must be one OpenSSH public key line")
     assert isinstance(value, str)
@@ -246,6 +246,13 @@ def ssh_public_key(value: object, file: str, field: str) -> str:
     name_len = int.from_bytes(blob[:4], "big")
     if blob[4:4 + name_len] != parts[0].encode():
         fail(file, field, value, "the key blob does not match its type")
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    try:
+        load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        fail(file, field, value, f"not a usable {parts[0]} key: {exc}")
     if len(parts) == 3:
         text(parts[2], file, field, max_len=200)
     return value  # type: ignore[return-value]
