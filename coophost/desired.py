@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -165,6 +166,26 @@ def _check_reserved(base: Base, summaries: list[Any]) -> None:
             if "@" not in key and not key.startswith("ssh:") \
                     and reserved.problem(key, fallbacks) is not None:
                 load_registry(base.root)  # checks every record and names the file and field
+
+
+def check_names(desired: Desired, root: Path, *, members: Iterable[str] = (),
+                hosts: Iterable[str] = (), services: Iterable[str] = ()) -> None:
+    """Refuse (exit 2, with a did-you-mean) a member, host or service name that does not exist.
+
+    For the filters of `plan` and `deploy`: a misspelt name must not select nothing and pass.
+    """
+    from coophost.errors import UsageError
+    from coophost.registry import checks
+
+    known_members = sorted({row[0] for row in desired.rows}
+                           | {name[:-4] for name in MemberFiles(root).names})
+    for kind, given, known in (("member", members, known_members),
+                               ("host", hosts, sorted(desired.hosts)),
+                               ("service", services, sorted(desired.catalogue.services))):
+        for name in given:
+            if name not in known:
+                where = " in hosts.yml" if kind == "host" else ""
+                raise UsageError(f"no {kind} {name!r}{where}", hint=checks.suggest(name, known))
 
 
 def compute(root: Path, *, use_cache: bool = True) -> Desired:

@@ -114,15 +114,15 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     off, as in check mode): from then on those units stay where they were put.
     """
     from coophost import plan as planning
-    from coophost.desired import compute
+    from coophost.desired import check_names, compute
     from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
 
     desired = compute(root)
+    check_names(desired, root, members=sorted(selection.members),
+                hosts=sorted(selection.hosts), services=sorted(selection.services))
     if record_placements and desired.placement.new:
         record(root, {key: desired.placement.hosts[key] for key in desired.placement.new})
-    for host in selection.hosts - set(desired.hosts):
-        raise ConfigError(f"no host {host!r} in {root / 'hosts.yml'}")
     units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
     with StateDB(root) as db:
         applied = db.applied()
