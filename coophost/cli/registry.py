@@ -188,7 +188,9 @@ def member_suspend(app: AppContext, slug: str, why: str) -> None:
     from coophost.lifecycle import set_status
     from coophost.requests import actor
 
-    set_status(_root(app), slug, "suspended", actor(), why)
+    if set_status(_root(app), slug, "suspended", actor(), why) is None:
+        app.out.print(f"{slug} is suspended already: nothing changed")
+        return
     app.out.print(f"suspended {slug}; `coophost deploy` applies it")
 
 
@@ -201,7 +203,9 @@ def member_resume(app: AppContext, slug: str, why: str) -> None:
     from coophost.lifecycle import set_status
     from coophost.requests import actor
 
-    set_status(_root(app), slug, "active", actor(), why)
+    if set_status(_root(app), slug, "active", actor(), why) is None:
+        app.out.print(f"{slug} is active already: nothing changed")
+        return
     app.out.print(f"resumed {slug}; `coophost deploy` applies it")
 
 
@@ -275,9 +279,12 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
 @pass_app
 def member_move(app: AppContext, slug: str, service: str, host: str, force: bool) -> None:
     """Move one of a member's services to another host (recorded; applied by a deploy)."""
-    from coophost.registry.edit import move_unit
+    from coophost.lifecycle import move
+    from coophost.requests import actor
 
-    move_unit(_root(app), slug, service, host, force)
+    if move(_root(app), slug, service, host, actor(), force) is None:
+        app.out.print(f"{slug}/{service} is on {host} already: nothing changed")
+        return
     app.out.print(f"{slug}/{service} placed on {host}")
 
 
