@@ -299,20 +299,25 @@ def service() -> None:
 @json_option
 @pass_app
 def service_list(app: AppContext, as_json: bool) -> None:
-    """List the catalogue's services and their parameters."""
+    """List the catalogue's services: available ones (with their parameters), and coming ones."""
     from dataclasses import asdict
 
     from coophost.catalogue import load_catalogue
 
     services = load_catalogue().services
     if as_json:
-        app.emit_json({name: {"description": s.description, "group": s.group, "role": s.role,
+        app.emit_json({name: {"status": s.status, "description": s.description,
+                              "group": s.group, "role": s.role,
                               "parameters": {p: asdict(v) for p, v in s.parameters.items()},
                               "cost": s.cost, "dns": list(s.dns), "data": s.data}
                        for name, s in services.items()})
         return
+    coming = [name for name, svc in services.items() if not svc.available]
     for name, svc in services.items():
-        app.out.print(f"[bold]{name}[/] (group {svc.group}): {_escape(svc.description)}")
+        if not svc.available:
+            continue
+        app.out.print(f"[bold]{name}[/] (available; group {svc.group}): "
+                      f"{_escape(svc.description)}")
         for param in svc.parameters.values():
             limits = " ".join(x for x in (
                 f"min {param.min}" if param.min is not None else "",
@@ -320,6 +325,9 @@ def service_list(app: AppContext, as_json: bool) -> None:
                 f"one of {'|'.join(param.choices)}" if param.choices else "") if x)
             app.out.print(f"  {param.name} ({param.type}; default {param.default!r}"
                           f"{'; ' + limits if limits else ''}): {_escape(param.description)}")
+    for name in coming:
+        app.out.print(f"[bold]{name}[/] (coming: no role deploys it yet, it cannot be enabled "
+                      f"or requested): {_escape(services[name].description)}")
 
 
 @service.command("enable")

@@ -63,15 +63,14 @@ class DeployResult:
     def by_member(self) -> dict[str, dict[str, str]]:
         """Map member -> service -> the status of the host that runs it.
 
-        A unit whose service has no role yet is placed and recorded, but nothing applies it:
-        it says so rather than borrowing its host's "ok".
+        Every unit has a role that applies it: a service without one is "coming" in the
+        catalogue, and no member file may list it.
         """
         table: dict[str, dict[str, str]] = {}
         for host, job in self.jobs.items():
             status = self.outcomes[host].status if host in self.outcomes else "pending"
             for member, service, _ in job.units:
-                shown = "placed, no role yet" if service in job.no_role else status
-                table.setdefault(member, {})[service] = f"{shown} ({host})"
+                table.setdefault(member, {})[service] = f"{status} ({host})"
         return dict(sorted(table.items()))
 
 
@@ -132,9 +131,7 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
         on_host[unit.host].append((unit.member, unit.service, unit.hash))
     placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
     chosen = select_hosts(plan, placed, selection, resume_hosts)
-    no_role = frozenset(s for s, version in desired.role_versions.items() if version == "absent")
-    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons,
-                          no_role)
+    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons)
             for host, reasons in chosen.items()}
 
 

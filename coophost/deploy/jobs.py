@@ -28,7 +28,6 @@ class HostJob:
     units: list[tuple[str, str, str]] = field(default_factory=list)  # (member, service, hash)
     host_hash: str = ""
     reasons: list[str] = field(default_factory=list)  # "alice/mail: change", "host: new"
-    no_role: frozenset[str] = frozenset()  # services placed here whose role does not exist yet
 
     @property
     def unit_names(self) -> list[str]:

@@ -232,6 +232,7 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
     services = checks.mapping(top.get("services"), file, "services")
     checks.refuse_unknown_keys(services, catalogue.services, file, "services")
     for name, settings in services.items():
+        catalogue.refuse_coming(name, file, f"services.{name}")
         service = catalogue.services[name]
         member.services[name] = resolve_settings(service, settings, member, coop, file)
     placement = checks.mapping(top.get("placement"), file, "placement")

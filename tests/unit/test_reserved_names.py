@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Vhosts (nextcloud, git) are still coming services: treated as available here.
+pytestmark = pytest.mark.usefixtures("coming_services_available")
+
 MEMBER = """\
 slug: {slug}
 name: Mallory

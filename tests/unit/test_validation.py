@@ -92,6 +92,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.usefixtures("coming_services_available")  # one case has a git vhost
 @pytest.mark.parametrize(("why", "text", "field", "problem"), REFUSED,
                          ids=[case[0] for case in REFUSED])
 def test_refused(coop: Path, why: str, text: str, field: str, problem: str) -> None:
@@ -156,6 +157,7 @@ def test_accepted(coop: Path, why: str, text: str, attribute: str, expected: obj
     assert value == expected
 
 
+@pytest.mark.usefixtures("coming_services_available")
 def test_defaults_applied(coop: Path) -> None:
     member = check(coop, BASE + "services: {mail: {}, nextcloud: {}}\n")
     assert member.services["mail"]["quota_mb"] == 1024
