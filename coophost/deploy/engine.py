@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from coophost.deploy.executor import Executor, HostOutcome, LocalExecutor, VaultAccess
-from coophost.deploy.jobs import HostJob, Selection, default_parallel, select_hosts
+from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, select_hosts
 from coophost.deploy.records import RunLog
 from coophost.errors import (
     EXIT_INTERRUPTED,
@@ -188,6 +188,12 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
     lock = threading.Lock()
 
     def finish(outcome: HostOutcome) -> None:
+        if outcome.status == "failed":
+            culprits = blame(outcome.causes, jobs[outcome.host].units)
+            if culprits:
+                outcome.summary += "\ncaused by " + "; ".join(
+                    f"member {member}" + (f" ({', '.join(units)})" if units else "")
+                    for member, units in culprits)
         with lock:
             result.outcomes[outcome.host] = outcome
         progress.finished(outcome)
