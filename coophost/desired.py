@@ -166,6 +166,7 @@ def _check_reserved(base: Base, summaries: list[Any]) -> None:
             if "@" not in key and not key.startswith("ssh:") \
                     and reserved.problem(key, fallbacks) is not None:
                 load_registry(base.root)  # checks every record and names the file and field
+                return
 
 
 def check_names(desired: Desired, root: Path, *, members: Iterable[str] = (),
