@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -26,12 +27,18 @@ from coophost.registry.loader import (
     scan_members,
 )
 from coophost.registry.model import STATE_DIR, Coop, Host, Member
-from coophost.registry.parse import check_claims, check_placement, claims
+from coophost.registry.parse import (
+    ReservedNames,
+    check_claims,
+    check_placement,
+    claims,
+    fallback_addresses,
+)
 from coophost.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
 
 SUMMARY_CACHE = "cache/summaries.marshal"
 PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
-SUMMARY_LAYOUT = "2"  # bump when summarise() returns something else
+SUMMARY_LAYOUT = "3"  # bump when summarise() returns something else
 CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 
@@ -150,6 +157,38 @@ def _check_claims(base: Base, summaries: list[Any]) -> None:
                 check_claims((m.slug, m.file, claims(m)) for m in both)
 
 
+def _check_reserved(base: Base, summaries: list[Any]) -> None:
+    """Refuse a domain or vhost that is a host's (or the co-op's, or the lab's) name."""
+    reserved = ReservedNames(base.coop, base.hosts)
+    for slug, _, keys, units, _ in summaries:
+        fallbacks = fallback_addresses(slug, units, base.catalogue, base.coop)
+        for key in keys.split(CLAIM_SEP) if keys else ():
+            if "@" not in key and not key.startswith("ssh:") \
+                    and reserved.problem(key, fallbacks) is not None:
+                load_registry(base.root)  # checks every record and names the file and field
+                return
+
+
+def check_names(desired: Desired, root: Path, *, members: Iterable[str] = (),
+                hosts: Iterable[str] = (), services: Iterable[str] = ()) -> None:
+    """Refuse (exit 2, with a did-you-mean) a member, host or service name that does not exist.
+
+    For the filters of `plan` and `deploy`: a misspelt name must not select nothing and pass.
+    """
+    from coophost.errors import UsageError
+    from coophost.registry import checks
+
+    known_members = sorted({row[0] for row in desired.rows}
+                           | {name[:-4] for name in MemberFiles(root).names})
+    for kind, given, known in (("member", members, known_members),
+                               ("host", hosts, sorted(desired.hosts)),
+                               ("service", services, sorted(desired.catalogue.services))):
+        for name in given:
+            if name not in known:
+                where = " in hosts.yml" if kind == "host" else ""
+                raise UsageError(f"no {kind} {name!r}{where}", hint=checks.suggest(name, known))
+
+
 def compute(root: Path, *, use_cache: bool = True) -> Desired:
     """Load the co-op at `root` and compute its desired state (reads only; the cache aside).
 
@@ -195,6 +234,8 @@ def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
         placed = None
     if placed is None and cache.dirty:  # a clean cache was saved only after this check passed
         _check_claims(base, summaries)
+    if placed is None:  # hosts.yml may have changed: its names are reserved
+        _check_reserved(base, summaries)
     try:
         if placed is None:
             placed = list(_place_and_hash(base, summaries, versions))

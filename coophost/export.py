@@ -214,6 +214,18 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
                                    f"{errors[-300:]}")
 
 
+def sums_line(digest: str, name: str) -> bytes:
+    """One line of SHA256SUMS for `name`, escaped as GNU sha256sum escapes it.
+
+    In a name holding a backslash, a line feed or a carriage return, those are written as a
+    backslash followed by a backslash, `n` or `r`, and the line starts with a backslash; other
+    bytes are kept as they are (a name that is not UTF-8 keeps its own bytes).
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    escaped = raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return (b"\\" if escaped != raw else b"") + digest.encode() + b"  " + escaped + b"\n"
+
+
 def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
     """Write the member's archive (tar.gz) to `out`, streaming; return its manifest."""
     from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
@@ -236,7 +248,7 @@ def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
             with connect(entries[host], root / KNOWN_HOSTS_FILE) as client:
                 for source in on_host:
                     _copy_host(client, source, outer, manifest)
-        sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in manifest.files).encode()
+        sums = b"".join(sums_line(f["sha256"], f["path"]) for f in manifest.files)
         for name, payload in ((MANIFEST, (json.dumps(manifest.as_json(), indent=2,
                                                      sort_keys=True) + "\n").encode()),
                               (SUMS, sums)):

@@ -21,8 +21,8 @@ from coophost.requests import audit
 DEFAULT_DEPARTED_DAYS = 30
 
 
-def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Member:
-    """Suspend or resume a member; audited."""
+def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Member | None:
+    """Suspend or resume a member; audited. None when it already has that status (no write)."""
     from coophost.registry.edit import set_status as write_status
     from coophost.registry.loader import load_registry
 
@@ -31,9 +31,29 @@ def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Me
         raise UsageError(f"no member {slug!r}")
     if current.status == "departed":
         raise UsageError(f"member {slug} has departed; it cannot be {status} again")
+    if current.status == status:
+        return None
     member = write_status(root, slug, status)
     audit(root, {"by": by, "action": f"member {'resumed' if status == 'active' else status}",
                  "member": slug, **({"why": why} if why else {})})
+    return member
+
+
+def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = False
+         ) -> Member | None:
+    """Record a member's service on another host; audited. None when it is there already."""
+    from coophost.registry.edit import move_unit
+    from coophost.registry.loader import load_registry
+
+    current = load_registry(root, need_hosts=False).registry.members.get(slug)
+    if current is None:
+        raise UsageError(f"no member {slug!r}")
+    was = current.placement.get(service)
+    if was == host and service in current.services:
+        return None
+    member = move_unit(root, slug, service, host, force)
+    audit(root, {"by": by, "action": "member moved", "member": slug, "service": service,
+                 "from": was or "(not placed yet)", "to": host})
     return member
 
 

@@ -124,8 +124,10 @@ def services(shell: Shell, as_json: bool) -> None:
     loaded = load_registry(shell.root, need_hosts=False)
     allowed = loaded.registry.coop.allowances["services"]
     offered: dict[str, dict[str, Any]] = {}
+    coming = [name for name, service in loaded.catalogue.services.items()
+              if not service.available and (not allowed or name in allowed)]
     for name, service in loaded.catalogue.services.items():
-        if allowed and name not in allowed:
+        if (allowed and name not in allowed) or not service.available:
             continue
         limits = allowed.get(name, {})
         offered[name] = {"description": service.description, "settings": {
@@ -133,7 +135,8 @@ def services(shell: Shell, as_json: bool) -> None:
                      **({"at most": limits[p.name]} if p.name in limits else {})}
             for p in service.parameters.values()}}
     if as_json:
-        shell.emit(offered)
+        shell.emit({**offered, **{name: {"description": loaded.catalogue.services[name].description,
+                                         "coming": True} for name in coming}})
         return
     for name, info in offered.items():
         shell.say(f"{name}: {info['description']}")
@@ -141,6 +144,8 @@ def services(shell: Shell, as_json: bool) -> None:
             ceiling = f", at most {spec['at most']}" if "at most" in spec else ""
             shell.say(f"  --set {key}=...  ({spec['type']}, default {spec['default']!r}"
                       f"{ceiling})")
+    if coming:
+        shell.say(f"coming (not offered yet): {', '.join(coming)}")
 
 
 @verbs.command("request")

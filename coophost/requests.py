@@ -124,11 +124,11 @@ def get_request(root: Path, request_id: int) -> Request:
 
 
 def _save(root: Path, request: Request) -> None:
-    import yaml
+    from coophost.registry.yamlio import dump_plain
 
     text = (f"# Request {request.id}: {request.member} asks for {request.service}. "
             "Written by coophost.\n"
-            + yaml.safe_dump(request.as_plain(), sort_keys=False, allow_unicode=True))
+            + dump_plain(request.as_plain()))
     atomic_write(request_path(root, request.id), text)
 
 

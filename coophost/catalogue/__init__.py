@@ -28,8 +28,9 @@ SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")
 SECRET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host_ipv6",
                               "dkim_selector", "dkim_public_key", "slug"})
-_SERVICE_KEYS = ("name", "description", "group", "role", "version", "needs_domain",
+_SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "needs_domain",
                  "parameters", "cost", "secrets", "dns", "data")
+STATUSES = ("available", "coming")  # coming: listed, but no role deploys it yet
 _PARAM_KEYS = ("type", "default", "fallback", "min", "max", "max_items", "max_len", "choices",
                "description")
 
@@ -86,6 +87,12 @@ class Service:
     dns: tuple[dict[str, str], ...]
     data: dict[str, Any]
     digest: str = field(default="", compare=False)
+    status: str = "available"
+
+    @property
+    def available(self) -> bool:
+        """Whether members may have it now (a role deploys it); else it is coming."""
+        return self.status == "available"
 
     def unit_cost(self, settings: Mapping[str, Any]) -> dict[str, int]:
         """Return the declared RAM (MB) and disk (GB) one unit with `settings` needs."""
@@ -102,11 +109,26 @@ class Catalogue:
 
     def get(self, name: str, file: str = "(command line)", field_path: str = "service"
             ) -> Service:
-        """Return the service `name`, or a validation error with a did-you-mean."""
+        """Return the service `name` a member may have now, or a validation error.
+
+        An unknown name gets a did-you-mean; a coming service says that it is not offered yet.
+        """
         if name not in self.services:
             checks.fail(file, field_path, name, "no such service",
                         hint=checks.suggest(name, self.services))
+        self.refuse_coming(name, file, field_path)
         return self.services[name]
+
+    @property
+    def available(self) -> list[str]:
+        """The names of the services members may have now."""
+        return [name for name, service in self.services.items() if service.available]
+
+    def refuse_coming(self, name: str, file: str, field_path: str) -> None:
+        """Refuse a service that is listed but not offered yet (no role deploys it)."""
+        if not self.services[name].available:
+            checks.fail(file, field_path, name, "this service is coming, not offered yet: no "
+                        "role deploys it", hint=f"available now: {', '.join(self.available)}")
 
 
 @cache
@@ -159,6 +181,8 @@ def parse_service(raw: bytes, file: str) -> Service:
     for key in ("name", "description", "group", "role"):
         if not isinstance(data.get(key), str):
             checks.fail(file, key, data.get(key), "required string")
+    if data.get("status") not in STATUSES:
+        checks.fail(file, "status", data.get("status"), f"must be one of {', '.join(STATUSES)}")
     params = {name: _parameter(name, spec, file)
               for name, spec in checks.mapping(data.get("parameters"), file,
                                                "parameters").items()}
@@ -192,7 +216,7 @@ def parse_service(raw: bytes, file: str) -> Service:
         dns=tuple(_dns_record(r, file, f"dns[{i}]")
                   for i, r in enumerate(checks.sequence(data.get("dns"), file, "dns"))),
         data=checks.mapping(data.get("data"), file, "data"),
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
     )
 
 

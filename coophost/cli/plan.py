@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_PENDING, UsageError
+from coophost.errors import EXIT_PENDING
 
 SYMBOLS = {"add": "+", "change": "~", "remove": "-"}
 
@@ -20,18 +20,12 @@ SYMBOLS = {"add": "+", "change": "~", "remove": "-"}
 def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_json: bool) -> int:
     """Show what a deploy would change, per host and member; exit 1 when changes are pending."""
     from coophost import plan as planning
-    from coophost.desired import compute
-    from coophost.registry import checks
+    from coophost.desired import check_names, compute
     from coophost.state import StateDB
 
     desired = compute(app.inventory)
-    if member_slug is not None:
-        checks.slug(member_slug, "(command line)", "--member")
-    if member_slug is not None and member_slug not in {r[0] for r in desired.rows} and not (
-            app.inventory / "members" / f"{member_slug}.yml").is_file():
-        raise UsageError(f"no member {member_slug!r}")
-    if host_name is not None and host_name not in desired.hosts:
-        raise UsageError(f"no host {host_name!r} in hosts.yml")
+    check_names(desired, app.inventory, members=[member_slug] if member_slug else [],
+                hosts=[host_name] if host_name else [])
     units = desired.unit_hashes()
     with StateDB(app.inventory) as state:
         applied = state.applied()

@@ -188,7 +188,9 @@ def member_suspend(app: AppContext, slug: str, why: str) -> None:
     from coophost.lifecycle import set_status
     from coophost.requests import actor
 
-    set_status(_root(app), slug, "suspended", actor(), why)
+    if set_status(_root(app), slug, "suspended", actor(), why) is None:
+        app.out.print(f"{slug} is suspended already: nothing changed")
+        return
     app.out.print(f"suspended {slug}; `coophost deploy` applies it")
 
 
@@ -201,7 +203,9 @@ def member_resume(app: AppContext, slug: str, why: str) -> None:
     from coophost.lifecycle import set_status
     from coophost.requests import actor
 
-    set_status(_root(app), slug, "active", actor(), why)
+    if set_status(_root(app), slug, "active", actor(), why) is None:
+        app.out.print(f"{slug} is active already: nothing changed")
+        return
     app.out.print(f"resumed {slug}; `coophost deploy` applies it")
 
 
@@ -281,9 +285,12 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
 @pass_app
 def member_move(app: AppContext, slug: str, service: str, host: str, force: bool) -> None:
     """Move one of a member's services to another host (recorded; applied by a deploy)."""
-    from coophost.registry.edit import move_unit
+    from coophost.lifecycle import move
+    from coophost.requests import actor
 
-    move_unit(_root(app), slug, service, host, force)
+    if move(_root(app), slug, service, host, actor(), force) is None:
+        app.out.print(f"{slug}/{service} is on {host} already: nothing changed")
+        return
     app.out.print(f"{slug}/{service} placed on {host}")
 
 
@@ -298,20 +305,25 @@ def service() -> None:
 @json_option
 @pass_app
 def service_list(app: AppContext, as_json: bool) -> None:
-    """List the catalogue's services and their parameters."""
+    """List the catalogue's services: available ones (with their parameters), and coming ones."""
     from dataclasses import asdict
 
     from coophost.catalogue import load_catalogue
 
     services = load_catalogue().services
     if as_json:
-        app.emit_json({name: {"description": s.description, "group": s.group, "role": s.role,
+        app.emit_json({name: {"status": s.status, "description": s.description,
+                              "group": s.group, "role": s.role,
                               "parameters": {p: asdict(v) for p, v in s.parameters.items()},
                               "cost": s.cost, "dns": list(s.dns), "data": s.data}
                        for name, s in services.items()})
         return
+    coming = [name for name, svc in services.items() if not svc.available]
     for name, svc in services.items():
-        app.out.print(f"[bold]{name}[/] (group {svc.group}): {_escape(svc.description)}")
+        if not svc.available:
+            continue
+        app.out.print(f"[bold]{name}[/] (available; group {svc.group}): "
+                      f"{_escape(svc.description)}")
         for param in svc.parameters.values():
             limits = " ".join(x for x in (
                 f"min {param.min}" if param.min is not None else "",
@@ -319,6 +331,9 @@ def service_list(app: AppContext, as_json: bool) -> None:
                 f"one of {'|'.join(param.choices)}" if param.choices else "") if x)
             app.out.print(f"  {param.name} ({param.type}; default {param.default!r}"
                           f"{'; ' + limits if limits else ''}): {_escape(param.description)}")
+    for name in coming:
+        app.out.print(f"[bold]{name}[/] (coming: no role deploys it yet, it cannot be enabled "
+                      f"or requested): {_escape(services[name].description)}")
 
 
 @service.command("enable")
@@ -368,24 +383,36 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
                  as_json: bool) -> None:
     """Decrypt and print a member's secrets (the only command that ever prints one)."""
     from coophost.catalogue import load_catalogue
+    from coophost.registry.checks import suggest
     from coophost.registry.edit import member_path
     from coophost.registry.loader import load_coop
     from coophost.secrets import SecretStore
 
-    member_path(_root(app), slug)
-    coop, _ = load_coop(_root(app))
-    store = SecretStore(_root(app), coop.vault, load_catalogue())
     from coophost.registry.loader import load_registry
 
-    found = load_registry(_root(app), need_hosts=False).registry.members.get(slug)
-    values = store.reveal(found.owner) if found is not None else {}
+    root = _root(app)
+    member_path(root, slug)
+    coop, _ = load_coop(root)
+    store = SecretStore(root, coop.vault, load_catalogue())
+    found = load_registry(root, need_hosts=False).registry.members.get(slug)
+    if found is None:
+        slugs = sorted(p.stem for p in (root / "members").glob("*.yml"))
+        raise UsageError(f"no member {slug!r}", hint=suggest(slug, slugs))
+    values = store.reveal(found.owner)
     if service_name is not None:
-        values = {service_name: values.get(service_name, {})}
+        if service_name not in values:
+            raise UsageError(f"no secrets stored for {slug}/{service_name}",
+                             hint=(f"{slug} has secrets for: {', '.join(sorted(values))}"
+                                   if values else "secrets are generated by `coophost render` "
+                                   "(or a deploy)"))
+        values = {service_name: values[service_name]}
     if name is not None and service_name is not None:
-        values = {service_name: {k: v for k, v in values[service_name].items() if k == name}}
+        if name not in values[service_name]:
+            raise UsageError(f"{slug}/{service_name} has no secret {name!r}",
+                             hint="its secrets: " + ", ".join(sorted(values[service_name])))
+        values = {service_name: {name: values[service_name][name]}}
     if not any(values.values()):
-        raise UsageError(f"no secrets stored for {slug}"
-                         f"{'/' + service_name if service_name else ''}",
+        raise UsageError(f"no secrets stored for {slug}",
                          hint="secrets are generated by `coophost render` (or a deploy)")
     if as_json:
         app.emit_json(values)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from coophost.deploy.executor import Executor, HostOutcome, LocalExecutor, VaultAccess
-from coophost.deploy.jobs import HostJob, Selection, default_parallel, select_hosts
+from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, select_hosts
 from coophost.deploy.records import RunLog
 from coophost.errors import (
     EXIT_INTERRUPTED,
@@ -63,15 +63,14 @@ class DeployResult:
     def by_member(self) -> dict[str, dict[str, str]]:
         """Map member -> service -> the status of the host that runs it.
 
-        A unit whose service has no role yet is placed and recorded, but nothing applies it:
-        it says so rather than borrowing its host's "ok".
+        Every unit has a role that applies it: a service without one is "coming" in the
+        catalogue, and no member file may list it.
         """
         table: dict[str, dict[str, str]] = {}
         for host, job in self.jobs.items():
             status = self.outcomes[host].status if host in self.outcomes else "pending"
             for member, service, _ in job.units:
-                shown = "placed, no role yet" if service in job.no_role else status
-                table.setdefault(member, {})[service] = f"{shown} ({host})"
+                table.setdefault(member, {})[service] = f"{status} ({host})"
         return dict(sorted(table.items()))
 
 
@@ -114,7 +113,7 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     off, as in check mode): from then on those units stay where they were put.
     """
     from coophost import plan as planning
-    from coophost.desired import compute
+    from coophost.desired import check_names, compute
     from coophost.registry.edit import assign_lives
     from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
@@ -122,10 +121,10 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     if record_placements:
         assign_lives(root)  # before hashing: a unit's data and secrets are keyed by its life
     desired = compute(root)
+    check_names(desired, root, members=sorted(selection.members),
+                hosts=sorted(selection.hosts), services=sorted(selection.services))
     if record_placements and desired.placement.new:
         record(root, {key: desired.placement.hosts[key] for key in desired.placement.new})
-    for host in selection.hosts - set(desired.hosts):
-        raise ConfigError(f"no host {host!r} in {root / 'hosts.yml'}")
     units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
     with StateDB(root) as db:
         applied = db.applied()
@@ -135,9 +134,7 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
         on_host[unit.host].append((unit.member, unit.service, unit.hash))
     placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
     chosen = select_hosts(plan, placed, selection, resume_hosts)
-    no_role = frozenset(s for s, version in desired.role_versions.items() if version == "absent")
-    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons,
-                          no_role)
+    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons)
             for host, reasons in chosen.items()}
 
 
@@ -194,6 +191,12 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
     lock = threading.Lock()
 
     def finish(outcome: HostOutcome) -> None:
+        if outcome.status == "failed":
+            culprits = blame(outcome.causes, jobs[outcome.host].units)
+            if culprits:
+                outcome.summary += "\ncaused by " + "; ".join(
+                    f"member {member}" + (f" ({', '.join(units)})" if units else "")
+                    for member, units in culprits)
         with lock:
             result.outcomes[outcome.host] = outcome
         progress.finished(outcome)

@@ -41,6 +41,9 @@ class HostOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     summary: str = ""
     output: str = ""
+    # Each failed task's role and what it said about what failed (message, loop item): what
+    # the engine reads to name the member and unit behind a host's failure.
+    causes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class LocalExecutor:
         """Run the playbook once over `hosts` and split the result per host."""
         tasks = dict.fromkeys(hosts, 0)
         failures: dict[str, list[str]] = {h: [] for h in hosts}
+        causes: dict[str, list[tuple[str, str]]] = {h: [] for h in hosts}
 
         def on_event(event: dict[str, Any]) -> bool:
             data = event.get("event_data") or {}
@@ -137,8 +141,11 @@ class LocalExecutor:
                 if kind in ("runner_on_failed", "runner_on_unreachable") \
                         and not data.get("ignore_errors"):
                     res = data.get("res") or {}
-                    message = str(res.get("msg", ""))[:300]
-                    failures[host].append(f"{task}: {message}")
+                    message = failure_message(res)
+                    item = item_label(res)
+                    failures[host].append(f"{task}{f' (item {item})' if item else ''}: "
+                                          f"{message}")
+                    causes[host].append((str(data.get("role", "")), f"{message} {item}"))
                 sink(host, "done", task)
             return False  # task events are not written to the job's artifacts
 
@@ -150,7 +157,47 @@ class LocalExecutor:
                 event_handler=on_event, cancel_callback=cancel.is_set)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
+        outcomes = {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
+        for host, outcome in outcomes.items():
+            outcome.causes = causes[host]
+        return outcomes
+
+
+def failure_message(res: dict[str, Any]) -> str:
+    """What a failed task said: its message, or those of a loop's failed items."""
+    results = res.get("results")
+    if isinstance(results, list):
+        said = [str(r.get("msg", "")) for r in results if isinstance(r, dict) and r.get("failed")]
+        if any(said):
+            return "; ".join(dict.fromkeys(s for s in said if s))[:300]
+    return str(res.get("msg", ""))[:300]
+
+
+def item_label(res: dict[str, Any]) -> str:
+    """A short name of the loop item(s) a failed task result names, or "" (none, or hidden).
+
+    A string item as it is; a mapping by its member's slug or its `name`; items of a loop's
+    failed results joined. Results hidden by no_log carry no item.
+    """
+    def one(item: object) -> str:
+        if isinstance(item, str):
+            return item[:100]
+        if isinstance(item, dict):
+            member = item.get("member")
+            if isinstance(member, dict) and isinstance(member.get("slug"), str):
+                return str(member["slug"])
+            for key in ("slug", "name"):
+                if isinstance(item.get(key), str):
+                    return str(item[key])[:100]
+        return ""
+
+    if "item" in res:
+        return one(res["item"])
+    results = res.get("results")
+    if isinstance(results, list):
+        return ", ".join(label for r in results if isinstance(r, dict) and r.get("failed")
+                         for label in [one(r.get("item"))] if label)[:300]
+    return ""
 
 
 def mitogen_env(strategy: str = "linear") -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,7 +29,6 @@ class HostJob:
     units: list[tuple[str, str, str]] = field(default_factory=list)  # (member, service, hash)
     host_hash: str = ""
     reasons: list[str] = field(default_factory=list)  # "alice/mail: change", "host: new"
-    no_role: frozenset[str] = frozenset()  # services placed here whose role does not exist yet
 
     @property
     def unit_names(self) -> list[str]:
@@ -75,6 +75,29 @@ def select_hosts(plan: Plan, placed: Mapping[str, Iterable[tuple[str, str]]],
 
         chosen = {h: r for h, r in chosen.items() if wanted(h)}
     return dict(sorted(chosen.items()))
+
+
+def blame(causes: Iterable[tuple[str, str]], units: Iterable[tuple[str, str, str]]
+          ) -> list[tuple[str, list[str]]]:
+    """Which members (and units) of a host a failure points at: [(member, its units)].
+
+    `causes` are each failed task's (role, message and loop item); a member is named by its
+    slug, its host account (`m-<slug>`) or its folder, as a word of its own. A failure in a
+    service's role points at that service's unit of the member; one elsewhere (the members
+    role, say) at every unit the member has on the host.
+    """
+    units = list(units)
+    slugs = {member for member, _, _ in units}
+    services = {service for _, service, _ in units}
+    found: dict[str, set[str]] = {}
+    for role, text in causes:
+        for word in re.findall(r"[a-z0-9][a-z0-9-]*", text.lower()):
+            slug = word[2:] if word.startswith("m-") and word[2:] in slugs else word
+            if slug in slugs:
+                found.setdefault(slug, set()).update(
+                    f"{m}/{s}" for m, s, _ in units
+                    if m == slug and (role not in services or s == role))
+    return [(slug, sorted(found[slug])) for slug in sorted(found)]
 
 
 def default_parallel(jobs: int, cores: int | None = None) -> int:

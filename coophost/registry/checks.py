@@ -16,7 +16,13 @@ from typing import Any
 
 from coophost.errors import ValidationError
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+# A member's host account is `m-<slug>` (roles/members, members_user_prefix) and systemd (the
+# hosts' sysusers and logind) takes user names of at most 31 characters (it must fit utmp):
+# so a slug has at most 29.
+ACCOUNT_PREFIX = "m-"
+ACCOUNT_NAME_MAX = 31
+SLUG_MAX = ACCOUNT_NAME_MAX - len(ACCOUNT_PREFIX)
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]+$")
 HOST_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCALPART_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
 EMAIL_LOCAL_RE = re.compile(r"^[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*$")
@@ -124,11 +130,16 @@ def text(value: object, file: str, field: str, max_len: int = 200) -> str:
 
 
 def slug(value: object, file: str, field: str) -> str:
-    """Return a member slug: `^[a-z][a-z0-9-]{1,30}$`."""
+    """Return a member slug: `^[a-z][a-z0-9-]+$`, 2 to SLUG_MAX characters."""
     if not isinstance(value, str) or not SLUG_RE.match(value):
-        fail(file, field, value, "must match ^[a-z][a-z0-9-]{1,30}$ (lowercase letters, digits, "
+        fail(file, field, value, "must match ^[a-z][a-z0-9-]+$ (lowercase letters, digits, "
              "hyphens; starting with a letter)")
-    return value  # type: ignore[return-value]
+    assert isinstance(value, str)
+    if len(value) > SLUG_MAX:
+        fail(file, field, value, f"longer than {SLUG_MAX} characters: the member's host account "
+             f"{ACCOUNT_PREFIX}{value} would pass the {ACCOUNT_NAME_MAX} characters a Linux user "
+             "name may have")
+    return value
 
 
 def host_name(value: object, file: str, field: str) -> str:
@@ -221,7 +232,7 @@ def email(value: object, file: str, field: str) -> str:
 
 
 def ssh_public_key(value: object, file: str, field: str) -> str:
-    """One OpenSSH public key line: a known type, its base64 blob, an optional comment."""
+    """One OpenSSH public key line: a known type, its key (read by `cryptography`), a comment."""
     if not isinstance(value, str) or len(value) > 16384 or "\n" in value or "\r" in value:
         fail(file, field, value, "must be one OpenSSH public key line")
     assert isinstance(value, str)
@@ -235,6 +246,13 @@ def ssh_public_key(value: object, file: str, field: str) -> str:
     name_len = int.from_bytes(blob[:4], "big")
     if blob[4:4 + name_len] != parts[0].encode():
         fail(file, field, value, "the key blob does not match its type")
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    try:
+        load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        fail(file, field, value, f"not a usable {parts[0]} key: {exc}")
     if len(parts) == 3:
         text(parts[2], file, field, max_len=200)
     return value  # type: ignore[return-value]

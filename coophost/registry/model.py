@@ -62,6 +62,7 @@ class Host:
     # settings (`ansible_*`) left out: changing a role variable there is a change to deploy,
     # a new SSH port is not.
     vars_digest: str = ""
+    lab_domain: str = ""  # `coophost_lab_domain`: the domain of the lab this host belongs to
 
 
 @dataclass(frozen=True)

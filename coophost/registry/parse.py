@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from coophost.catalogue import Catalogue, Parameter, Service
@@ -129,11 +129,14 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
         fqdn = hvars.get("coophost_fqdn", name)
         if "." in str(fqdn):
             fqdn, _ = checks.domain(fqdn, file, f"{where}.coophost_fqdn")
+        lab_domain = hvars.get("coophost_lab_domain")
+        if lab_domain is not None:
+            lab_domain, _ = checks.domain(lab_domain, file, f"{where}.coophost_lab_domain")
         hosts[name] = Host(name=name, fqdn=str(fqdn),
                            address=str(hvars.get("ansible_host", name)),
                            groups=member_of, capacity=capacity,
                            dns_addresses=_dns_addresses(hvars, file, where),
-                           vars_digest=_vars_digest(hvars))
+                           vars_digest=_vars_digest(hvars), lab_domain=lab_domain or "")
     return dict(sorted(hosts.items()))
 
 
@@ -232,6 +235,7 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
     services = checks.mapping(top.get("services"), file, "services")
     checks.refuse_unknown_keys(services, catalogue.services, file, "services")
     for name, settings in services.items():
+        catalogue.refuse_coming(name, file, f"services.{name}")
         service = catalogue.services[name]
         member.services[name] = resolve_settings(service, settings, member, coop, file)
     placement = checks.mapping(top.get("placement"), file, "placement")
@@ -240,6 +244,7 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
             checks.fail(file, f"placement.{name}", host, "placement of a service that is not "
                         "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
         member.placement[name] = checks.host_name(host, file, f"placement.{name}")
+    check_reserved(member, ReservedNames(coop, {}), catalogue, coop)
     return member
 
 
@@ -407,17 +412,98 @@ def claims(member: Member) -> list[tuple[str, str, str]]:
         for domain in mail["domains"]:
             for name in [*mail["mailboxes"], *mail["aliases"]]:
                 result.append((f"{name}@{domain}", "services.mail", name))
+    for index, key in enumerate(member.ssh_keys):
+        result.append((ssh_key_claim(key), f"ssh_keys[{index}]", key))
     return result
+
+
+def ssh_key_claim(line: str) -> str:
+    """The claim key of an SSH public key: its type and key material, comment left out."""
+    import hashlib
+
+    kind, blob = line.split(" ", 2)[:2]
+    return "ssh:" + hashlib.sha256(f"{kind} {blob}".encode()).hexdigest()
+
+
+class ReservedNames:
+    """The names no member may claim, nor a name under or above one.
+
+    The co-op's own domain, every host's name, and a lab's domain with its DNS and ACME names.
+    Under the co-op's (or lab's) domain a member may hold only its services' fallback
+    addresses (`<slug>.<service>.<co-op domain>`), and only when such a name is not itself
+    reserved or under a host's name.
+    """
+
+    def __init__(self, coop: Coop, hosts: Mapping[str, Host]) -> None:
+        self.coop_domain = coop.domain
+        self.names = {coop.domain: "the co-op's own domain"}
+        for host in hosts.values():
+            if "." in host.fqdn:
+                self.names[host.fqdn] = f"the name of host {host.name!r}"
+            if host.lab_domain:
+                self.names.setdefault(host.lab_domain, "the lab's domain")
+                for service in ("dns", "acme"):
+                    self.names[f"{service}.{host.lab_domain}"] = f"the lab's {service} server"
+        self.above: dict[str, str] = {}
+        for name, what in self.names.items():
+            for parent in _parents(name):
+                self.above.setdefault(parent, f"holds {what} ({name})")
+
+        self.domains = {coop.domain, *(h.lab_domain for h in hosts.values() if h.lab_domain)}
+
+    def problem(self, key: str, fallbacks: Collection[str] = ()) -> str | None:
+        """Why a member may not claim the domain or vhost `key`, or None when it may.
+
+        `fallbacks`: the member's fallback addresses it may hold under the co-op's domain.
+        """
+        if key in self.names:
+            return f"is {self.names[key]}"
+        if key in self.above:
+            return self.above[key]
+        own = key in fallbacks
+        for parent in _parents(key):
+            if parent in self.names and not (own and parent in self.domains):
+                return f"is under {self.names[parent]} ({parent})"
+        return None
+
+
+def fallback_addresses(slug: str, services: Iterable[str], catalogue: Catalogue,
+                       coop: Coop) -> set[str]:
+    """The co-op addresses (`<slug>.<service>.<co-op domain>`) of a member's vhost services."""
+    return {(param.fallback or "{slug}.{coop_domain}").format(slug=slug,
+                                                              coop_domain=coop.domain)
+            for name in services for param in catalogue.services[name].parameters.values()
+            if param.type == "vhost"}
+
+
+def _parents(name: str) -> list[str]:
+    """The domains above `name` that have at least two labels."""
+    labels = name.split(".")
+    return [".".join(labels[start:]) for start in range(1, len(labels) - 1)]
+
+
+def check_reserved(member: Member, reserved: ReservedNames, catalogue: Catalogue,
+                   coop: Coop) -> None:
+    """Refuse a domain or vhost `member` claims that is reserved."""
+    fallbacks = fallback_addresses(member.slug, member.services, catalogue, coop)
+    for key, field, value in claims(member):
+        if "@" in key or key.startswith("ssh:"):  # an address's domain is checked on its own
+            continue
+        problem = reserved.problem(key, fallbacks if field.startswith("services.") else ())
+        if problem is not None:
+            checks.fail(member.file, field, value, f"{problem}: no member may claim it")
 
 
 def check_claims(claimed: Iterable[tuple[str, str, list[tuple[str, str, str]]]]) -> None:
     """Refuse a key claimed by two members; `claimed` yields (slug, file, claims) in order."""
-    owners: dict[str, str] = {}
+    owners: dict[str, tuple[str, str]] = {}
     for slug, file, items in claimed:
         for key, field, value in items:
-            owner = owners.setdefault(key, slug)
+            owner, owner_file = owners.setdefault(key, (slug, file))
             if owner != slug:
-                checks.fail(file, field, value, f"already belongs to member {owner!r}")
+                what = "this SSH key " if key.startswith("ssh:") else ""
+                checks.fail(file, field, value, f"{what}already belongs to member {owner!r} "
+                            f"({owner_file})")
 
 
 def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str, Host],
@@ -438,5 +524,7 @@ def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str,
 def cross_check(registry: Registry, catalogue: Catalogue) -> None:
     """Check across records: unique domains, addresses and vhosts; placement references."""
     check_claims((m.slug, m.file, claims(m)) for m in registry.members.values())
+    reserved = ReservedNames(registry.coop, registry.hosts)
     for member in registry.members.values():
+        check_reserved(member, reserved, catalogue, registry.coop)
         check_placement(member.file, member.placement, registry.hosts, catalogue)

@@ -3,13 +3,18 @@
 Reads use PyYAML's C loader (a 10,000-member co-op must parse in seconds) with duplicate keys
 refused and anchors/aliases refused (they have no use in a member file and enable "billion
 laughs" bombs). Writes use ruamel.yaml's round-trip mode so comments and key order survive.
+
+Both speak one dialect, YAML 1.2's core schema (ruamel.yaml's): `on`, `yes`, `no` and `off`
+are strings, only true/false are booleans, `010` is ten and `1:30` is text. PyYAML alone
+would read YAML 1.1, where a mailbox written as `on` comes back as the boolean true.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -34,7 +39,19 @@ class _AliasUsed(Exception):
 
 
 class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
-    """A safe loader that refuses duplicate keys and YAML aliases."""
+    """A safe loader of YAML 1.2's core schema that refuses duplicate keys and YAML aliases."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {}
+
+    def construct_yaml_int(self, node: Any) -> int:
+        """A YAML 1.2 integer as ruamel.yaml reads it: 0b, 0o, 0x, else decimal (`010` is 10)."""
+        value = str(self.construct_scalar(node)).replace("_", "")
+        sign = -1 if value.startswith("-") else 1
+        digits = value.lstrip("+-")
+        for prefix, base in (("0b", 2), ("0o", 8), ("0x", 16)):
+            if digits.startswith(prefix):
+                return sign * int(digits[2:], base)
+        return sign * int(digits, 10)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -48,6 +65,44 @@ class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
                 raise _DuplicateKey(key, key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+# The implicit types of ruamel.yaml's YAML 1.2 resolver (what its round-trip mode reads and
+# writes), but `=`, which is text here; `<<` is kept so that merge keys can be refused.
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("float", r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", list("-+0123456789.")),
+    ("int", r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+)$",
+     list("-+0123456789")),
+    ("merge", r"^(?:<<)$", ["<"]),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("timestamp", r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                      |[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?
+                      (?:[Tt]|[\ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?
+                      (?:[\ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""",
+     list("0123456789")),
+):
+    _StrictLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X),
+                                        _first)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting every string that either YAML 1.1 or 1.2 reads otherwise."""
+
+
+for _first_char, _resolvers in _StrictLoader.yaml_implicit_resolvers.items():
+    for _resolved_tag, _regexp in _resolvers:
+        _PlainDumper.add_implicit_resolver(_resolved_tag, _regexp, [_first_char])
+
+
+def dump_plain(data: Any) -> str:
+    """Serialise plain data (a new file, no comments to keep) so that `load_text` reads it back."""
+    return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
 
 def _reject_shared(data: Any, file: str) -> None:

@@ -58,3 +58,15 @@ def run(*args: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def coming_services_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Treat the catalogue's coming services (no role yet) as available.
+
+    For tests of generic mechanisms (vhosts, requests, ceilings, secrets) that need a service
+    with settings mail lacks; the refusal of coming services is tested without this.
+    """
+    from coophost.catalogue import Service
+
+    monkeypatch.setattr(Service, "available", property(lambda self: True))

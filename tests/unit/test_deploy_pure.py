@@ -91,11 +91,15 @@ def test_by_member_reports_each_unit_with_its_host() -> None:
                                 "bob": {"git": "ok (h1)", "mail": "unreachable (h2)"}}
 
 
-def test_by_member_says_when_a_service_has_no_role_yet() -> None:
-    jobs = {"h1": HostJob("h1", [("ada", "mail", "x"), ("ada", "git", "y")],
-                          no_role=frozenset({"git"}))}
-    done = DeployResult(1, jobs, {"h1": HostOutcome("h1", "ok")})
-    assert done.by_member() == {"ada": {"mail": "ok (h1)", "git": "placed, no role yet (h1)"}}
+def test_every_available_service_has_a_role_and_no_coming_one_does() -> None:
+    """Honest catalogue: what members may enable is what a role deploys."""
+    from coophost.catalogue import load_catalogue
+    from coophost.desired import role_version
+
+    for name, service in load_catalogue().services.items():
+        has_role = role_version(service.role) != "absent"
+        assert has_role == service.available, f"{name}: {service.status}, role found: {has_role}"
+
 
 
 @pytest.mark.parametrize(("jobs", "cores", "expected"), [(1, 2, 1), (3, 2, 3), (10, 2, 4),

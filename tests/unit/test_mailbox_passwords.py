@@ -153,8 +153,8 @@ def test_member_keyed_mapping_renders_unsafe_keys() -> None:
     ("[{name: 'a/b', kind: password}]", "identifier"),
 ])
 def test_catalogue_checks_secret_specs(secrets: str, message: str) -> None:
-    raw = (f"name: x\ndescription: x\ngroup: x\nrole: x\nparameters: {{}}\ncost: {{}}\n"
-           f"secrets: {secrets}\ndns: []\ndata: {{}}\n").encode()
+    raw = (f"name: x\ndescription: x\ngroup: x\nrole: x\nstatus: available\n"
+           f"parameters: {{}}\ncost: {{}}\nsecrets: {secrets}\ndns: []\ndata: {{}}\n").encode()
     with pytest.raises(CoophostError, match=message):
         parse_service(raw, "catalogue/x.yml")
 

@@ -67,6 +67,7 @@ def test_anything_but_a_member_verb_is_refused(coop: Path, capsys, command: str)
     assert (coop / "members" / "bread-coop.yml").read_text() == before
 
 
+@pytest.mark.usefixtures("coming_services_available")
 def test_a_request_is_filed_for_the_forced_slug_only(coop: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     code, _ = shell(coop, "request nextcloud --set quota_gb=2")
     assert code == 0, capsys.readouterr().err

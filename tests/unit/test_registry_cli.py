@@ -140,6 +140,7 @@ def test_member_move_records_and_plan_shows_it(coop: Path, cli) -> None:
     assert code == 1 and "moved from" in out and "moved to" in out
 
 
+@pytest.mark.usefixtures("coming_services_available")
 def test_no_host_fits_is_a_clear_error(coop: Path, cli) -> None:
     hosts = coop / "hosts.yml"
     hosts.write_text(hosts.read_text().replace("ram_mb: 4096", "ram_mb: 100"))
@@ -182,7 +183,10 @@ def test_init_creates_a_valid_coop(tmp_path: Path, cli) -> None:
                "--contact", "a@x.test")[0] == 2
 
 
+@pytest.mark.usefixtures("coming_services_available")
 def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
+    code, _, err = cli("-i", str(coop), "service", "enable", "bread-coop", "nextcloud")
+    assert code == 0, err
     code, render_out, err = cli("-i", str(coop), "render")
     assert code == 0, err
     from coophost.catalogue import load_catalogue

@@ -80,7 +80,10 @@ def _with_fake_vault(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_unit_vars_never_hold_secret_values(coop: Path) -> None:
+@pytest.mark.usefixtures("coming_services_available")
+def test_unit_vars_never_hold_secret_values(coop: Path, cli) -> None:
+    code, _, err = cli("-i", str(coop), "service", "enable", "bread-coop", "nextcloud")
+    assert code == 0, err
     registry = load_registry(coop).registry
     member = registry.members["bread-coop"]
     from coophost.catalogue import load_catalogue

@@ -22,6 +22,9 @@ from coophost.requests import (
     shown_state,
 )
 
+# Requests are tested with nextcloud (a service with settings mail lacks), still coming.
+pytestmark = pytest.mark.usefixtures("coming_services_available")
+
 
 def member(coop: Path, slug: str):  # type: ignore[no-untyped-def]
     return load_registry(coop, need_hosts=False, use_cache=False).registry.members[slug]

@@ -34,7 +34,7 @@ REFUSED = [
     ("path traversal in a slug", BASE.replace("slug: alice", "slug: ../../etc/passwd"),
      "slug", "must match"),
     ("uppercase slug", BASE.replace("slug: alice", "slug: Alice"), "slug", "must match"),
-    ("slug too long", BASE.replace("slug: alice", "slug: a" + "b" * 31), "slug", "must match"),
+    ("slug too long", BASE.replace("slug: alice", "slug: a" + "b" * 31), "slug", "longer than"),
     ("shell metacharacters in a domain", BASE.replace("[alice.test]", "['alice.test;id']"),
      "domains[0]", "not a valid"),
     ("Cyrillic look-alike domain", BASE.replace(
@@ -92,6 +92,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.usefixtures("coming_services_available")  # one case has a git vhost
 @pytest.mark.parametrize(("why", "text", "field", "problem"), REFUSED,
                          ids=[case[0] for case in REFUSED])
 def test_refused(coop: Path, why: str, text: str, field: str, problem: str) -> None:
@@ -156,6 +157,7 @@ def test_accepted(coop: Path, why: str, text: str, attribute: str, expected: obj
     assert value == expected
 
 
+@pytest.mark.usefixtures("coming_services_available")
 def test_defaults_applied(coop: Path) -> None:
     member = check(coop, BASE + "services: {mail: {}, nextcloud: {}}\n")
     assert member.services["mail"]["quota_mb"] == 1024
@@ -166,3 +168,24 @@ def test_defaults_applied(coop: Path) -> None:
 def test_idna_stores_a_labels_for_dns(coop: Path) -> None:
     member = check(coop, BASE.replace("[alice.test]", "[bücher.test]"))
     assert member.domains[0].ascii == "xn--bcher-kva.test"
+
+
+def test_slug_length_fits_a_host_account_name(coop: Path) -> None:
+    """The host account is m-<slug>; systemd takes account names of at most 31 characters."""
+    longest = "a" + "b" * 28
+    assert check(coop, BASE.replace("slug: alice", f"slug: {longest}"), longest).slug == longest
+    too_long = longest + "c"
+    with pytest.raises(ValidationError) as caught:
+        check(coop, BASE.replace("slug: alice", f"slug: {too_long}"), too_long)
+    assert caught.value.field == "slug"
+    assert caught.value.value == too_long
+    assert f"m-{too_long}" in caught.value.problem
+
+
+def test_cli_refuses_a_slug_too_long_for_an_account(coop: Path, cli) -> None:
+    slug = "a" * 30
+    text = BASE.replace("slug: alice", f"slug: {slug}")
+    (coop / "members" / f"{slug}.yml").write_text(text)
+    code, _, err = cli("-i", str(coop), "plan")
+    assert code == 2
+    assert f"members/{slug}.yml: slug: '{slug}'" in err

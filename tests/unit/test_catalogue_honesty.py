@@ -1,0 +1,69 @@
+"""Honest catalogue: a service without a role is "coming", and no member can have it."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from coophost.catalogue import load_catalogue
+from coophost.membershell import run
+from coophost.requests import load_requests
+
+COMING = ("discourse", "git", "nextcloud")
+
+
+def test_the_catalogue_says_what_is_available_and_what_is_coming() -> None:
+    services = load_catalogue().services
+    assert [n for n, s in services.items() if s.available] == ["mail"]
+    assert sorted(n for n, s in services.items() if not s.available) == list(COMING)
+
+
+def test_service_list_says_available_and_coming(coop: Path, cli) -> None:
+    code, out, err = cli("-i", str(coop), "service", "list")
+    assert code == 0, err
+    assert "mail (available" in out
+    for name in COMING:
+        assert f"{name} (coming: no role deploys it yet" in out
+    code, out, err = cli("-i", str(coop), "service", "list", "--json")
+    assert {name: s["status"] for name, s in json.loads(out).items()} == {
+        "mail": "available", **dict.fromkeys(COMING, "coming")}
+
+
+@pytest.mark.parametrize("service", COMING)
+def test_a_member_file_cannot_list_a_coming_service(coop: Path, cli, service: str) -> None:
+    path = coop / "members" / "ada-books.yml"
+    path.write_text(path.read_text().replace("services:\n", f"services:\n  {service}: {{}}\n"))
+    code, _, err = cli("-i", str(coop), "plan")
+    assert code == 2, err
+    assert f"members/ada-books.yml: services.{service}: '{service}': this service is coming" in err
+    assert "available now: mail" in err
+
+
+@pytest.mark.parametrize("service", COMING)
+def test_a_coming_service_cannot_be_enabled(coop: Path, cli, service: str) -> None:
+    before = (coop / "members" / "ada-books.yml").read_bytes()
+    code, _, err = cli("-i", str(coop), "service", "enable", "ada-books", service)
+    assert code == 2
+    assert "this service is coming, not offered yet" in err
+    assert (coop / "members" / "ada-books.yml").read_bytes() == before
+
+
+def test_a_coming_service_cannot_be_requested(coop: Path, cli) -> None:
+    code, _, err = cli("-i", str(coop), "requests", "file", "ada-books", "nextcloud")
+    assert code == 2
+    assert "this service is coming" in err
+    out = io.BytesIO()
+    assert run(coop, "ada-books", "request nextcloud --set quota_gb=2", out) == 2
+    assert load_requests(coop) == []
+
+
+def test_the_member_shell_lists_coming_services_apart(coop: Path) -> None:
+    out = io.BytesIO()
+    assert run(coop, "ada-books", "services", out) == 0
+    text = out.getvalue().decode()
+    assert "mail: " in text
+    assert "nextcloud: " not in text
+    assert "coming (not offered yet): nextcloud" in text
