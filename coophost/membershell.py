@@ -23,6 +23,7 @@ from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, CoophostError, Us
 
 MAX_COMMAND = 2048  # characters in one command
 MAX_ARGS = 40
+SHOWN_CLOSED = 20  # decided requests `status` shows (the newest); pending ones are all shown
 VERBS = ("status", "services", "request", "cancel", "dns", "export", "help")
 
 
@@ -90,7 +91,7 @@ def status(shell: Shell, as_json: bool) -> None:
     member = registry.members[shell.slug]
     units = unit_states(shell.root)
     deployed = [key for key, (_, done) in units.items() if done]
-    requests = [r for r in load_requests(shell.root) if r.member == shell.slug]
+    requests = load_requests(shell.root, shell.slug, newest_closed=SHOWN_CLOSED)
     data: dict[str, Any] = {
         "member": member.slug, "name": member.name, "status": member.status,
         "domains": [d.name for d in member.domains],

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_USAGE, CoophostError, UsageError
+from coophost.errors import EXIT_USAGE, ConflictError, CoophostError, UsageError
 
 
 def _root(app: AppContext) -> Path:
@@ -148,7 +148,12 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
         app.out.print("no change")
         return
     try:
-        edit.replace_member_text(root, slug, edited)
+        edit.replace_member_text(root, slug, edited, original)
+    except ConflictError as exc:
+        kept = _keep_rejected(root, slug, edited)
+        exc.hint = (f"the change saved meanwhile was kept; your edit is kept in {kept}: "
+                    f"re-apply it with `coophost member edit {slug}`")
+        raise
     except CoophostError as exc:
         kept = _keep_rejected(root, slug, edited)
         exc.hint = f"your edit is kept in {kept}; nothing was saved"

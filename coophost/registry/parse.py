@@ -24,6 +24,8 @@ MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "serv
                "placement", "departed_on")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
+DEFAULT_OPEN_REQUESTS = 10  # pending requests one member may have (allowances.open_requests)
+MAX_OPEN_REQUESTS = 1000
 
 
 def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
@@ -69,9 +71,13 @@ def _choice(value: object, choices: tuple[str, ...], file: str, field: str) -> s
 
 def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]:
     allowances = checks.mapping(data, file, "allowances")
-    checks.refuse_unknown_keys(allowances, ("domains", "services"), file, "allowances")
+    checks.refuse_unknown_keys(allowances, ("domains", "services", "open_requests"), file,
+                               "allowances")
     result: dict[str, Any] = {"domains": checks.integer(allowances.get("domains", 10), file,
-                                                         "allowances.domains", 0, MAX_DOMAINS)}
+                                                         "allowances.domains", 0, MAX_DOMAINS),
+                              "open_requests": checks.integer(
+                                  allowances.get("open_requests", DEFAULT_OPEN_REQUESTS), file,
+                                  "allowances.open_requests", 0, MAX_OPEN_REQUESTS)}
     per_service = checks.mapping(allowances.get("services"), file, "allowances.services")
     checks.refuse_unknown_keys(per_service, catalogue.services, file, "allowances.services")
     result["services"] = {}
