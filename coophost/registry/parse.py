@@ -24,6 +24,9 @@ MEMBER_KEYS = ("slug", "name", "contact", "status", "domains", "ssh_keys", "serv
                "placement", "departed_on")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
+MAX_CAPACITY = 1 << 30  # MB of RAM or GB of disk one host declares (about an exabyte)
+MAX_LIMIT = 10**9  # any per-service ceiling in allowances
+DEPARTURES = ("2000-01-01", "2999-12-31")  # departure dates (ISO strings compare as dates)
 DEFAULT_OPEN_REQUESTS = 10  # pending requests one member may have (allowances.open_requests)
 MAX_OPEN_REQUESTS = 1000
 
@@ -89,7 +92,8 @@ def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]
                    if p.type in ("int", "localparts", "aliases", "member_domains")]
         checks.refuse_unknown_keys(limits, limited, file, where)
         result["services"][service_name] = {
-            key: checks.integer(value, file, f"{where}.{key}", 0) for key, value in limits.items()}
+            key: checks.integer(value, file, f"{where}.{key}", 0, MAX_LIMIT)
+            for key, value in limits.items()}
     return result
 
 
@@ -127,6 +131,8 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
         where = f"hosts.{name}"
         checks.host_name(name, file, where)
         member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
+        if "ansible_port" in hvars:
+            checks.integer(hvars["ansible_port"], file, f"{where}.ansible_port", 1, 65535)
         capacity = _capacity(hvars.get("coophost_capacity"), file,
                              f"{where}.coophost_capacity",
                              required=bool(service_groups.intersection(member_of)))
@@ -181,7 +187,7 @@ def _capacity(value: object, file: str, where: str, required: bool) -> dict[str,
         return {"ram_mb": 0, "disk_gb": 0}
     capacity = checks.mapping(value, file, where)
     checks.refuse_unknown_keys(capacity, CAPACITY_KEYS, file, where)
-    return {key: checks.integer(capacity.get(key), file, f"{where}.{key}", 0)
+    return {key: checks.integer(capacity.get(key), file, f"{where}.{key}", 0, MAX_CAPACITY)
             for key in CAPACITY_KEYS}
 
 
@@ -256,13 +262,17 @@ def _departed_on(value: object, status: object, file: str) -> str:
         return ""
     text = value.isoformat() if isinstance(value, dt.date) else value
     try:
-        if not isinstance(text, str):
+        if not isinstance(text, str) or len(text) != len("YYYY-MM-DD"):
             raise ValueError(text)
-        return dt.date.fromisoformat(text).isoformat()
+        day = dt.date.fromisoformat(text)
     except ValueError:
         checks.fail(file, "departed_on", value, "a departed member needs its departure date "
                     "(YYYY-MM-DD)")
         return ""
+    if not DEPARTURES[0] <= day.isoformat() <= DEPARTURES[1]:
+        checks.fail(file, "departed_on", text, f"must be a date from {DEPARTURES[0]} to "
+                    f"{DEPARTURES[1]}")
+    return day.isoformat()
 
 
 def resolve_settings(service: Service, given: object, member: Member, coop: Coop,

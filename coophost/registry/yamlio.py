@@ -49,6 +49,28 @@ class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
+    def construct_lenient_timestamp(self, node: Any) -> Any:
+        """A date or time; or, for an impossible one (2024-13-45), the text as written.
+
+        The field's own check then refuses it by name: never a crash of the parser.
+        """
+        try:
+            return self.construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
+    def construct_lenient_int(self, node: Any) -> Any:
+        """An integer, or (too many digits to convert) the text as written, refused by name."""
+        try:
+            return self.construct_yaml_int(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                              _StrictLoader.construct_lenient_timestamp)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_lenient_int)
+
 
 def _reject_shared(data: Any, file: str) -> None:
     """Refuse documents whose containers are shared, i.e. that used an anchor and an alias."""
@@ -88,9 +110,11 @@ def load_text(text: str, file: str) -> Any:
 
 
 def load_file(path: Path, label: str | None = None) -> Any:
-    """Read and parse one registry file (see `load_text`)."""
+    """Read (safely: a regular file, bounded) and parse one registry file (see `load_text`)."""
+    from coophost.fsutil import read_regular
+
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, label or str(path), MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ValidationError(label or str(path), "(file)", str(path), "no such file") from None
     return load_bytes(raw, label or str(path))

@@ -70,7 +70,7 @@ def test_a_deploys_placement_write_refuses_a_concurrent_change(
 
     monkeypatch.setattr(edit, "rt_dump", dump_then_change)
     with pytest.raises(ConflictError, match=r"members/bread-coop\.yml changed"):
-        edit.record_placements(coop, {("bread-coop", "git"): "h1"})
+        edit.record_placements(coop, {("bread-coop", "mail"): "h1"})
     assert "status: suspended" in member_file.read_text()
 
 
@@ -96,17 +96,17 @@ def test_a_request_decision_refuses_a_concurrent_change(
         coop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import coophost.requests as requests
 
-    filed = file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
+    filed = file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
     real = requests.now
 
     def now_then_change() -> str:
         [path] = (coop / "requests").rglob(f"{filed.id:05d}.yml")
-        path.write_text(path.read_text().replace("quota_gb: 3", "quota_gb: 4"))
+        path.write_text(path.read_text().replace("quota_mb: 100", "quota_mb: 200"))
         return real()
 
     monkeypatch.setattr(requests, "now", now_then_change)
     with pytest.raises(ConflictError, match=f"{filed.id:05d}.yml changed"):
         _decide(coop, filed.id, "alice", "denied", "denied", "no")
     monkeypatch.setattr(requests, "now", real)
-    assert get_request(coop, filed.id).settings == {"quota_gb": 4}
+    assert get_request(coop, filed.id).settings == {"quota_mb": 200}
     assert get_request(coop, filed.id).state == "pending"

@@ -142,13 +142,16 @@ def _set_open_requests(coop: Path, ceiling: int) -> None:
 
 
 def test_a_member_has_at_most_the_ceiling_of_open_requests(coop: Path) -> None:
+    from coophost.requests import Request, _save
+
     _set_open_requests(coop, 1)
-    file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
+    _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
+                        "member ada-books"))  # an older pending request
     with pytest.raises(UsageError, match=r"allowances\.open_requests: 1") as caught:
         file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
     assert "ada-books already has 1 open requests" in str(caught.value)
     assert len(load_requests(coop, "ada-books")) == 1
-    file_request(coop, "bread-coop", "nextcloud", {}, "member bread-coop")  # another member
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")  # another
     cancel_request(coop, 1, "ada-books", "member ada-books")
     file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")  # room again
 
@@ -158,10 +161,10 @@ def test_the_default_ceiling_is_ten_open_requests(coop: Path) -> None:
 
     assert load_registry(coop, need_hosts=False).registry.coop.allowances["open_requests"] == 10
     for number in range(1, 11):
-        _save(coop, Request(number, "ada-books", "mail", {}, "pending", "2026-01-01T00:00:00Z",
+        _save(coop, Request(number, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
                             "member ada-books"))
     with pytest.raises(UsageError, match="already has 10 open requests"):
-        file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
+        file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
 
 
 def test_the_open_requests_ceiling_is_checked_in_coop_yml(coop: Path, cli) -> None:
@@ -171,8 +174,8 @@ def test_the_open_requests_ceiling_is_checked_in_coop_yml(coop: Path, cli) -> No
 
 
 def test_listing_open_requests_reads_no_decided_request(coop: Path) -> None:
-    file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
-    file_request(coop, "bread-coop", "nextcloud", {}, "member bread-coop")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")
     deny_request(coop, 2, "alice", "not now")
     closed = coop / "requests" / "closed" / "bread-coop" / "00002.yml"
     assert closed.is_file()
@@ -180,7 +183,8 @@ def test_listing_open_requests_reads_no_decided_request(coop: Path) -> None:
     closed.write_text("state: [not, read]\n")  # a file that fails if it is ever read
     assert [r.id for r in load_requests(coop, closed=False)] == [1]
     assert [r.id for r in load_requests(coop, "ada-books")] == [1]
-    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")  # reads none
+    cancel_request(coop, 1, "ada-books", "member ada-books")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 200}, "member ada-books")  # reads none
     assert [r.id for r in load_requests(coop, "ada-books")] == [1, 3]
     with pytest.raises(ValidationError, match=r"requests/closed/bread-coop/00002\.yml"):
         load_requests(coop)  # the whole history does read it (and names it)
@@ -191,12 +195,12 @@ def test_member_status_reads_only_its_own_requests(coop: Path) -> None:
 
     from coophost.membershell import run
 
-    file_request(coop, "bread-coop", "nextcloud", {}, "member bread-coop")
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")
     (coop / "requests" / "open" / "bread-coop" / "00001.yml").write_text("id: [broken]\n")
-    file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
     out = io.BytesIO()
     assert run(coop, "ada-books", "status", out) == 0
-    assert "request 2: nextcloud pending" in out.getvalue().decode()
+    assert "request 2: mail pending" in out.getvalue().decode()
 
 
 def test_flat_layout_requests_are_read_and_moved_into_place(coop: Path) -> None:
@@ -211,7 +215,7 @@ def test_flat_layout_requests_are_read_and_moved_into_place(coop: Path) -> None:
             "history": []}))
     assert [(r.id, r.state) for r in load_requests(coop)] == [(1, "denied"), (2, "pending")]
     assert get_request(coop, 2).state == "pending"
-    file_request(coop, "ada-books", "nextcloud", {"quota_gb": 3}, "member ada-books")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.yml")) == [
         "closed/ada-books/00001.yml", "open/ada-books/00002.yml", "open/ada-books/00003.yml"]
     cancel_request(coop, 2, "ada-books", "member ada-books")
