@@ -36,6 +36,7 @@ REQUESTS_DIR = "requests"
 OPEN_DIR = "open"
 CLOSED_DIR = "closed"
 RERUN = "nothing was written; run the command again"
+MAX_ID = 10**9 - 1
 AUDIT_LOG = "audit.log"
 STATES = ("pending", "approved", "denied", "canceled")
 REQUEST_KEYS = ("id", "member", "service", "settings", "state", "filed", "filed_by", "why",
@@ -97,7 +98,7 @@ def parse_request(data: object, file: str) -> Request:
     history = [checks.mapping(item, file, f"history[{i}]")
                for i, item in enumerate(checks.sequence(top.get("history"), file, "history"))]
     return Request(
-        id=checks.integer(top.get("id"), file, "id", 1, 99999),
+        id=checks.integer(top.get("id"), file, "id", 1, MAX_ID),
         member=checks.slug(top.get("member"), file, "member"),
         service=checks.slug(top.get("service"), file, "service"),
         settings=settings, state=str(state),
@@ -144,7 +145,7 @@ def load_requests(root: Path, member: str | None = None, *, closed: bool = True,
     closed_files = _files(root, member, (CLOSED_DIR,)) if closed else []
     closed_files = [p for p in closed_files if p.parent.name != REQUESTS_DIR]
     if newest_closed is not None:
-        closed_files = sorted(closed_files, key=lambda p: p.name)[::-1][:newest_closed]
+        closed_files = sorted(closed_files, key=_id_of, reverse=True)[:newest_closed]
     found = {}
     for path in dict.fromkeys(open_files + closed_files):
         request = _read(root, path)[0]
@@ -154,6 +155,11 @@ def load_requests(root: Path, member: str | None = None, *, closed: bool = True,
             continue
         found[request.id] = request
     return [found[key] for key in sorted(found)]
+
+
+def _id_of(path: Path) -> int:
+    """The id a request file's name says (0 for a name that is not one)."""
+    return int(path.stem) if path.stem.isdigit() and len(path.stem) < 10 else 0
 
 
 def _locate(root: Path, request_id: int) -> Path | None:
@@ -229,8 +235,7 @@ def _next_id(root: Path) -> int:
     base = root / REQUESTS_DIR
     names = [p.name for p in base.glob("*.yml")]
     names += [p.name for folder in (OPEN_DIR, CLOSED_DIR) for p in (base / folder).glob("*/*.yml")]
-    ids = [int(name[:-4]) for name in names if name[:-4].isdigit()]
-    return max(ids, default=0) + 1
+    return max((_id_of(Path(name)) for name in names), default=0) + 1
 
 
 def audit(root: Path, event: Mapping[str, Any]) -> None:

@@ -244,3 +244,11 @@ def test_moving_a_damaged_state_db_aside_starts_afresh(coop: Path, cli) -> None:
     assert sqlite3.connect(path.with_name("state.db.damaged")) is not None
     code, out, _ = cli("-i", str(coop), "plan")
     assert code == 1 and "to add" in out
+
+
+def test_a_conflict_between_other_members_shows_no_value(coop: Path) -> None:
+    """Two other members claim one domain (a hand edit): the error is not shown to a third."""
+    _set(coop, "members/cycle-works.yml", "domains:\n", "domains:\n  - bread-coop.test\n")
+    code, out, err = shell(coop, "status")
+    assert code == 2 and "the co-op is under maintenance" in err
+    assert "bread-coop" not in out + err and "cycle-works" not in out + err
