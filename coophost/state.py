@@ -76,10 +76,10 @@ class StateDamaged(ConfigError):
     def __init__(self, path: Path, problem: object) -> None:
         super().__init__(
             f"{path}: the co-op's state database is damaged ({problem})",
-            hint=f"restore it from a backup, or move it aside (mv {path} {path}.damaged): "
-                 "coophost then starts a new one, the next plan shows every unit as to be "
-                 "added, and `coophost deploy` applies and records them again (the deploy "
-                 "history stays in the damaged file)")
+            hint=f"restore it from a backup, or move it aside with its -wal and -shm files "
+                 f"(mv {path} {path}.damaged): coophost then starts a new one, the next plan "
+                 "shows every unit as to be added, and `coophost deploy` applies and records "
+                 "them again (the deploy history stays in the damaged file)")
         self.file = str(path)
 
 
