@@ -220,3 +220,18 @@ def test_flat_layout_requests_are_read_and_moved_into_place(coop: Path) -> None:
         "closed/ada-books/00001.yml", "open/ada-books/00002.yml", "open/ada-books/00003.yml"]
     cancel_request(coop, 2, "ada-books", "member ada-books")
     assert (folder / "closed" / "ada-books" / "00002.yml").is_file()
+
+
+def test_a_decided_request_left_in_open_is_moved_by_the_next_filing(coop: Path) -> None:
+    """A crash between rewriting a decided request and moving it leaves it in open/."""
+    from coophost.requests import Request, _save, request_path
+
+    _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
+                        "member ada-books"))
+    stranded = coop / "requests" / "open" / "ada-books" / "00001.yml"
+    stranded.write_text(stranded.read_text().replace("state: pending", "state: denied"))
+    assert load_requests(coop, "ada-books", closed=False) == []  # not counted as open
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    assert not stranded.exists()
+    assert request_path(coop, get_request(coop, 1)).is_file()
+    assert get_request(coop, 1).state == "denied"
