@@ -176,7 +176,12 @@ def _keep_rejected(root: Path, slug: str, text: str) -> Path:
     from coophost.fsutil import atomic_write
     from coophost.registry.model import STATE_DIR
 
-    path = root / STATE_DIR / "rejected" / f"{slug}.yml"
+    folder = root / STATE_DIR / "rejected"
+    path = folder / f"{slug}.yml"
+    number = 0
+    while path.exists():  # an earlier kept edit is never overwritten
+        number += 1
+        path = folder / f"{slug}.{number}.yml"
     atomic_write(path, text, 0o600)
     return path
 

@@ -26,6 +26,7 @@ def test_member_edit_refuses_when_the_file_changed_while_the_editor_was_open(
     # The "editor" changes the contact in its copy while another writer suspends the member.
     editor.write_text("#!/bin/sh\n"
                       f"sed -i '{SUSPEND}' \"$MEMBER_FILE\"\n"
+                      "echo \"# a note written at $(date +%s%N)\" >> \"$MEMBER_FILE\"\n"
                       "sed -i 's/^contact: .*/contact: new@ada-books.test/' \"$1\"\n")
     editor.chmod(0o755)
     monkeypatch.setenv("EDITOR", str(editor))
@@ -39,6 +40,10 @@ def test_member_edit_refuses_when_the_file_changed_while_the_editor_was_open(
     kept = coop / ".coophost" / "rejected" / "ada-books.yml"
     assert "contact: new@ada-books.test" in kept.read_text()  # nothing typed is lost
     assert str(kept) in err and "re-apply" in err
+    code, _, err = cli("-i", str(coop), "member", "edit", "ada-books")  # again: kept beside
+    assert code == 3
+    assert "contact: new@ada-books.test" in kept.read_text()
+    assert "contact: new@ada-books.test" in kept.with_name("ada-books.1.yml").read_text()
 
 
 def _write_meanwhile(path: Path, old: str, new: str) -> None:
