@@ -61,6 +61,12 @@ class BusyError(CoophostError):
     exit_code = EXIT_BUSY
 
 
+class ConflictError(CoophostError):
+    """A file changed after coophost read it and before it wrote it; nothing written (exit 3)."""
+
+    exit_code = EXIT_BUSY
+
+
 class HostUnreachable(CoophostError):
     """A host did not answer over SSH (exit 4)."""
 

@@ -23,6 +23,7 @@ from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, CoophostError, Us
 
 MAX_COMMAND = 2048  # characters in one command
 MAX_ARGS = 40
+SHOWN_CLOSED = 20  # decided requests `status` shows (the newest); pending ones are all shown
 VERBS = ("status", "services", "request", "cancel", "dns", "export", "help")
 
 
@@ -90,7 +91,7 @@ def status(shell: Shell, as_json: bool) -> None:
     member = registry.members[shell.slug]
     units = unit_states(shell.root)
     deployed = [key for key, (_, done) in units.items() if done]
-    requests = [r for r in load_requests(shell.root) if r.member == shell.slug]
+    requests = load_requests(shell.root, shell.slug, newest_closed=SHOWN_CLOSED)
     data: dict[str, Any] = {
         "member": member.slug, "name": member.name, "status": member.status,
         "domains": [d.name for d in member.domains],
@@ -209,27 +210,22 @@ def export(shell: Shell) -> None:
 def run(root: Path, slug: str, command: str | None, out: IO[bytes] | None = None) -> int:
     """Run one member command; return the exit status. Errors go to stderr."""
     from coophost.registry import checks
-    from coophost.registry.loader import load_registry
+    from coophost.registry.loader import skipping_others_broken_files
 
     stream = out if out is not None else sys.stdout.buffer
     try:
         checks.slug(slug, "(forced command)", "member")
-        member = load_registry(root, need_hosts=False).registry.members.get(slug)
-        if member is None:
-            raise UsageError("your membership is not (or no longer) in the registry")
-        words = split_command(command or "help")
-        if not words:
-            words = ["help"]
-        if words[0] not in VERBS and words[0] not in ("-h", "--help"):
-            raise UsageError(f"{words[0]!r} is not a member verb; verbs: {', '.join(VERBS)}")
-        verbs.main(args=words, prog_name="member", standalone_mode=False,
-                   obj=Shell(root, slug, stream))
+        with skipping_others_broken_files(slug):
+            return _run(root, slug, command, stream)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
         click.echo(f"refused: {exc.format_message()}", err=True)
         return EXIT_USAGE
     except CoophostError as exc:
+        if not _members_business(exc, slug):
+            click.echo(MAINTENANCE, err=True)
+            return EXIT_USAGE
         click.echo(f"refused: {exc}" if exc.exit_code == EXIT_USAGE else f"error: {exc}",
                    err=True)
         return exc.exit_code
@@ -239,4 +235,37 @@ def run(root: Path, slug: str, command: str | None, out: IO[bytes] | None = None
         return EXIT_PENDING
     finally:
         stream.flush()
+
+
+MAINTENANCE = ("error: the co-op is under maintenance (a file that is not yours needs a "
+               "sysadmin's attention); please try again later")
+
+
+def _members_business(exc: CoophostError, slug: str) -> bool:
+    """Whether an error may be shown to the member: not about another file of the co-op.
+
+    Errors naming a co-op file (another member's file, coop.yml, hosts.yml, state.db) would
+    show what is not the member's; the member sees that the co-op is under maintenance.
+    Its own member file, and its own input ("(command line)", "(request)"), are its own.
+    """
+    file = getattr(exc, "file", None)
+    if getattr(exc, "maintenance", False):
+        return False
+    return file is None or file.startswith("(") or file == f"members/{slug}.yml"
+
+
+def _run(root: Path, slug: str, command: str | None, stream: IO[bytes]) -> int:
+    """Parse and run one member command (errors go to the caller)."""
+    from coophost.registry.loader import load_registry
+
+    member = load_registry(root, need_hosts=False).registry.members.get(slug)
+    if member is None:
+        raise UsageError("your membership is not (or no longer) in the registry")
+    words = split_command(command or "help")
+    if not words:
+        words = ["help"]
+    if words[0] not in VERBS and words[0] not in ("-h", "--help"):
+        raise UsageError(f"{words[0]!r} is not a member verb; verbs: {', '.join(VERBS)}")
+    verbs.main(args=words, prog_name="member", standalone_mode=False,
+               obj=Shell(root, slug, stream))
     return EXIT_OK

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coophost.errors import ConfigError
+from coophost.errors import BusyError, ConfigError
 from coophost.registry.model import STATE_DIR
 
 STATE_FILE = "state.db"
@@ -68,6 +68,30 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class StateDamaged(ConfigError):
+    """state.db cannot be read as a database (garbage, truncated, not SQLite) (exit 2)."""
+
+    maintenance = True  # the member shell says "under maintenance", never the database error
+
+    def __init__(self, path: Path, problem: object) -> None:
+        super().__init__(
+            f"{path}: the co-op's state database is damaged ({problem})",
+            hint=f"restore it from a backup, or move it aside with its -wal and -shm files "
+                 f"(mv {path} {path}.damaged): coophost then starts a new one, the next plan "
+                 "shows every unit as to be added, and `coophost deploy` applies and records "
+                 "them again (the deploy history stays in the damaged file)")
+        self.file = str(path)
+
+
+def _converted(path: Path, exc: sqlite3.Error) -> Exception:
+    """The coophost error for a SQLite error on state.db: busy (exit 3) or damaged (exit 2)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return BusyError(f"{path}: the state database is busy ({text})",
+                         hint="another coophost process is writing it; retry")
+    return StateDamaged(path, text)
+
+
 @dataclass
 class Applied:
     """What state.db records as last applied."""
@@ -84,10 +108,14 @@ class StateDB:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / STATE_FILE
         self.conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        migrate(self.conn)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            migrate(self.conn)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise _converted(self.path, exc) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -96,8 +124,11 @@ class StateDB:
     def __enter__(self) -> StateDB:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, _tb: object) -> None:
+        """Close; a SQLite error inside the block becomes StateDamaged (or BusyError)."""
         self.close()
+        if isinstance(error, sqlite3.Error):
+            raise _converted(self.path, error) from None
 
     def applied(self) -> Applied:
         """Every applied unit and host hash."""

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_USAGE, CoophostError, UsageError
+from coophost.errors import EXIT_USAGE, ConflictError, CoophostError, UsageError
 
 
 def _root(app: AppContext) -> Path:
@@ -148,7 +148,12 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
         app.out.print("no change")
         return
     try:
-        edit.replace_member_text(root, slug, edited)
+        edit.replace_member_text(root, slug, edited, original)
+    except ConflictError as exc:
+        kept = _keep_rejected(root, slug, edited)
+        exc.hint = (f"the change saved meanwhile was kept; your edit is kept in {kept}: "
+                    f"re-apply it with `coophost member edit {slug}`")
+        raise
     except CoophostError as exc:
         kept = _keep_rejected(root, slug, edited)
         exc.hint = f"your edit is kept in {kept}; nothing was saved"
@@ -171,7 +176,12 @@ def _keep_rejected(root: Path, slug: str, text: str) -> Path:
     from coophost.fsutil import atomic_write
     from coophost.registry.model import STATE_DIR
 
-    path = root / STATE_DIR / "rejected" / f"{slug}.yml"
+    folder = root / STATE_DIR / "rejected"
+    path = folder / f"{slug}.yml"
+    number = 0
+    while path.exists():  # an earlier kept edit is never overwritten
+        number += 1
+        path = folder / f"{slug}.{number}.yml"
     atomic_write(path, text, 0o600)
     return path
 
@@ -385,10 +395,8 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
     from coophost.catalogue import load_catalogue
     from coophost.registry.checks import suggest
     from coophost.registry.edit import member_path
-    from coophost.registry.loader import load_coop
+    from coophost.registry.loader import load_coop, load_registry
     from coophost.secrets import SecretStore
-
-    from coophost.registry.loader import load_registry
 
     root = _root(app)
     member_path(root, slug)

@@ -23,7 +23,7 @@ def list_requests(app: AppContext, state: str, member_slug: str | None, as_json:
     """Every request with its state through to deployed."""
     from coophost.requests import deployed_units, load_requests, shown_state
 
-    found = load_requests(app.inventory)
+    found = load_requests(app.inventory, member_slug, closed=state != "pending")
     deployed = deployed_units(app.inventory) if any(r.state == "approved" for r in found) else []
     rows = []
     for request in found:

@@ -25,7 +25,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 7
+CACHE_FORMAT = 8  # 8: stricter dates, integers and file checks; re-validate every file
 # A file modified this close to the cache's own write may have changed within the same mtime
 # tick; such entries are verified by content hash (git's "racy clean" rule).
 RACY_NS = 2_000_000_000

@@ -2,7 +2,9 @@
 
 Every operation reads the file as a ruamel.yaml round-trip document, changes it, checks the
 result exactly as a load would (the member alone, then across the whole co-op), and only then
-replaces the file atomically. A rejected change writes nothing.
+replaces the file atomically. A rejected change writes nothing. Just before the rename the file
+is compared with the bytes that were read: a change saved meanwhile (by a person's editor, a
+checkout, a command not taking the lock) is never overwritten; the write is refused (exit 3).
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from coophost.catalogue import Catalogue, Service, load_catalogue
-from coophost.errors import ConfigError, UsageError
-from coophost.fsutil import atomic_write
+from coophost.errors import ConfigError, ConflictError, UsageError
+from coophost.fsutil import read_regular, replace_if_unchanged
 from coophost.lock import coop_lock
 from coophost.placement import RESOURCES, Demand, fits, place
 from coophost.registry import checks
 from coophost.registry.loader import Loaded, load_registry
 from coophost.registry.model import HOSTS_FILE, MEMBERS_DIR, Member, Registry
 from coophost.registry.parse import cross_check, parse_hosts, parse_member
-from coophost.registry.yamlio import load_text, rt_dump, rt_load
+from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes, load_text, rt_dump, rt_load
 from coophost.render import quote
 
 REMOVED_DIR = "removed"  # under secrets/: the secrets of removed members, until purged
@@ -45,6 +47,9 @@ services: {{}}
 # itself; `coophost member move {slug} SERVICE HOST` moves one.
 placement: {{}}
 """
+
+
+RERUN = "nothing of this command was saved; check the file, then run the command again"
 
 
 def member_path(root: Path, slug: str) -> Path:
@@ -91,26 +96,54 @@ def add_member(root: Path, slug: str, name: str, contact: str, domains: list[str
                                       domains=_flow_list(domains),
                                       ssh_keys=_flow_list(ssh_keys))
         _check_member_text(loaded, slug, text)
-        atomic_write(path, text)
+        write_member(root, slug, text, None)
     return path
 
 
-def read_member_text(root: Path, slug: str) -> str:
-    """Return the current text of a member's file."""
+def read_member_bytes(root: Path, slug: str) -> bytes:
+    """Return the current bytes of a member's file (read safely: a regular file, bounded)."""
     path = member_path(root, slug)
     try:
-        return path.read_text()
+        return read_regular(path, f"{MEMBERS_DIR}/{slug}.yml", MAX_FILE_BYTES)
     except FileNotFoundError:
         raise UsageError(f"no member {slug!r}", hint="`coophost member list` shows them"
                          ) from None
 
 
-def replace_member_text(root: Path, slug: str, text: str) -> Member:
-    """Replace a member's file with `text` after validating it (used by `member edit`)."""
+def read_member_text(root: Path, slug: str) -> str:
+    """Return the current text of a member's file."""
+    return _decoded(read_member_bytes(root, slug), slug)
+
+
+def _decoded(raw: bytes, slug: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        load_bytes(raw, f"{MEMBERS_DIR}/{slug}.yml")  # raises the named "not UTF-8" error
+        raise
+
+
+def write_member(root: Path, slug: str, text: str, expect: bytes | None,
+                 hint: str = RERUN) -> None:
+    """Replace members/<slug>.yml with `text` if it still holds `expect` (None: absent)."""
+    replace_if_unchanged(member_path(root, slug), text, expect, f"{MEMBERS_DIR}/{slug}.yml",
+                         limit=MAX_FILE_BYTES, hint=hint)
+
+
+def replace_member_text(root: Path, slug: str, text: str, original: str) -> Member:
+    """Replace a member's file with `text` after validating it (used by `member edit`).
+
+    `original` is the text the editor started from: if the file no longer holds it (a
+    suspension, an approval, a deploy's placement saved meanwhile), nothing is written and
+    ConflictError (exit 3) says so.
+    """
     with _locked(root, f"member edit {slug}") as loaded:
-        read_member_text(root, slug)
+        expect = original.encode("utf-8")
+        if read_member_bytes(root, slug) != expect:
+            raise ConflictError(f"{MEMBERS_DIR}/{slug}.yml was changed while the editor was "
+                                "open (by another command or person); nothing was saved")
         member = _check_member_text(loaded, slug, text)
-        atomic_write(member_path(root, slug), text)
+        write_member(root, slug, text, expect)
     return member
 
 
@@ -118,11 +151,12 @@ def update_member(root: Path, slug: str, change: Callable[[Any, Loaded], None],
                   purpose: str) -> Member:
     """Apply `change` to the round-trip document of a member file; validate; write."""
     with _locked(root, purpose) as loaded:
-        doc = rt_load(read_member_text(root, slug))
+        raw = read_member_bytes(root, slug)
+        doc = rt_load(_decoded(raw, slug))
         change(doc, loaded)
         text = rt_dump(doc)
         member = _check_member_text(loaded, slug, text)
-        atomic_write(member_path(root, slug), text)
+        write_member(root, slug, text, raw)
     return member
 
 
@@ -197,14 +231,20 @@ def assign_lives(root: Path) -> list[Path]:
     for slug, member in sorted(load_registry(root, need_hosts=False).registry.members.items()):
         if member.life:
             continue
-        doc = rt_load(read_member_text(root, slug))
+        raw = read_member_bytes(root, slug)
+        doc = rt_load(_decoded(raw, slug))
         life = new_life()
         keys = list(doc)
         doc.insert(keys.index("slug") + 1 if "slug" in keys else 0, "id", life)
+        # The secrets are linked to their new name before the file names the life, and the
+        # old name goes last: an interruption anywhere leaves the member with its secrets.
         legacy = root / SECRETS_DIR / f"{slug}.yml"
         if legacy.is_file():
-            os.replace(legacy, root / SECRETS_DIR / f"{slug}.{life}.yml")
-        atomic_write(member_path(root, slug), rt_dump(doc))
+            os.link(legacy, root / SECRETS_DIR / f"{slug}.{life}.yml")
+        write_member(root, slug, rt_dump(doc), raw,
+                     hint="nothing was deployed; run the command again")
+        if legacy.is_file():
+            legacy.unlink()
         written.append(member_path(root, slug))
     return written
 
@@ -394,13 +434,18 @@ def _update_hosts(root: Path, change: Callable[[Any, Loaded], None], purpose: st
     with coop_lock(root, purpose=purpose):
         loaded = load_registry(root, need_hosts=False)
         path = root / HOSTS_FILE
-        text = path.read_text() if path.exists() else "all:\n  hosts: {}\n  children: {}\n"
+        try:
+            raw: bytes | None = read_regular(path, HOSTS_FILE, MAX_FILE_BYTES)
+        except FileNotFoundError:
+            raw = None
+        text = (raw.decode("utf-8") if raw is not None
+                else "all:\n  hosts: {}\n  children: {}\n")
         doc = rt_load(text)
         change(doc, loaded)
         new_text = rt_dump(doc)
         hosts = parse_hosts(load_text(new_text, HOSTS_FILE), HOSTS_FILE, loaded.catalogue)
         cross_check(replace(loaded.registry, hosts=hosts), loaded.catalogue)
-        atomic_write(path, new_text)
+        replace_if_unchanged(path, new_text, raw, HOSTS_FILE, limit=MAX_FILE_BYTES, hint=RERUN)
 
 
 def add_host(root: Path, name: str, *, address: str, port: int, fqdn: str | None,
@@ -479,11 +524,13 @@ def record_placements(root: Path, placements: Mapping[tuple[str, str], str]) -> 
         by_member.setdefault(slug, {})[service_name] = host
     written = []
     for slug, services in by_member.items():
-        doc = rt_load(read_member_text(root, slug))
+        raw = read_member_bytes(root, slug)
+        doc = rt_load(_decoded(raw, slug))
         placement = _block_map(doc, "placement")
         for service_name, host in services.items():
             if service_name not in placement:
                 placement[service_name] = host
-        atomic_write(member_path(root, slug), rt_dump(doc))
+        write_member(root, slug, rt_dump(doc), raw,
+                     hint="the deploy stopped before applying anything; run it again")
         written.append(member_path(root, slug))
     return written

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from coophost import __version__
 from coophost.catalogue import Catalogue, load_catalogue
 from coophost.errors import ConfigError
+from coophost.fsutil import read_regular
 from coophost.registry.cache import ParseCache, stat_array
 from coophost.registry.model import (
     COOP_FILE,
@@ -24,9 +27,23 @@ from coophost.registry.model import (
     Registry,
 )
 from coophost.registry.parse import cross_check, parse_coop, parse_hosts, parse_member
-from coophost.registry.yamlio import load_bytes
+from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes
 
 RECORDS_CACHE = "cache/members.marshal"
+# Set by the member shell to the speaking member's slug: other members' files that cannot be
+# read or do not validate are then left out of the load (one member's broken file must not
+# shut every other member out), and no cache is saved from such a partial load.
+_SPARING: ContextVar[str | None] = ContextVar("coophost_sparing", default=None)
+
+
+@contextlib.contextmanager
+def skipping_others_broken_files(slug: str) -> Iterator[None]:
+    """Within the block, loads leave out other members' unreadable or invalid files."""
+    token = _SPARING.set(slug)
+    try:
+        yield
+    finally:
+        _SPARING.reset(token)
 
 
 @dataclass
@@ -55,11 +72,13 @@ class Base:
 
 def _read(root: Path, name: str) -> bytes:
     try:
-        return (root / name).read_bytes()
+        return read_regular(root / name, name, MAX_FILE_BYTES)
     except FileNotFoundError:
         hint = ("run `coophost lab up` to create the lab's hosts" if name == HOSTS_FILE
                 else "run `coophost init DIR` to create a co-op directory")
-        raise ConfigError(f"{root / name}: no such file", hint=hint) from None
+        error = ConfigError(f"{root / name}: no such file", hint=hint)
+        error.file = name  # type: ignore[attr-defined]  # the member shell hides co-op files
+        raise error from None
 
 
 def load_coop(root: Path, catalogue: Catalogue | None = None) -> tuple[Coop, bytes]:
@@ -82,7 +101,7 @@ def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[st
 
 def load_base(root: Path, *, need_hosts: bool = True) -> Base:
     """Read the catalogue, coop.yml and (when needed or present) hosts.yml."""
-    if not (root / COOP_FILE).is_file():
+    if not os.path.lexists(root / COOP_FILE):  # an odd coop.yml is refused when read
         raise ConfigError(f"{root}: not a co-op directory (no {COOP_FILE})",
                           hint="pass -i/--inventory, or run `coophost init DIR`")
     catalogue = load_catalogue()
@@ -109,7 +128,8 @@ class MemberFiles:
             found = []
         self.entries = [e for e in found if not e.name.startswith(".") and e.name.endswith(".yml")]
         self.names = [e.name for e in self.entries]
-        self.stat_results = [e.stat() for e in self.entries]
+        # lstat: a symlink is seen as itself (and refused when read), never followed
+        self.stat_results = [e.stat(follow_symlinks=False) for e in self.entries]
         self.stats = stat_array(self.stat_results)
         self.newest_ns = max((s.st_mtime_ns for s in self.stat_results), default=0)
 
@@ -132,20 +152,34 @@ def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
         if len(cached) == len(files.names):  # else the records were unreadable: read the files
             return cached
     records = []
+    sparing = _SPARING.get()
     for entry, stat in zip(files.entries, files.stat_results, strict=True):
-        record = cache.lookup(entry.name, stat)
-        if record is None:
-            raw = Path(entry.path).read_bytes()
-            record = cache.lookup_content(entry.name, stat, raw)
-            if record is None:
-                label = f"{MEMBERS_DIR}/{entry.name}"
-                member = parse_member(load_bytes(raw, label), label, entry.name[:-4],
-                                      base.coop, base.catalogue)
-                record = build(member)
-                cache.store(entry.name, stat, raw, record)
+        try:
+            record = _record(base, cache, build, entry, stat)
+        except ConfigError:
+            if sparing is None or entry.name == f"{sparing}.yml":
+                raise
+            cache.path = None  # a partial load: never saved as the co-op's cache
+            continue
         records.append(record)
     cache.forget_except(set(files.names))
     return records
+
+
+def _record(base: Base, cache: ParseCache, build: Callable[[Member], Any],
+            entry: os.DirEntry[str], stat: os.stat_result) -> Any:
+    """One member file's record: from the cache, or read (safely), validated and built."""
+    record = cache.lookup(entry.name, stat)
+    if record is None:
+        label = f"{MEMBERS_DIR}/{entry.name}"
+        raw = read_regular(Path(entry.path), label, MAX_FILE_BYTES)
+        record = cache.lookup_content(entry.name, stat, raw)
+        if record is None:
+            member = parse_member(load_bytes(raw, label), label, entry.name[:-4],
+                                  base.coop, base.catalogue)
+            record = build(member)
+            cache.store(entry.name, stat, raw, record)
+    return record
 
 
 def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True) -> Loaded:

@@ -26,6 +26,11 @@ MEMBER_KEYS = ("slug", "id", "name", "contact", "status", "domains", "ssh_keys",
 LIFE_RE = re.compile(r"[0-9a-f]{12}")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
+MAX_CAPACITY = 1 << 30  # MB of RAM or GB of disk one host declares (about an exabyte)
+MAX_LIMIT = 10**9  # any per-service ceiling in allowances
+DEPARTURES = ("2000-01-01", "2999-12-31")  # departure dates (ISO strings compare as dates)
+DEFAULT_OPEN_REQUESTS = 10  # pending requests one member may have (allowances.open_requests)
+MAX_OPEN_REQUESTS = 1000
 
 
 def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
@@ -71,9 +76,13 @@ def _choice(value: object, choices: tuple[str, ...], file: str, field: str) -> s
 
 def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]:
     allowances = checks.mapping(data, file, "allowances")
-    checks.refuse_unknown_keys(allowances, ("domains", "services"), file, "allowances")
+    checks.refuse_unknown_keys(allowances, ("domains", "services", "open_requests"), file,
+                               "allowances")
     result: dict[str, Any] = {"domains": checks.integer(allowances.get("domains", 10), file,
-                                                         "allowances.domains", 0, MAX_DOMAINS)}
+                                                         "allowances.domains", 0, MAX_DOMAINS),
+                              "open_requests": checks.integer(
+                                  allowances.get("open_requests", DEFAULT_OPEN_REQUESTS), file,
+                                  "allowances.open_requests", 0, MAX_OPEN_REQUESTS)}
     per_service = checks.mapping(allowances.get("services"), file, "allowances.services")
     checks.refuse_unknown_keys(per_service, catalogue.services, file, "allowances.services")
     result["services"] = {}
@@ -85,7 +94,8 @@ def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]
                    if p.type in ("int", "localparts", "aliases", "member_domains")]
         checks.refuse_unknown_keys(limits, limited, file, where)
         result["services"][service_name] = {
-            key: checks.integer(value, file, f"{where}.{key}", 0) for key, value in limits.items()}
+            key: checks.integer(value, file, f"{where}.{key}", 0, MAX_LIMIT)
+            for key, value in limits.items()}
     return result
 
 
@@ -123,6 +133,8 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
         where = f"hosts.{name}"
         checks.host_name(name, file, where)
         member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
+        if "ansible_port" in hvars:
+            checks.integer(hvars["ansible_port"], file, f"{where}.ansible_port", 1, 65535)
         capacity = _capacity(hvars.get("coophost_capacity"), file,
                              f"{where}.coophost_capacity",
                              required=bool(service_groups.intersection(member_of)))
@@ -180,7 +192,7 @@ def _capacity(value: object, file: str, where: str, required: bool) -> dict[str,
         return {"ram_mb": 0, "disk_gb": 0}
     capacity = checks.mapping(value, file, where)
     checks.refuse_unknown_keys(capacity, CAPACITY_KEYS, file, where)
-    return {key: checks.integer(capacity.get(key), file, f"{where}.{key}", 0)
+    return {key: checks.integer(capacity.get(key), file, f"{where}.{key}", 0, MAX_CAPACITY)
             for key in CAPACITY_KEYS}
 
 
@@ -268,13 +280,17 @@ def _departed_on(value: object, status: object, file: str) -> str:
         return ""
     text = value.isoformat() if isinstance(value, dt.date) else value
     try:
-        if not isinstance(text, str):
+        if not isinstance(text, str) or len(text) != len("YYYY-MM-DD"):
             raise ValueError(text)
-        return dt.date.fromisoformat(text).isoformat()
+        day = dt.date.fromisoformat(text)
     except ValueError:
         checks.fail(file, "departed_on", value, "a departed member needs its departure date "
                     "(YYYY-MM-DD)")
         return ""
+    if not DEPARTURES[0] <= day.isoformat() <= DEPARTURES[1]:
+        checks.fail(file, "departed_on", text, f"must be a date from {DEPARTURES[0]} to "
+                    f"{DEPARTURES[1]}")
+    return day.isoformat()
 
 
 def resolve_settings(service: Service, given: object, member: Member, coop: Coop,

@@ -66,6 +66,28 @@ class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
+    def construct_lenient_timestamp(self, node: Any) -> Any:
+        """A date or time; or, for an impossible one (2024-13-45), the text as written.
+
+        The field's own check then refuses it by name: never a crash of the parser.
+        """
+        try:
+            return self.construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
+    def construct_lenient_int(self, node: Any) -> Any:
+        """An integer, or (too many digits to convert) the text as written, refused by name."""
+        try:
+            return self.construct_yaml_int(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                              _StrictLoader.construct_lenient_timestamp)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_lenient_int)
+
 
 # The implicit types of ruamel.yaml's YAML 1.2 resolver (what its round-trip mode reads and
 # writes), but `=`, which is text here; `<<` is kept so that merge keys can be refused.
@@ -88,7 +110,6 @@ for _tag, _pattern, _first in (
 ):
     _StrictLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X),
                                         _first)
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -143,9 +164,11 @@ def load_text(text: str, file: str) -> Any:
 
 
 def load_file(path: Path, label: str | None = None) -> Any:
-    """Read and parse one registry file (see `load_text`)."""
+    """Read (safely: a regular file, bounded) and parse one registry file (see `load_text`)."""
+    from coophost.fsutil import read_regular
+
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, label or str(path), MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ValidationError(label or str(path), "(file)", str(path), "no such file") from None
     return load_bytes(raw, label or str(path))

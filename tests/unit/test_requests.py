@@ -132,3 +132,109 @@ def test_departed_on_is_refused_for_an_active_member(coop: Path) -> None:
                                              "status: active\ndeparted_on: 2026-11-01"))
     with pytest.raises(ValidationError, match="only a departed member"):
         load_registry(coop, need_hosts=False, use_cache=False)
+
+
+# ---- open requests: a ceiling per member; listing reads only the files that can matter ----
+
+def _set_open_requests(coop: Path, ceiling: int) -> None:
+    coop_yml = coop / "coop.yml"
+    text = coop_yml.read_text()
+    assert "\nallowances:\n" in text
+    coop_yml.write_text(text.replace("\nallowances:\n",
+                                     f"\nallowances:\n  open_requests: {ceiling}\n"))
+
+
+def test_a_member_has_at_most_the_ceiling_of_open_requests(coop: Path) -> None:
+    from coophost.requests import Request, _save
+
+    _set_open_requests(coop, 1)
+    _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
+                        "member ada-books"))  # an older pending request
+    with pytest.raises(UsageError, match=r"allowances\.open_requests: 1") as caught:
+        file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    assert "ada-books already has 1 open requests" in str(caught.value)
+    assert len(load_requests(coop, "ada-books")) == 1
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")  # another
+    cancel_request(coop, 1, "ada-books", "member ada-books")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")  # room again
+
+
+def test_the_default_ceiling_is_ten_open_requests(coop: Path) -> None:
+    from coophost.requests import Request, _save
+
+    assert load_registry(coop, need_hosts=False).registry.coop.allowances["open_requests"] == 10
+    for number in range(1, 11):
+        _save(coop, Request(number, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
+                            "member ada-books"))
+    with pytest.raises(UsageError, match="already has 10 open requests"):
+        file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+
+
+def test_the_open_requests_ceiling_is_checked_in_coop_yml(coop: Path, cli) -> None:
+    _set_open_requests(coop, -1)
+    code, _, err = cli("-i", str(coop), "member", "list")
+    assert code == 2 and "coop.yml: allowances.open_requests: -1: must be at least 0" in err
+
+
+def test_listing_open_requests_reads_no_decided_request(coop: Path) -> None:
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")
+    deny_request(coop, 2, "alice", "not now")
+    closed = coop / "requests" / "closed" / "bread-coop" / "00002.yml"
+    assert closed.is_file()
+    assert not (coop / "requests" / "open" / "bread-coop" / "00002.yml").exists()
+    closed.write_text("state: [not, read]\n")  # a file that fails if it is ever read
+    assert [r.id for r in load_requests(coop, closed=False)] == [1]
+    assert [r.id for r in load_requests(coop, "ada-books")] == [1]
+    cancel_request(coop, 1, "ada-books", "member ada-books")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 200}, "member ada-books")  # reads none
+    assert [r.id for r in load_requests(coop, "ada-books")] == [1, 3]
+    with pytest.raises(ValidationError, match=r"requests/closed/bread-coop/00002\.yml"):
+        load_requests(coop)  # the whole history does read it (and names it)
+
+
+def test_member_status_reads_only_its_own_requests(coop: Path) -> None:
+    import io
+
+    from coophost.membershell import run
+
+    file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")
+    (coop / "requests" / "open" / "bread-coop" / "00001.yml").write_text("id: [broken]\n")
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    out = io.BytesIO()
+    assert run(coop, "ada-books", "status", out) == 0
+    assert "request 2: mail pending" in out.getvalue().decode()
+
+
+def test_flat_layout_requests_are_read_and_moved_into_place(coop: Path) -> None:
+    import yaml
+
+    folder = coop / "requests"
+    folder.mkdir()
+    for number, state in ((1, "denied"), (2, "pending")):
+        (folder / f"0000{number}.yml").write_text(yaml.safe_dump({
+            "id": number, "member": "ada-books", "service": "git", "settings": {},
+            "state": state, "filed": "2026-01-01T00:00:00Z", "filed_by": "member ada-books",
+            "history": []}))
+    assert [(r.id, r.state) for r in load_requests(coop)] == [(1, "denied"), (2, "pending")]
+    assert get_request(coop, 2).state == "pending"
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.yml")) == [
+        "closed/ada-books/00001.yml", "open/ada-books/00002.yml", "open/ada-books/00003.yml"]
+    cancel_request(coop, 2, "ada-books", "member ada-books")
+    assert (folder / "closed" / "ada-books" / "00002.yml").is_file()
+
+
+def test_a_decided_request_left_in_open_is_moved_by_the_next_filing(coop: Path) -> None:
+    """A crash between rewriting a decided request and moving it leaves it in open/."""
+    from coophost.requests import Request, _save, request_path
+
+    _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
+                        "member ada-books"))
+    stranded = coop / "requests" / "open" / "ada-books" / "00001.yml"
+    stranded.write_text(stranded.read_text().replace("state: pending", "state: denied"))
+    assert load_requests(coop, "ada-books", closed=False) == []  # not counted as open
+    file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
+    assert not stranded.exists()
+    assert request_path(coop, get_request(coop, 1)).is_file()
+    assert get_request(coop, 1).state == "denied"
