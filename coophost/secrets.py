@@ -177,7 +177,11 @@ class SecretStore:
     def _load(self, member: str) -> dict[str, dict[str, str]]:
         if member not in self._files:
             path = self.path(member)
-            self._files[member] = parse_secrets_file(path.read_text()) if path.exists() else {}
+            try:
+                self._files[member] = parse_secrets_file(path.read_text()) \
+                    if path.exists() else {}
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}", hint=exc.hint) from None
         return self._files[member]
 
     def ciphertext(self, ref: SecretRef) -> str:
