@@ -12,7 +12,7 @@ from tests.integration.conftest import LabInfo
 
 pytestmark = pytest.mark.lab
 
-MARK = "# changed by hand, behind coophost's back"
+MARK = "# changed by hand, behind coophost"
 
 
 def _drift(lab: LabInfo, *hosts: str) -> tuple[int, dict[str, dict[str, object]]]:
