@@ -25,6 +25,7 @@ from coophost.errors import (
     EXIT_UNREACHABLE,
     ConfigError,
 )
+from coophost.inventory import KNOWN_HOSTS_FILE
 
 MODES = ("per-host", "batch")
 
@@ -144,10 +145,12 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     from coophost.hostvars import render_hosts
     from coophost.lock import coop_lock
     from coophost.paths import playbook
+    from coophost.ssh import validate_known_hosts
     from coophost.state import StateDB
 
     if options.mode not in MODES:
         raise ConfigError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
+    validate_known_hosts(root / KNOWN_HOSTS_FILE)  # a line it cannot read: exit 2, nothing run
     with coop_lock(root, wait=float("inf") if options.wait else 0.0, purpose="deploy"):
         with StateDB(root) as db:
             log = RunLog(db)
