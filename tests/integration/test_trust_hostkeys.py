@@ -222,7 +222,7 @@ def test_wait_queues_behind_a_running_deploy_and_parallel_1_runs_one_host_at_a_t
                             "WHERE run_id = ? ORDER BY started_at", (run_id,)).fetchall()
         [(run_end,)] = conn.execute("SELECT finished_at FROM run WHERE id = ?", (run_id,))
     assert [h for h, _, _ in jobs] == list(OTHERS), jobs
-    assert jobs[0][2] <= jobs[1][1], f"--parallel 1: the second host started first: {jobs}"
+    assert jobs[0][2] <= jobs[1][1], f"--parallel 1: the second host started before the first ended: {jobs}"
     assert waited_end >= run_end, "--wait returned before the running deploy ended"
 
 
