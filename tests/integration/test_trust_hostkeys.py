@@ -4,7 +4,9 @@ deploy's --wait, --parallel and killed runs; root cannot log in; lab private key
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -166,6 +168,20 @@ def _alive_folders(pid: int) -> list[Path]:
     return found
 
 
+def _users_of(folders: list[Path]) -> list[int]:
+    """Processes whose environment names one of `folders` (ansible-runner's children)."""
+    marks = [str(f).encode() for f in folders]
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            data = environ.read_bytes()
+        except OSError:
+            continue
+        if any(mark in data for mark in marks):
+            found.append(int(environ.parent.name))
+    return found
+
+
 def _wait_for_job(lab: LabInfo, host: str, proc: subprocess.Popen[str]) -> None:
     import sqlite3
 
@@ -192,6 +208,11 @@ def test_killed_deploy_leaves_no_folders_beyond_the_next_run(lab: LabInfo) -> No
     proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
     record(["deploy", "(killed)"], out, err)
+    # An ansible-playbook it started may outlive it: end it too, as a service manager ending
+    # the whole run would, so that no later test meets it on the host.
+    for pid in _users_of(left):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert len(left) == 2 and all(p.is_dir() for p in left), \
         f"the killed deploy left its job and runner folders: {left}"
     again = lab.cli("deploy")  # the next run, even one with nothing to apply
@@ -222,7 +243,8 @@ def test_wait_queues_behind_a_running_deploy_and_parallel_1_runs_one_host_at_a_t
                             "WHERE run_id = ? ORDER BY started_at", (run_id,)).fetchall()
         [(run_end,)] = conn.execute("SELECT finished_at FROM run WHERE id = ?", (run_id,))
     assert [h for h, _, _ in jobs] == list(OTHERS), jobs
-    assert jobs[0][2] <= jobs[1][1], f"--parallel 1: the second host started before the first ended: {jobs}"
+    assert jobs[0][2] <= jobs[1][1], \
+        f"--parallel 1: the second host started before the first ended: {jobs}"
     assert waited_end >= run_end, "--wait returned before the running deploy ended"
 
 
