@@ -8,6 +8,7 @@ may log it (`no_log`), so nothing secret ever lands there either.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import shlex
 import shutil
@@ -18,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coophost.fsutil import private_folder
+from coophost.fsutil import ALIVE_FILE, private_folder
 from coophost.inventory import KNOWN_HOSTS_FILE
 from coophost.paths import content_root
 
 KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
 RUN_FOLDER_PREFIX = "coophost-run-"
+CONTROL_DIR = "cp"  # a run's own SSH master sockets
 
 
 @dataclass
@@ -95,7 +97,8 @@ def _keep_for_inspection(private: Path) -> None:
     """
     keep = os.environ.get(KEEP_RUNNER_DIR_ENV, "")
     if keep and private.is_dir():
-        shutil.copytree(private, Path(keep) / private.name, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(private, Path(keep) / private.name, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(CONTROL_DIR, ALIVE_FILE))
 
 
 def run_playbook(
@@ -118,7 +121,7 @@ def run_playbook(
     with private_folder(RUN_FOLDER_PREFIX) as private:
         # Multiplexed SSH masters of this run only: a master kept from an earlier run would
         # carry a connection whose host key was checked then, not now.
-        control = private / "cp"
+        control = private / CONTROL_DIR
         control.mkdir(mode=0o700)
         try:
             runner = ansible_runner.run(
@@ -153,5 +156,6 @@ def run_playbook(
 def _close_masters(control: Path) -> None:
     """Ask this run's SSH masters to exit now rather than linger for ControlPersist."""
     for socket in control.iterdir() if control.is_dir() else ():
-        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "coophost-run"],
-                       capture_output=True, timeout=10, check=False)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "coophost-run"],
+                           capture_output=True, timeout=10, check=False)

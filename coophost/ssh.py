@@ -103,21 +103,32 @@ def validate_known_hosts(path: Path) -> None:
     paramiko skips such lines silently, which would leave a host with no pinned key, or fails
     with an error that names no line. A missing file pins nothing (every host is refused).
     """
+    known_hosts_entries(path, strict=True)
+
+
+def known_hosts_entries(path: Path, *, strict: bool) -> list[HostKeyEntry]:
+    """The pinned keys of `path`; with `strict` off, lines paramiko cannot read are left out."""
     if not path.is_file():
-        return
+        return []
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    entries = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if line and not line.startswith("#"):
-            _known_hosts_entry(path, number, line)
+            try:
+                entries.append(_known_hosts_entry(path, number, line))
+            except ConfigError:
+                if strict:
+                    raise
+    return entries
 
 
 def _known_hosts_entry(path: Path, number: int, line: str) -> HostKeyEntry:
     where = f"{path}: line {number}"
-    hint = "each line is `HOST KEYTYPE BASE64-KEY` (`coophost host enrol` writes them)"
+    hint = "each line is `HOST KEYTYPE BASE64-KEY`, as `ssh-keyscan` prints them"
     if line.startswith("@"):
         raise ConfigError(f"{where}: {line.split()[0]!r} lines are not supported: coophost "
                           "pins plain host keys only", hint=hint)
@@ -169,12 +180,17 @@ def _mapped_errors(host: HostEntry, known_hosts: Path) -> Iterator[None]:
         raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
 
 
-def _pinned_client(known_hosts: Path) -> paramiko.SSHClient:
-    """A client that trusts the keys of `known_hosts` and nothing else."""
-    validate_known_hosts(known_hosts)
+def _pinned_client(known_hosts: Path, *, strict: bool = True) -> paramiko.SSHClient:
+    """A client that trusts the keys of `known_hosts` and nothing else.
+
+    `strict` refuses a file with a line paramiko would skip (the co-op's own known_hosts);
+    a person's ~/.ssh/known_hosts may hold lines for other tools, which are left out.
+    """
     client = paramiko.SSHClient()
-    if known_hosts.is_file():
-        client.load_host_keys(str(known_hosts))
+    pinned = client.get_host_keys()
+    for entry in known_hosts_entries(known_hosts, strict=strict):
+        for name in entry.hostnames:
+            pinned.add(name, entry.key.get_name(), entry.key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return client
 
@@ -197,13 +213,16 @@ def check_host_key(host: HostEntry, known_hosts: Path, timeout: float = 10.0) ->
 
 @contextmanager
 def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
-            personal_keys: bool = False) -> Iterator[paramiko.SSHClient]:
+            personal_keys: bool = False,
+            own_known_hosts: bool = False) -> Iterator[paramiko.SSHClient]:
     """An SSH session to `host` that trusts only the keys pinned in `known_hosts`.
 
     `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a member's own client);
-    hosts are reached only with the inventory's key.
+    hosts are reached only with the inventory's key. The co-op's known_hosts must be readable
+    line by line (exit 2 otherwise); a person's `own_known_hosts` may hold lines for other
+    tools, which pin nothing here.
     """
-    client = _pinned_client(known_hosts)
+    client = _pinned_client(known_hosts, strict=not own_known_hosts)
     try:
         with _mapped_errors(host, known_hosts):
             client.connect(host.address, port=host.port, username=host.user,

@@ -20,7 +20,7 @@ import pytest
 from coophost.errors import ConfigError
 from coophost.fsutil import ALIVE_FILE, private_folder, sweep_dead_folders
 from coophost.runner import ansible_env, pinned_extravars
-from coophost.ssh import validate_known_hosts
+from coophost.ssh import known_hosts_entries, validate_known_hosts
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINCPh5kVMm9QLyGgnYPiREYcSrTUXCk+jPPfd7JxHY8W"
 
@@ -60,6 +60,18 @@ def test_a_known_hosts_line_coophost_cannot_check_is_refused(tmp_path: Path, lin
     with pytest.raises(ConfigError) as caught:
         validate_known_hosts(path)
     assert f"{path}: line 3: " in caught.value.message and problem in caught.value.message
+
+
+def test_a_persons_own_known_hosts_keeps_what_it_can_read(tmp_path: Path) -> None:
+    """`coophost --remote` reads a member's ~/.ssh/known_hosts: other tools' lines are skipped."""
+    path = tmp_path / "known_hosts"
+    hashed = "|1|JfKTdBh7rNbXkVAQCRp4OQoPfmI=|USECr3SWf1JUPsms5AqfD5QfxkM="
+    path.write_text(f"@cert-authority *.example {ED25519}\nh1 sk-ssh-x AAAA\n"
+                    f"{hashed} {ED25519}\ncontrol.example {ED25519}\n")
+    kept = known_hosts_entries(path, strict=False)
+    assert [e.hostnames for e in kept] == [[hashed], ["control.example"]]
+    with pytest.raises(ConfigError):
+        known_hosts_entries(path, strict=True)
 
 
 @pytest.mark.parametrize("command", [["host", "check"], ["deploy"]])
