@@ -166,7 +166,7 @@ def _mapped_errors(host: HostEntry, known_hosts: Path) -> Iterator[None]:
     except paramiko.BadHostKeyException as exc:
         raise HostKeyMismatch(
             f"{where}: host key mismatch: it offers {exc.key.get_name()} "
-            f"{exc.key.get_fingerprint().hex()}, known_hosts pins another",
+            f"{exc.key.fingerprint}, known_hosts pins another",
             hint=f"if the host was really rebuilt, re-pin its key in {known_hosts}") from exc
     except paramiko.AuthenticationException as exc:
         raise HostUnreachable(f"{where}: the key was not accepted ({exc})") from exc

@@ -184,7 +184,8 @@ def refuse_unpinned(inventory: Path, hosts: list[str],
             check_host_key(entries[host], known)
         except HostUnreachable as exc:  # HostKeyMismatch included
             counts = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 1, "tasks": 0}
-            return HostOutcome(host, "unreachable", counts, exc.message)
+            hint = f" ({exc.hint})" if exc.hint else ""
+            return HostOutcome(host, "unreachable", counts, exc.message + hint)
         finally:
             sink(host, "done", KEY_CHECK_TASK)
         return None
