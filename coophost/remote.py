@@ -67,7 +67,8 @@ def run_remote(target: str, words: list[str], *, identity: Path | None = None,
     pinned = known_hosts or Path.home() / ".ssh" / "known_hosts"
     entry = HostEntry(name=host, address=host, port=port, user=user,
                       key_file=str(identity) if identity else None)
-    with connect(entry, pinned, timeout, personal_keys=identity is None) as client:
+    with connect(entry, pinned, timeout, personal_keys=identity is None,
+                 own_known_hosts=True) as client:
         channel = client.get_transport().open_session()  # type: ignore[union-attr]
         channel.exec_command(shlex.join(words))
         if out is None:

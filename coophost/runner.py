@@ -7,18 +7,25 @@ may log it (`no_log`), so nothing secret ever lands there either.
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import os
+import shlex
 import shutil
+import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coophost.fsutil import ALIVE_FILE, private_folder
+from coophost.inventory import KNOWN_HOSTS_FILE
 from coophost.paths import content_root
 
 KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
+RUN_FOLDER_PREFIX = "coophost-run-"
+CONTROL_DIR = "cp"  # a run's own SSH master sockets
 
 
 @dataclass
@@ -40,8 +47,28 @@ class PlaybookResult:
         return sorted(h for h, n in self.stats.get(counter, {}).items() if n)
 
 
+def pinned_ssh_args(inventory: Path) -> str:
+    """The ssh options that trust only the co-op's known_hosts, after ansible.cfg's own ssh_args.
+
+    ssh keeps the first value it is given for an option, and both Ansible's ssh plugin and
+    mitogen put `ssh_args` before the inventory's `ansible_ssh_common_args`/`_extra_args`: a
+    hosts.yml that says `StrictHostKeyChecking=no`, or names another known_hosts, loses.
+    """
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(content_root() / "ansible.cfg")
+    shipped = config.get("ssh_connection", "ssh_args", fallback="")
+    known = shlex.quote(str((inventory / KNOWN_HOSTS_FILE).resolve()))
+    return (f"{shipped} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} "
+            "-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no").strip()
+
+
 def ansible_env(inventory: Path) -> dict[str, str]:
-    """Environment for ansible: the shipped ansible.cfg, roles, and per-co-op fact cache."""
+    """Environment for ansible: shipped ansible.cfg, roles, fact cache, pinned host keys.
+
+    ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False when the environment lacks it, and
+    mitogen then adds `StrictHostKeyChecking no` and `UserKnownHostsFile /dev/null` ahead of
+    every other option: it must be set here, explicitly.
+    """
     root = content_root()
     # ansible-playbook comes with coophost's Python; find it even when that venv is not on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -51,7 +78,15 @@ def ansible_env(inventory: Path) -> dict[str, str]:
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(inventory.resolve() / ".coophost" / "facts"),
         "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": pinned_ssh_args(inventory),
     }
+
+
+def pinned_extravars(inventory: Path) -> dict[str, Any]:
+    """The same host key settings as extra vars, which no inventory variable can override."""
+    return {"ansible_host_key_checking": True, "ansible_ssh_host_key_checking": True,
+            "ansible_ssh_args": pinned_ssh_args(inventory)}
 
 
 def _keep_for_inspection(private: Path) -> None:
@@ -62,7 +97,8 @@ def _keep_for_inspection(private: Path) -> None:
     """
     keep = os.environ.get(KEEP_RUNNER_DIR_ENV, "")
     if keep and private.is_dir():
-        shutil.copytree(private, Path(keep) / private.name, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(private, Path(keep) / private.name, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(CONTROL_DIR, ALIVE_FILE))
 
 
 def run_playbook(
@@ -82,31 +118,44 @@ def run_playbook(
     import ansible_runner  # imported here: it is slow to import and most commands never run it
 
     cmdline = "--check --diff" if check else None
-    private = Path(tempfile.mkdtemp(prefix="coophost-run-"))
-    try:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            playbook=str(playbook.resolve()),
-            inventory=str((inventory / "hosts.yml").resolve()),
-            limit=",".join(limit) if limit else None,
-            extravars=extravars or {},
-            envvars={**ansible_env(inventory), **(envvars or {})},
-            forks=forks,
-            cmdline=cmdline,
-            quiet=True,
-            event_handler=event_handler,
-            cancel_callback=cancel_callback,
-            settings={"suppress_ansible_output": True},
-        )
-        stats = runner.stats or {}
-        stdout_file = private / "artifacts" / str(runner.config.ident) / "stdout"
-        result = PlaybookResult(
-            status=str(runner.status), rc=int(runner.rc or 0),
-            stats={k: v for k, v in stats.items() if isinstance(v, dict)},
-            stdout=stdout_file.read_text(errors="replace") if stdout_file.is_file() else "")
-    finally:
-        if keep_artifacts is not None:
-            shutil.copytree(private / "artifacts", keep_artifacts, dirs_exist_ok=True)
-        _keep_for_inspection(private)
-        shutil.rmtree(private, ignore_errors=True)
+    with private_folder(RUN_FOLDER_PREFIX) as private:
+        # Multiplexed SSH masters of this run only: a master kept from an earlier run would
+        # carry a connection whose host key was checked then, not now.
+        control = private / CONTROL_DIR
+        control.mkdir(mode=0o700)
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                playbook=str(playbook.resolve()),
+                inventory=str((inventory / "hosts.yml").resolve()),
+                limit=",".join(limit) if limit else None,
+                extravars={**(extravars or {}), **pinned_extravars(inventory)},
+                envvars={**ansible_env(inventory), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                         **(envvars or {})},
+                forks=forks,
+                cmdline=cmdline,
+                quiet=True,
+                event_handler=event_handler,
+                cancel_callback=cancel_callback,
+                settings={"suppress_ansible_output": True},
+            )
+            stats = runner.stats or {}
+            stdout_file = private / "artifacts" / str(runner.config.ident) / "stdout"
+            result = PlaybookResult(
+                status=str(runner.status), rc=int(runner.rc or 0),
+                stats={k: v for k, v in stats.items() if isinstance(v, dict)},
+                stdout=stdout_file.read_text(errors="replace") if stdout_file.is_file() else "")
+        finally:
+            _close_masters(control)
+            if keep_artifacts is not None:
+                shutil.copytree(private / "artifacts", keep_artifacts, dirs_exist_ok=True)
+            _keep_for_inspection(private)
     return result
+
+
+def _close_masters(control: Path) -> None:
+    """Ask this run's SSH masters to exit now rather than linger for ControlPersist."""
+    for socket in control.iterdir() if control.is_dir() else ():
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "coophost-run"],
+                           capture_output=True, timeout=10, check=False)

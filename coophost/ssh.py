@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.auth_strategy import AuthStrategy
+from paramiko.config import SSHConfig
+from paramiko.hostkeys import HostKeyEntry
 
-from coophost.errors import HostKeyMismatch, HostUnreachable
+from coophost.errors import ConfigError, HostKeyMismatch, HostUnreachable
 from coophost.inventory import HostEntry
 
 # One remote command, no member input in it: each section is introduced by a marker line.
@@ -94,44 +97,138 @@ def fill_report(report: HostReport, sections: dict[str, str]) -> HostReport:
     return report
 
 
-@contextmanager
-def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
-            personal_keys: bool = False) -> Iterator[paramiko.SSHClient]:
-    """An SSH session to `host` that trusts only the keys pinned in `known_hosts`.
+def validate_known_hosts(path: Path) -> None:
+    """Refuse (exit 2, naming the line) a known_hosts line coophost could not check a key by.
 
-    `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a member's own client);
-    hosts are reached only with the inventory's key.
+    paramiko skips such lines silently, which would leave a host with no pinned key, or fails
+    with an error that names no line. A missing file pins nothing (every host is refused).
     """
-    client = paramiko.SSHClient()
-    if known_hosts.is_file():
-        client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    known_hosts_entries(path, strict=True)
+
+
+def known_hosts_entries(path: Path, *, strict: bool) -> list[HostKeyEntry]:
+    """The pinned keys of `path`; with `strict` off, lines paramiko cannot read are left out."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    entries = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            try:
+                entries.append(_known_hosts_entry(path, number, line))
+            except ConfigError:
+                if strict:
+                    raise
+    return entries
+
+
+def _known_hosts_entry(path: Path, number: int, line: str) -> HostKeyEntry:
+    where = f"{path}: line {number}"
+    hint = "each line is `HOST KEYTYPE BASE64-KEY`, as `ssh-keyscan` prints them"
+    if line.startswith("@"):
+        raise ConfigError(f"{where}: {line.split()[0]!r} lines are not supported: coophost "
+                          "pins plain host keys only", hint=hint)
+    try:
+        entry = HostKeyEntry.from_line(line, number)
+    except Exception as exc:  # whatever paramiko or the key parser raise
+        raise ConfigError(f"{where}: not a valid host key ({type(exc).__name__}: "
+                          f"{str(exc)[:120]})", hint=hint) from exc
+    if entry is None:
+        found = line.split()
+        problem = (f"key type {found[1]!r} is not one paramiko can check" if len(found) >= 3
+                   else f"{len(found)} field(s), expected 3")
+        raise ConfigError(f"{where}: {problem}", hint=hint)
+    return entry
+
+
+class _KeyOnly(AuthStrategy):
+    """Stop once the host key is checked: no authentication is attempted."""
+
+    def get_sources(self) -> Iterator[Any]:
+        """No key, no password: nothing."""
+        yield from ()
+
+    def authenticate(self, transport: paramiko.Transport) -> list[Any]:
+        """Nothing to try."""
+        return []
+
+
+@contextmanager
+def _mapped_errors(host: HostEntry, known_hosts: Path) -> Iterator[None]:
+    """Map paramiko's failures to coophost's errors (exit 4), naming the host."""
     where = f"{host.name} ({host.address}:{host.port})"
     try:
-        client.connect(host.address, port=host.port, username=host.user,
-                       key_filename=host.key_file, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, allow_agent=personal_keys,
-                       look_for_keys=personal_keys)
+        yield
     except paramiko.BadHostKeyException as exc:
-        client.close()
         raise HostKeyMismatch(
             f"{where}: host key mismatch: it offers {exc.key.get_name()} "
-            f"{exc.key.get_fingerprint().hex()}, known_hosts pins another",
+            f"{exc.key.fingerprint}, known_hosts pins another",
             hint=f"if the host was really rebuilt, re-pin its key in {known_hosts}") from exc
     except paramiko.AuthenticationException as exc:
-        client.close()
         raise HostUnreachable(f"{where}: the key was not accepted ({exc})") from exc
     except paramiko.SSHException as exc:
-        client.close()
         if "not found in known_hosts" in str(exc):
             raise HostKeyMismatch(f"{where}: no pinned host key in {known_hosts}",
                                   hint="pin its key in that file first: nothing is trusted on "
                                        "first use") from exc
         raise HostUnreachable(f"{where}: SSH failed: {exc}") from exc
     except (TimeoutError, OSError) as exc:
-        client.close()
         raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
+
+
+def _pinned_client(known_hosts: Path, *, strict: bool = True) -> paramiko.SSHClient:
+    """A client that trusts the keys of `known_hosts` and nothing else.
+
+    `strict` refuses a file with a line paramiko would skip (the co-op's own known_hosts);
+    a person's ~/.ssh/known_hosts may hold lines for other tools, which are left out.
+    """
+    client = paramiko.SSHClient()
+    pinned = client.get_host_keys()
+    for entry in known_hosts_entries(known_hosts, strict=strict):
+        for name in entry.hostnames:
+            pinned.add(name, entry.key.get_name(), entry.key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def check_host_key(host: HostEntry, known_hosts: Path, timeout: float = 10.0) -> None:
+    """Check the key `host` offers against `known_hosts`, before any authentication.
+
+    Raises HostKeyMismatch or HostUnreachable (exit 4); nothing is sent to the host but the
+    key exchange, so a host that is not the pinned one sees no login attempt.
+    """
+    client = _pinned_client(known_hosts)
     try:
+        with _mapped_errors(host, known_hosts):
+            client.connect(host.address, port=host.port, username=host.user, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout,
+                           auth_strategy=_KeyOnly(SSHConfig()))
+    finally:
+        client.close()
+
+
+@contextmanager
+def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
+            personal_keys: bool = False,
+            own_known_hosts: bool = False) -> Iterator[paramiko.SSHClient]:
+    """An SSH session to `host` that trusts only the keys pinned in `known_hosts`.
+
+    `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a member's own client);
+    hosts are reached only with the inventory's key. The co-op's known_hosts must be readable
+    line by line (exit 2 otherwise); a person's `own_known_hosts` may hold lines for other
+    tools, which pin nothing here.
+    """
+    client = _pinned_client(known_hosts, strict=not own_known_hosts)
+    try:
+        with _mapped_errors(host, known_hosts):
+            client.connect(host.address, port=host.port, username=host.user,
+                           key_filename=host.key_file, timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout, allow_agent=personal_keys,
+                           look_for_keys=personal_keys)
         yield client
     finally:
         client.close()

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from coophost.deploy.executor import Executor, HostOutcome, LocalExecutor, VaultAccess
+from coophost.deploy.executor import (
+    JOB_FOLDER_PREFIX,
+    Executor,
+    HostOutcome,
+    LocalExecutor,
+    VaultAccess,
+)
 from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, select_hosts
 from coophost.deploy.records import RunLog
 from coophost.errors import (
@@ -25,6 +31,9 @@ from coophost.errors import (
     EXIT_UNREACHABLE,
     ConfigError,
 )
+from coophost.fsutil import sweep_dead_folders
+from coophost.inventory import KNOWN_HOSTS_FILE
+from coophost.runner import RUN_FOLDER_PREFIX
 
 MODES = ("per-host", "batch")
 
@@ -144,10 +153,14 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     from coophost.hostvars import render_hosts
     from coophost.lock import coop_lock
     from coophost.paths import playbook
+    from coophost.ssh import validate_known_hosts
     from coophost.state import StateDB
 
     if options.mode not in MODES:
         raise ConfigError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
+    validate_known_hosts(root / KNOWN_HOSTS_FILE)  # a line it cannot read: exit 2, nothing run
+    for prefix in (RUN_FOLDER_PREFIX, JOB_FOLDER_PREFIX):  # left by a killed deploy
+        sweep_dead_folders(prefix)
     with coop_lock(root, wait=float("inf") if options.wait else 0.0, purpose="deploy"):
         with StateDB(root) as db:
             log = RunLog(db)

@@ -7,16 +7,20 @@ one without the engine changing.
 
 from __future__ import annotations
 
-import shutil
 import stat
-import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from coophost.errors import HostUnreachable
+from coophost.fsutil import private_folder
+from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
 from coophost.runner import PlaybookResult, run_playbook
+
+JOB_FOLDER_PREFIX = "coophost-job-"
 
 EventSink = Callable[[str, str, str], None]  # (host, kind, task name)
 
@@ -119,6 +123,14 @@ class LocalExecutor:
 
     def run_hosts(self, hosts: list[str], sink: EventSink,
                   cancel: threading.Event) -> dict[str, HostOutcome]:
+        """Check each host's key, run the playbook once over the others, split per host."""
+        refused = refuse_unpinned(self.inventory, hosts, sink)
+        admitted = [h for h in hosts if h not in refused]
+        outcomes = self._run_playbook(admitted, sink, cancel) if admitted else {}
+        return {h: refused.get(h) or outcomes[h] for h in hosts}
+
+    def _run_playbook(self, hosts: list[str], sink: EventSink,
+                      cancel: threading.Event) -> dict[str, HostOutcome]:
         """Run the playbook once over `hosts` and split the result per host."""
         tasks = dict.fromkeys(hosts, 0)
         failures: dict[str, list[str]] = {h: [] for h in hosts}
@@ -149,14 +161,11 @@ class LocalExecutor:
                 sink(host, "done", task)
             return False  # task events are not written to the job's artifacts
 
-        scratch = Path(tempfile.mkdtemp(prefix="coophost-job-"))
-        try:
+        with private_folder(JOB_FOLDER_PREFIX) as scratch:
             result = run_playbook(
                 self.playbook, self.inventory, limit=hosts, check=self.check,
                 envvars=self._env(scratch), forks=self.forks or len(hosts),
                 event_handler=on_event, cancel_callback=cancel.is_set)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         outcomes = {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
         for host, outcome in outcomes.items():
             outcome.causes = causes[host]
@@ -198,6 +207,41 @@ def item_label(res: dict[str, Any]) -> str:
         return ", ".join(label for r in results if isinstance(r, dict) and r.get("failed")
                          for label in [one(r.get("item"))] if label)[:300]
     return ""
+
+
+KEY_CHECK_TASK = "host key check"
+
+
+def refuse_unpinned(inventory: Path, hosts: list[str],
+                    sink: EventSink) -> dict[str, HostOutcome]:
+    """Check every host's key against the co-op's known_hosts, before Ansible touches it.
+
+    Ansible checks it too (see coophost.runner), but this check fails before any
+    authentication, names the host and the mismatch, and is the same for every strategy.
+    Returns the outcome of each host refused (unreachable, or its key not the pinned one).
+    """
+    from coophost.ssh import check_host_key  # paramiko is slow to import
+
+    entries = {e.name: e for e in load_hosts(inventory)}
+    known = inventory / KNOWN_HOSTS_FILE
+
+    def check(host: str) -> HostOutcome | None:
+        if entries[host].vars.get("ansible_connection") == "local":
+            return None  # the controller itself: no SSH, no key to pin
+        sink(host, "task", KEY_CHECK_TASK)
+        try:
+            check_host_key(entries[host], known)
+        except HostUnreachable as exc:  # HostKeyMismatch included
+            counts = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 1, "tasks": 0}
+            hint = f" ({exc.hint})" if exc.hint else ""
+            return HostOutcome(host, "unreachable", counts, exc.message + hint)
+        finally:
+            sink(host, "done", KEY_CHECK_TASK)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(len(hosts), 16) or 1) as pool:
+        results = dict(zip(hosts, pool.map(check, hosts), strict=True))
+    return {h: o for h, o in results.items() if o is not None}
 
 
 def mitogen_env(strategy: str = "linear") -> dict[str, str]:

@@ -333,8 +333,9 @@ class Lab:
         fqdn = f"acme.{self.domain}"
         if not (acme_dir / "cert.pem").is_file():
             served = server_cert(ca, [fqdn, "localhost"], ["127.0.0.1"])
-            atomic_write(acme_dir / "key.pem", served.key, mode=0o644)
+            atomic_write(acme_dir / "key.pem", served.key, mode=0o600)  # pebble runs as root
             atomic_write(acme_dir / "cert.pem", served.cert)
+        (acme_dir / "key.pem").chmod(0o600)  # labs made before it was written 0600
         config = {"pebble": {
             "listenAddress": f"0.0.0.0:{ACME_PORT}",
             "managementListenAddress": f"0.0.0.0:{ACME_MGMT_PORT}",

@@ -23,7 +23,7 @@ def test_sudoers_file_is_valid(host):
 @pytest.mark.parametrize(("setting", "value"), [
     ("passwordauthentication", "no"),
     ("kbdinteractiveauthentication", "no"),
-    ("permitrootlogin", "without-password"),
+    ("permitrootlogin", "no"),
     ("authenticationmethods", "publickey"),
     ("x11forwarding", "no"),
     ("maxauthtries", "3"),
