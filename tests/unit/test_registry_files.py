@@ -256,5 +256,5 @@ def test_a_conflict_between_other_members_neither_shuts_out_nor_shows(coop: Path
     from coophost.errors import ConfigError
     from coophost.registry.loader import load_registry
 
-    with pytest.raises(ConfigError, match="bread-coop.test"):
+    with pytest.raises(ConfigError, match=r"bread-coop\.test"):
         load_registry(coop, need_hosts=False)
