@@ -28,6 +28,8 @@ demo: engine
 	-$(COOPHOST) -i inventories/$(LAB) plan
 	$(COOPHOST) -i inventories/$(LAB) deploy
 	$(COOPHOST) -i inventories/$(LAB) plan
+	@# the hosts themselves hold what was applied (a check-mode run; nothing changes)
+	$(COOPHOST) -i inventories/$(LAB) drift
 	@# the members' MX, SPF, DKIM and DMARC records, served by the lab DNS and checked
 	$(COOPHOST) -i inventories/$(LAB) lab dns sync --name $(LAB)
 	$(COOPHOST) -i inventories/$(LAB) dns check
