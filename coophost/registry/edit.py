@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
 from coophost.catalogue import Catalogue, Service, load_catalogue
 from coophost.errors import ConfigError, ConflictError, UsageError
 from coophost.fsutil import read_regular, replace_if_unchanged
@@ -35,7 +37,7 @@ MEMBER_TEMPLATE = """\
 slug: {slug}
 # This member's life at the co-op: its data on hosts and its secrets belong to it. Written by
 # coophost, never reused: a later member given the same slug gets a new one.
-id: {life}
+id: "{life}"
 name: {name}
 contact: {contact}
 status: active          # active | suspended
@@ -235,7 +237,8 @@ def assign_lives(root: Path) -> list[Path]:
         doc = rt_load(_decoded(raw, slug))
         life = new_life()
         keys = list(doc)
-        doc.insert(keys.index("slug") + 1 if "slug" in keys else 0, "id", life)
+        doc.insert(keys.index("slug") + 1 if "slug" in keys else 0, "id",
+                   DoubleQuotedScalarString(life))  # quoted: 12e4... would read as a number
         # The secrets are linked to their new name before the file names the life, and the
         # old name goes last: an interruption anywhere leaves the member with its secrets.
         legacy = root / SECRETS_DIR / f"{slug}.yml"

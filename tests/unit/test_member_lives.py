@@ -84,3 +84,24 @@ def test_a_malformed_life_id_is_refused(coop: Path, cli) -> None:
     code, _, err = cli("-i", str(coop), "plan")
     assert code == 2
     assert "dune-press.yml" in err and "id" in err and "../../etc" in err, err
+
+
+def test_an_id_that_looks_like_a_number_stays_text(coop: Path, cli, monkeypatch) -> None:
+    """Ids are random hex: `123e4567...` or all digits must be written so YAML reads text."""
+    from coophost.registry import edit
+
+    for life in ("123e45678901", "000000000000", "1e9999999999"):
+        monkeypatch.setattr(edit, "new_life", lambda life=life: life)
+        slug = f"num-{life[:4]}"
+        code, _, err = cli("-i", str(coop), "member", "add", slug, "--name", "N",
+                           "--contact", f"n@{slug}.test")
+        assert code == 0, err
+        assert _life(coop, slug) == life
+    # and a member from before lives given such an id by a render
+    member = coop / "members" / "dune-press.yml"
+    member.write_text("".join(line for line in member.read_text().splitlines(keepends=True)
+                              if not line.startswith("id:")))
+    monkeypatch.setattr(edit, "new_life", lambda: "4e1234567890")
+    code, _, err = cli("-i", str(coop), "render")
+    assert code == 0, err
+    assert _life(coop, "dune-press") == "4e1234567890"
