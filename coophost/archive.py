@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,20 +59,13 @@ def due(entries: list[Archived], living_owners: set[str], days: int, today: dt.d
             and e.archived + dt.timedelta(days=days) <= today]
 
 
-def _run(client: Any, argv: list[str]) -> tuple[int, str, str]:
-    _, stdout, stderr = client.exec_command(shlex.join(argv))
-    out = stdout.read().decode(errors="replace")
-    err = stderr.read().decode(errors="replace")
-    return stdout.channel.recv_exit_status(), out, err
-
-
 def list_archives(root: Path) -> list[Archived]:
     """Every archived folder on every host, and every kept secrets file of a removed member."""
     from coophost.catalogue import load_catalogue
     from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
     from coophost.registry.edit import REMOVED_DIR
     from coophost.registry.model import SECRETS_DIR
-    from coophost.ssh import connect
+    from coophost.ssh import connect, run_argv
 
     folders = {name: str(s.data["archive"]) for name, s in load_catalogue().services.items()
                if s.data.get("archive")}
@@ -88,8 +80,9 @@ def list_archives(root: Path) -> list[Archived]:
     for host in load_hosts(root):
         with connect(host, root / KNOWN_HOSTS_FILE) as client:
             for service, folder in sorted(folders.items()):
-                status, out, err = _run(client, ["sudo", "-n", "find", folder, "-mindepth",
-                                                 "1", "-maxdepth", "1", "-printf", r"%f\0"])
+                status, out, err = run_argv(client, ["sudo", "-n", "find", folder,
+                                                     "-mindepth", "1", "-maxdepth", "1",
+                                                     "-printf", r"%f\0"])
                 if status != 0:
                     if "No such file" in err:
                         continue
@@ -110,19 +103,21 @@ def living_owners(root: Path) -> set[str]:
 
 
 def delete(root: Path, entries: list[Archived], by: str) -> None:
-    """Delete archived entries (each audited as it goes)."""
+    """Delete archived entries, one SSH session per host, each deletion audited as it goes."""
     from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
     from coophost.requests import audit
-    from coophost.ssh import connect
+    from coophost.ssh import connect, run_argv
 
-    hosts = {h.name: h for h in load_hosts(root)}
     for entry in entries:
         if not entry.host:
             (root / entry.path).unlink()
-        else:
-            with connect(hosts[entry.host], root / KNOWN_HOSTS_FILE) as client:
-                status, _, err = _run(client, ["sudo", "-n", "rm", "-rf", "--one-file-system",
-                                               "--", entry.path])
-            if status != 0:
-                raise CoophostError(f"{entry.host}: cannot delete {entry.path}: {err.strip()}")
-        audit(root, {"by": by, "action": "archive deleted", **entry.as_dict()})
+            audit(root, {"by": by, "action": "archive deleted", **entry.as_dict()})
+    hosts = {h.name: h for h in load_hosts(root)}
+    for name in sorted({e.host for e in entries if e.host}):
+        with connect(hosts[name], root / KNOWN_HOSTS_FILE) as client:
+            for entry in (e for e in entries if e.host == name):
+                status, _, err = run_argv(client, ["sudo", "-n", "rm", "-rf",
+                                                   "--one-file-system", "--", entry.path])
+                if status != 0:
+                    raise CoophostError(f"{name}: cannot delete {entry.path}: {err.strip()}")
+                audit(root, {"by": by, "action": "archive deleted", **entry.as_dict()})

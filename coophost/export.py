@@ -142,21 +142,16 @@ def _safe_member_name(name: str) -> str | None:
     return clean
 
 
-def _run(client: Any, argv: list[str]) -> tuple[int, str]:
-    """Run `argv` on the host; return its exit status and output."""
-    _, stdout, _ = client.exec_command(shlex.join(argv))
-    out = stdout.read().decode(errors="replace")
-    return stdout.channel.recv_exit_status(), out
-
-
 def _present(client: Any, source: Source) -> list[str]:
     """The source's paths that exist on the host, and its archived entries of this owner."""
+    from coophost.ssh import run_argv
+
     existing = [path for path in source.paths
-                if _run(client, ["sudo", "-n", "test", "-e", path])[0] == 0]
+                if run_argv(client, ["sudo", "-n", "test", "-e", path])[0] == 0]
     if source.archive and source.owner:
-        status, out = _run(client, ["sudo", "-n", "find", source.archive, "-mindepth", "1",
-                                    "-maxdepth", "1", "-name", f"{source.owner}.*",
-                                    "-print0"])
+        status, out, _ = run_argv(client, ["sudo", "-n", "find", source.archive, "-mindepth",
+                                           "1", "-maxdepth", "1", "-name",
+                                           f"{source.owner}.*", "-print0"])
         if status == 0:
             existing += sorted(name for name in out.split("\0") if name)
     return existing

@@ -6,6 +6,7 @@ Host keys come only from the inventory's known_hosts, and an unknown or changed 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -239,6 +240,15 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 30.0) -> tupl
     _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)
     text = stdout.read().decode(errors="replace")
     return stdout.channel.recv_exit_status(), text
+
+
+def run_argv(client: paramiko.SSHClient, argv: list[str], timeout: float = 300.0
+             ) -> tuple[int, str, str]:
+    """Run `argv` (quoted word by word for the remote shell); return (status, out, err)."""
+    _stdin, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout)
+    out = stdout.read().decode(errors="replace")
+    err = stderr.read().decode(errors="replace")
+    return stdout.channel.recv_exit_status(), out, err
 
 
 def preflight(host: HostEntry, known_hosts: Path) -> HostReport:
