@@ -48,11 +48,9 @@ def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str]
 def render_hosts(root: Path, out: Path, only_host: str | None = None) -> list[Path]:
     """Write host_vars/<host>.yml under `out`; new secrets are saved first. Returns the paths.
 
-    Members without a life id get one first (their data and secrets are keyed by it).
+    Members must have their life ids (`registry.edit.assign_lives`, which the callers run
+    first): data and secrets are keyed by them.
     """
-    from coophost.registry.edit import assign_lives
-
-    assign_lives(root)
     texts, store = host_files(root, only_host)
     written = store.save()
     for name, text in texts.items():

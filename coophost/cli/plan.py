@@ -86,8 +86,10 @@ def render(app: AppContext, host_name: str | None, out_dir: Path | None) -> None
     """Write each host's desired state as an Ansible vars file (host_vars/HOST.yml)."""
     from coophost.hostvars import render_hosts
     from coophost.lock import coop_lock
+    from coophost.registry.edit import assign_lives
 
     with coop_lock(app.inventory, purpose="render"):
+        assign_lives(app.inventory)
         written = render_hosts(app.inventory, out_dir or app.inventory, host_name)
     for path in written:
         app.out.print(f"wrote {path}")

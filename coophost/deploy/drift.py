@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from coophost.deploy.engine import DeployOptions, Progress, deploy
-from coophost.deploy.jobs import Selection
-
-PENDING_MARK = "--all"  # the only reason `--all` gives a host with nothing pending
+from coophost.deploy.jobs import ALL_REASON, Selection
+from coophost.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def verdict(host: str, reasons: list[str], status: str, counts: dict[str, int],
             summary: str) -> HostDrift:
     """A host's drift from its check-mode outcome (pure)."""
     changed = int(counts.get("changed", 0))
-    if reasons != [PENDING_MARK]:
+    if reasons != [ALL_REASON]:
         return HostDrift(host, "pending", changed, "; ".join(reasons))
     if status != "ok":
         return HostDrift(host, status, changed, summary)
@@ -62,7 +61,7 @@ def drift(root: Path, hosts: frozenset[str], progress: Progress, cancel: threadi
              for h, o in sorted(result.outcomes.items())]
     statuses = {f.status for f in found}
     if result.canceled or "canceled" in statuses:
-        return found, 130
+        return found, EXIT_INTERRUPTED
     if "drifted" in statuses or "failed" in statuses:
-        return found, 1
-    return found, 4 if "unreachable" in statuses else 0
+        return found, EXIT_PENDING
+    return found, EXIT_UNREACHABLE if "unreachable" in statuses else EXIT_OK

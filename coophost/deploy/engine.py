@@ -127,8 +127,9 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
 
-    if record_placements:
-        assign_lives(root)  # before hashing: a unit's data and secrets are keyed by its life
+    # Before hashing, even in check mode (rendering needs them): a unit's data and secrets
+    # are keyed by its member's life.
+    assign_lives(root)
     desired = compute(root)
     check_names(desired, root, members=sorted(selection.members),
                 hosts=sorted(selection.hosts), services=sorted(selection.services))

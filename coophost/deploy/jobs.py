@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from coophost.plan import Plan
 
+ALL_REASON = "--all"  # the only reason of a host taken by --all with nothing pending
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -54,7 +56,7 @@ def select_hosts(plan: Plan, placed: Mapping[str, Iterable[tuple[str, str]]],
         if host_plan.status in ("new", "changed"):
             reasons.setdefault(host, []).insert(0, f"host: {host_plan.status}")
     if selection.everything:
-        chosen = {h: reasons.get(h, ["--all"]) for h in known}
+        chosen = {h: reasons.get(h, [ALL_REASON]) for h in known}
     elif selection.resume:
         chosen = {h: ["--resume", *reasons.get(h, [])] for h in resume_hosts if h in known}
     else:
