@@ -269,15 +269,14 @@ def member_depart(app: AppContext, slug: str, out: Path) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
 def member_remove(app: AppContext, slug: str, yes: bool) -> int:
-    """Remove a member's record (the next deploy removes its services)."""
+    """Remove a member (its secrets are kept aside; the next deploy archives its data)."""
     from coophost.registry.edit import read_member_text, remove_member
+    from coophost.requests import actor, audit
 
     read_member_text(_root(app), slug)
     if not yes and not click.confirm(f"remove member {slug}?", default=False):
         app.err.print("not removed")
         return EXIT_USAGE
-    from coophost.requests import actor, audit
-
     kept = remove_member(_root(app), slug)
     audit(_root(app), {"by": actor(), "action": "member removed", "member": slug,
                        **({"secrets_kept": str(kept.relative_to(_root(app)))} if kept else {})})
