@@ -75,7 +75,7 @@ def write_members(root: Path, count: int) -> None:
 
 def ansible_env(root: Path, tuned: bool) -> dict[str, str]:
     """Environment for plain ansible-playbook: the repo's tuned config, or Ansible's defaults."""
-    from coophost.runner import ansible_env as coophost_env
+    from coophost.deploy.runner import ansible_env as coophost_env
 
     env = dict(os.environ)
     env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(root / "vault-password")

@@ -74,7 +74,7 @@ def record_applied(root: Path) -> None:
     """Record the current desired state as applied (what a successful deploy leaves)."""
     code = (
         "import sys; from pathlib import Path\n"
-        "from coophost.desired import compute\nfrom coophost.state import StateDB\n"
+        "from coophost.desired.units import compute\nfrom coophost.state import StateDB\n"
         "root = Path(sys.argv[1]); d = compute(root)\n"
         "per = {h: [] for h in d.host_hashes}\n"
         "for u in d.units.values(): per[u.host].append((u.member, u.service, u.hash))\n"

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coophost.errors import BusyError
-from coophost.registry.model import STATE_DIR
+from coophost.layout import LOCK_FILE, STATE_DIR
 
-LOCK_FILE = "lock"
-REQUESTS_LOCK = "requests.lock"  # members' requests: never blocked by a running deploy
 _HELD: dict[Path, int] = {}  # locks this process holds, with their nesting depth
 
 

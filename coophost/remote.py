@@ -59,7 +59,7 @@ def run_remote(target: str, words: list[str], *, identity: Path | None = None,
                known_hosts: Path | None = None, timeout: float = 15.0) -> int:
     """Run one member command on the control host; return its exit status."""
     from coophost.fsutil import atomic_stream
-    from coophost.inventory import HostEntry
+    from coophost.registry.hosts import HostEntry
     from coophost.ssh import connect
 
     user, host, port = parse_target(target)

@@ -18,14 +18,15 @@ from __future__ import annotations
 import os
 import secrets as random
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coophost.catalogue import Catalogue, SecretSpec
 from coophost.errors import ConfigError
 from coophost.fsutil import atomic_write
-from coophost.registry.model import SECRETS_DIR, VaultSettings
-from coophost.render import SecretRef
+from coophost.layout import SECRETS_DIR
+from coophost.registry.catalogue import Catalogue, SecretSpec
+from coophost.registry.model import VaultSettings
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 VAULT_HEADER = "$ANSIBLE_VAULT;"
@@ -142,6 +143,22 @@ def generate(spec: SecretSpec) -> str:
                                  serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()).decode()
     raise ConfigError(f"unknown secret kind {spec.kind!r}")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret of one unit, rendered as its ansible-vault ciphertext, hashed by its name."""
+
+    member: str
+    service: str
+    name: str
+    item: str = ""  # the mailbox, for a secret kept per mailbox
+
+    @property
+    def key(self) -> str:
+        """A stable, non-secret identifier."""
+        base = f"{self.member}/{self.service}/{self.name}"
+        return f"{base}/{self.item}" if self.item else base
 
 
 class SecretStore:

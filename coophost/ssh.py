@@ -19,7 +19,7 @@ from paramiko.config import SSHConfig
 from paramiko.hostkeys import HostKeyEntry
 
 from coophost.errors import ConfigError, HostKeyMismatch, HostUnreachable
-from coophost.inventory import HostEntry
+from coophost.registry.hosts import HostEntry
 
 # One remote command, no member input in it: each section is introduced by a marker line.
 PREFLIGHT = (

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coophost.errors import BusyError, ConfigError
-from coophost.registry.model import STATE_DIR
-
-STATE_FILE = "state.db"
+from coophost.layout import STATE_DIR, STATE_FILE
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: what was last applied, per unit on a host and per host (the plan's baseline).

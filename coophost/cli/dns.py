@@ -27,8 +27,8 @@ def records(app: AppContext, member_slug: str | None, output_format: str) -> Non
     """
     import json
 
-    from coophost.dnsops import expected_records
-    from coophost.dnsrecords import format_json, format_zone
+    from coophost.dns.ops import expected_records
+    from coophost.dns.records import format_json, format_zone
 
     found = expected_records(app.inventory, member_slug)
     for note in found.notes:
@@ -53,7 +53,7 @@ def check_records(app: AppContext, member_slug: str | None, nameserver: str | No
     Each expected record is ok (its value is answered), missing (no such name or no record of
     that type), differs (other values answered) or error (the query failed).
     """
-    from coophost.dnsops import check, expected_records, parse_nameserver, resolver
+    from coophost.dns.ops import check, expected_records, parse_nameserver, resolver
 
     found = expected_records(app.inventory, member_slug)
     if nameserver is not None:

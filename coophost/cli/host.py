@@ -32,7 +32,8 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     Exit 4 when a host is unreachable or its key does not match the pinned one, 1 when a
     reachable host fails a check.
     """
-    from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
+    from coophost.layout import KNOWN_HOSTS_FILE
+    from coophost.registry.hosts import load_hosts
     from coophost.ssh import preflight  # paramiko is slow to import: only when checking
 
     hosts = load_hosts(app.inventory)

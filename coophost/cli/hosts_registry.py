@@ -34,7 +34,7 @@ def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, r
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """List hosts with their groups, declared capacity, and what placed units use."""
-    from coophost.desired import compute
+    from coophost.desired.units import compute
 
     desired = compute(app.inventory)
     hosts = desired.hosts

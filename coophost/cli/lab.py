@@ -129,7 +129,7 @@ def dns_sync(app: AppContext, name: str, as_json: bool) -> None:
     The records come from the co-op's registry (-i, default inventories/NAME); the lab's own
     host names stay in its hosts file. Restarts the DNS container only when records changed.
     """
-    from coophost.dnsops import dnsmasq_config, expected_records
+    from coophost.dns.ops import dnsmasq_config, expected_records
 
     the_lab = _lab(app, name)
     found = expected_records(the_lab.inventory)

@@ -35,7 +35,7 @@ def authorize(app: AppContext, target: Path | None, executable: str | None,
     a marked block of the file; the file's other lines are kept. Suspended and departed
     members keep the shell (to see their status and take their data out).
     """
-    from coophost.authorize import key_lines, write_authorized_keys
+    from coophost.members.authorize import key_lines, write_authorized_keys
     from coophost.registry.loader import load_registry
 
     registry = load_registry(app.inventory, need_hosts=False).registry
@@ -80,11 +80,11 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
     nothing of an active or suspended member is ever deleted. coop.yml's
     `retention.departed_days` (default 30) sets the period.
     """
-    from coophost import archive
-    from coophost.lifecycle import DEFAULT_DEPARTED_DAYS, due_for_purge
-    from coophost.lifecycle import purge as run_purge
+    from coophost.members import archive
+    from coophost.members.audit import actor
+    from coophost.members.lifecycle import DEFAULT_DEPARTED_DAYS, due_for_purge
+    from coophost.members.lifecycle import purge as run_purge
     from coophost.registry.loader import load_coop
-    from coophost.requests import actor
 
     day = today.date() if today else None
     if dry_run:
@@ -116,7 +116,7 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
 @pass_app
 def member_shell(app: AppContext, slug: str) -> int:
     """The forced command of member keys: runs $SSH_ORIGINAL_COMMAND as a member verb."""
-    from coophost.membershell import run
+    from coophost.members.shell import run
 
     return run(app.inventory, slug, os.environ.get("SSH_ORIGINAL_COMMAND"))
 

@@ -19,8 +19,8 @@ SYMBOLS = {"add": "+", "change": "~", "remove": "-"}
 @pass_app
 def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_json: bool) -> int:
     """Show what a deploy would change, per host and member; exit 1 when changes are pending."""
-    from coophost import plan as planning
-    from coophost.desired import check_names, compute
+    from coophost.desired import plan as planning
+    from coophost.desired.units import check_names, compute
     from coophost.state import StateDB
 
     desired = compute(app.inventory)
@@ -42,7 +42,7 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
 
 def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
     """Return the plan as lines a person reads: per host, then per unit."""
-    from coophost.plan import Plan
+    from coophost.desired.plan import Plan
 
     assert isinstance(result, Plan)
     if not result.pending:
@@ -84,7 +84,7 @@ def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
 @pass_app
 def render(app: AppContext, host_name: str | None, out_dir: Path | None) -> None:
     """Write each host's desired state as an Ansible vars file (host_vars/HOST.yml)."""
-    from coophost.hostvars import render_hosts
+    from coophost.desired.hostvars import render_hosts
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives
 

@@ -13,6 +13,7 @@ import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
 from coophost.errors import EXIT_USAGE, ConflictError, CoophostError, UsageError
+from coophost.layout import STATE_DIR
 
 
 def _root(app: AppContext) -> Path:
@@ -174,7 +175,6 @@ def _run_editor(text: str, slug: str) -> str:
 
 def _keep_rejected(root: Path, slug: str, text: str) -> Path:
     from coophost.fsutil import atomic_write
-    from coophost.registry.model import STATE_DIR
 
     folder = root / STATE_DIR / "rejected"
     path = folder / f"{slug}.yml"
@@ -195,8 +195,8 @@ def member_suspend(app: AppContext, slug: str, why: str) -> None:
 
     Mail keeps arriving, or bounces, as coop.yml's `suspended_mail` says.
     """
-    from coophost.lifecycle import set_status
-    from coophost.requests import actor
+    from coophost.members.audit import actor
+    from coophost.members.lifecycle import set_status
 
     if set_status(_root(app), slug, "suspended", actor(), why) is None:
         app.out.print(f"{slug} is suspended already: nothing changed")
@@ -210,8 +210,8 @@ def member_suspend(app: AppContext, slug: str, why: str) -> None:
 @pass_app
 def member_resume(app: AppContext, slug: str, why: str) -> None:
     """Resume a suspended member (logins work again after the next deploy)."""
-    from coophost.lifecycle import set_status
-    from coophost.requests import actor
+    from coophost.members.audit import actor
+    from coophost.members.lifecycle import set_status
 
     if set_status(_root(app), slug, "active", actor(), why) is None:
         app.out.print(f"{slug} is active already: nothing changed")
@@ -232,8 +232,8 @@ def member_export(app: AppContext, slug: str, out: Path) -> None:
     """
     import sys
 
-    from coophost.export import export_member
     from coophost.fsutil import atomic_stream
+    from coophost.members.export import export_member
     from coophost.registry import checks
 
     checks.slug(slug, "(command line)", "member")
@@ -253,9 +253,9 @@ def member_export(app: AppContext, slug: str, out: Path) -> None:
 @pass_app
 def member_depart(app: AppContext, slug: str, out: Path) -> None:
     """A member leaves: export its data, stop its logins; services go after retention."""
-    from coophost.lifecycle import depart
+    from coophost.members.audit import actor
+    from coophost.members.lifecycle import depart
     from coophost.registry import checks
-    from coophost.requests import actor
 
     checks.slug(slug, "(command line)", "member")
     done = depart(_root(app), slug, out, actor())
@@ -270,8 +270,8 @@ def member_depart(app: AppContext, slug: str, out: Path) -> None:
 @pass_app
 def member_remove(app: AppContext, slug: str, yes: bool) -> int:
     """Remove a member (its secrets are kept aside; the next deploy archives its data)."""
+    from coophost.members.audit import actor, audit
     from coophost.registry.edit import read_member_text, remove_member
-    from coophost.requests import actor, audit
 
     read_member_text(_root(app), slug)
     if not yes and not click.confirm(f"remove member {slug}?", default=False):
@@ -294,8 +294,8 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
 @pass_app
 def member_move(app: AppContext, slug: str, service: str, host: str, force: bool) -> None:
     """Move one of a member's services to another host (recorded; applied by a deploy)."""
-    from coophost.lifecycle import move
-    from coophost.requests import actor
+    from coophost.members.audit import actor
+    from coophost.members.lifecycle import move
 
     if move(_root(app), slug, service, host, actor(), force) is None:
         app.out.print(f"{slug}/{service} is on {host} already: nothing changed")
@@ -317,7 +317,7 @@ def service_list(app: AppContext, as_json: bool) -> None:
     """List the catalogue's services: available ones (with their parameters), and coming ones."""
     from dataclasses import asdict
 
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
 
     services = load_catalogue().services
     if as_json:
@@ -354,7 +354,7 @@ def service_list(app: AppContext, as_json: bool) -> None:
 def service_enable(app: AppContext, slug: str, service_name: str,
                    assignments: tuple[str, ...]) -> None:
     """Enable a service for a member (or change its settings) and place it on a host."""
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.edit import enable_service, parse_setting
 
     svc = load_catalogue().get(service_name)
@@ -391,7 +391,7 @@ def secrets() -> None:
 def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str | None,
                  as_json: bool) -> None:
     """Decrypt and print a member's secrets (the only command that ever prints one)."""
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.checks import suggest
     from coophost.registry.edit import member_path
     from coophost.registry.loader import load_coop, load_registry

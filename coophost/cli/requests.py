@@ -21,7 +21,7 @@ def requests() -> None:
 @pass_app
 def list_requests(app: AppContext, state: str, member_slug: str | None, as_json: bool) -> None:
     """Every request with its state through to deployed."""
-    from coophost.requests import deployed_units, load_requests, shown_state
+    from coophost.members.requests import deployed_units, load_requests, shown_state
 
     found = load_requests(app.inventory, member_slug, closed=state != "pending")
     deployed = deployed_units(app.inventory) if any(r.state == "approved" for r in found) else []
@@ -58,9 +58,10 @@ def list_requests(app: AppContext, state: str, member_slug: str | None, as_json:
 def file_for_member(app: AppContext, slug: str, service_name: str,
                     assignments: tuple[str, ...]) -> None:
     """File a request on a member's behalf (members use `request` in their shell)."""
-    from coophost.catalogue import load_catalogue
+    from coophost.members.audit import actor
+    from coophost.members.requests import file_request
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.edit import parse_setting
-    from coophost.requests import actor, file_request
 
     service = load_catalogue().get(service_name, "(command line)", "service")
     settings = dict(parse_setting(service, a) for a in assignments)
@@ -75,7 +76,8 @@ def file_for_member(app: AppContext, slug: str, service_name: str,
 @pass_app
 def approve(app: AppContext, request_id: int, why: str) -> None:
     """Approve a pending request: re-check allowances, update the member file, place it."""
-    from coophost.requests import actor, approve_request
+    from coophost.members.audit import actor
+    from coophost.members.requests import approve_request
 
     request, host = approve_request(app.inventory, request_id, actor(), why)
     app.out.print(f"request {request.id} approved: {request.member}/{request.service} placed "
@@ -88,7 +90,8 @@ def approve(app: AppContext, request_id: int, why: str) -> None:
 @pass_app
 def deny(app: AppContext, request_id: int, why: str) -> None:
     """Deny a pending request, saying why."""
-    from coophost.requests import actor, deny_request
+    from coophost.members.audit import actor
+    from coophost.members.requests import deny_request
 
     request = deny_request(app.inventory, request_id, actor(), why)
     app.out.print(f"request {request.id} denied")

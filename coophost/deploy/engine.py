@@ -24,6 +24,7 @@ from coophost.deploy.executor import (
 )
 from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, select_hosts
 from coophost.deploy.records import RunLog
+from coophost.deploy.runner import RUN_FOLDER_PREFIX
 from coophost.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -32,8 +33,7 @@ from coophost.errors import (
     ConfigError,
 )
 from coophost.fsutil import sweep_dead_folders
-from coophost.inventory import KNOWN_HOSTS_FILE
-from coophost.runner import RUN_FOLDER_PREFIX
+from coophost.layout import KNOWN_HOSTS_FILE
 
 MODES = ("per-host", "batch")
 
@@ -121,8 +121,8 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
     New placements are written into the member files first (unless `record_placements` is
     off, as in check mode): from then on those units stay where they were put.
     """
-    from coophost import plan as planning
-    from coophost.desired import check_names, compute
+    from coophost.desired import plan as planning
+    from coophost.desired.units import check_names, compute
     from coophost.registry.edit import assign_lives
     from coophost.registry.edit import record_placements as record
     from coophost.state import StateDB
@@ -151,9 +151,9 @@ def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
 def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threading.Event,
            executor_factory: Callable[[VaultAccess], Executor] | None = None) -> DeployResult:
     """Deploy the co-op at `root` under its lock; see the module docstring."""
-    from coophost.hostvars import render_hosts
+    from coophost.desired.hostvars import render_hosts
+    from coophost.layout import playbook
     from coophost.lock import coop_lock
-    from coophost.paths import playbook
     from coophost.ssh import validate_known_hosts
     from coophost.state import StateDB
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from coophost.deploy.runner import PlaybookResult, run_playbook
 from coophost.errors import HostUnreachable
 from coophost.fsutil import private_folder
-from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
-from coophost.runner import PlaybookResult, run_playbook
+from coophost.layout import KNOWN_HOSTS_FILE
+from coophost.registry.hosts import load_hosts
 
 JOB_FOLDER_PREFIX = "coophost-job-"
 
@@ -216,7 +217,7 @@ def refuse_unpinned(inventory: Path, hosts: list[str],
                     sink: EventSink) -> dict[str, HostOutcome]:
     """Check every host's key against the co-op's known_hosts, before Ansible touches it.
 
-    Ansible checks it too (see coophost.runner), but this check fails before any
+    Ansible checks it too (see coophost.deploy.runner), but this check fails before any
     authentication, names the host and the mismatch, and is the same for every strategy.
     Returns the outcome of each host refused (unreachable, or its key not the pinned one).
     """

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from coophost.plan import Plan
+from coophost.desired.plan import Plan
 
 ALL_REASON = "--all"  # the only reason of a host taken by --all with nothing pending
 

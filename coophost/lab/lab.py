@@ -21,11 +21,10 @@ from typing import Any
 
 from coophost.errors import ExternalCommandError, UsageError
 from coophost.fsutil import atomic_write
-from coophost.inventory import HOSTS_FILE, KNOWN_HOSTS_FILE
 from coophost.lab import docker, image
 from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
-from coophost.registry.model import STATE_DIR
-from coophost.state import STATE_FILE, StateDB
+from coophost.layout import HOSTS_FILE, KNOWN_HOSTS_FILE, STATE_DIR, STATE_FILE
+from coophost.state import StateDB
 
 LABEL = "coophost.lab"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,20}$")

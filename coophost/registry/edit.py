@@ -18,19 +18,18 @@ from typing import Any
 
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from coophost.catalogue import Catalogue, Service, load_catalogue
 from coophost.errors import ConfigError, ConflictError, UsageError
 from coophost.fsutil import read_regular, replace_if_unchanged
+from coophost.layout import HOSTS_FILE, MEMBERS_DIR, REMOVED_DIR
 from coophost.lock import coop_lock
-from coophost.placement import RESOURCES, Demand, fits, place
 from coophost.registry import checks
+from coophost.registry.catalogue import Catalogue, Service, load_catalogue
 from coophost.registry.loader import Loaded, load_registry
-from coophost.registry.model import HOSTS_FILE, MEMBERS_DIR, Member, Registry
+from coophost.registry.model import Member, Registry
 from coophost.registry.parse import cross_check, parse_hosts, parse_member
-from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes, load_text, rt_dump, rt_load
-from coophost.render import quote
+from coophost.registry.placement import RESOURCES, Demand, fits, place
+from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes, load_text, quote, rt_dump, rt_load
 
-REMOVED_DIR = "removed"  # under secrets/: the secrets of removed members, until purged
 MEMBER_TEMPLATE = """\
 # Member {slug}: one file per member. coophost checks every change before saving it;
 # `coophost member edit {slug}` opens it in $EDITOR and refuses an invalid result.
@@ -227,7 +226,7 @@ def assign_lives(root: Path) -> list[Path]:
     (secrets/<slug>.yml) becomes its life's (secrets/<slug>.<id>.yml), and its mail on the
     hosts moves under its life at the next deploy.
     """
-    from coophost.registry.model import SECRETS_DIR
+    from coophost.layout import SECRETS_DIR
 
     written = []
     for slug, member in sorted(load_registry(root, need_hosts=False).registry.members.items()):
@@ -262,7 +261,7 @@ def remove_member(root: Path, slug: str) -> Path | None:
 
     from ruamel.yaml.error import YAMLError
 
-    from coophost.registry.model import SECRETS_DIR
+    from coophost.layout import SECRETS_DIR
     from coophost.registry.parse import LIFE_RE
 
     path = member_path(root, slug)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from coophost.catalogue import load_catalogue
 from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
+from coophost.layout import COOP_FILE, HOSTS_FILE, MEMBERS_DIR, SECRETS_DIR, VAULT_PASSWORD_FILE
 from coophost.registry import checks
-from coophost.registry.model import COOP_FILE, HOSTS_FILE, MEMBERS_DIR, SECRETS_DIR
+from coophost.registry.catalogue import load_catalogue
 from coophost.registry.parse import parse_coop, parse_hosts
-from coophost.registry.yamlio import load_text
-from coophost.render import quote
-
-VAULT_PASSWORD_FILE = "vault-password"  # noqa: S105 - a file name, not a password
+from coophost.registry.yamlio import load_text, quote
 
 COOP_TEMPLATE = """\
 # {name}: the co-op's own settings. Every member file is checked against these rules.

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from coophost import __version__
-from coophost.catalogue import Catalogue, load_catalogue
 from coophost.errors import ConfigError
 from coophost.fsutil import read_regular
+from coophost.layout import COOP_FILE, HOSTS_FILE, MEMBERS_DIR, STATE_DIR
 from coophost.registry.cache import ParseCache, stat_array
+from coophost.registry.catalogue import Catalogue, load_catalogue
 from coophost.registry.model import (
-    COOP_FILE,
-    HOSTS_FILE,
-    MEMBERS_DIR,
-    STATE_DIR,
     Coop,
     Host,
     Member,

@@ -6,11 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COOP_FILE = "coop.yml"
-HOSTS_FILE = "hosts.yml"
-MEMBERS_DIR = "members"
-SECRETS_DIR = "secrets"
-STATE_DIR = ".coophost"
 MEMBER_STATUSES = ("active", "suspended", "departed")
 
 

@@ -6,8 +6,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from coophost.catalogue import Catalogue, Parameter, Service
 from coophost.registry import checks
+from coophost.registry.catalogue import Catalogue, Parameter, Service
 from coophost.registry.model import (
     MEMBER_STATUSES,
     Coop,

@@ -205,3 +205,32 @@ def rt_dump(document: Any) -> str:
     buffer = io.StringIO()
     round_trip().dump(document, buffer)
     return buffer.getvalue()
+
+
+def _printable(char: str) -> bool:
+    code = ord(char)
+    return (code in (0x09, 0x0A, 0x0D) or 0x20 <= code <= 0x7E
+            or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF) and char not in "\u2028\u2029\ufeff"
+
+
+def quote(text: str) -> str:
+    """Return a YAML double-quoted scalar that reads back as exactly `text`."""
+    out = ['"']
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif _printable(char):
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code <= 0xFF else
+                       f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)

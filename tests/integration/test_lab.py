@@ -9,10 +9,10 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
+from coophost.deploy.runner import run_playbook
 from coophost.errors import HostKeyMismatch
-from coophost.inventory import load_hosts
-from coophost.paths import playbook
-from coophost.runner import run_playbook
+from coophost.layout import playbook
+from coophost.registry.hosts import load_hosts
 from coophost.ssh import connect, run
 from tests.integration.conftest import LabInfo, coophost, docker_objects
 

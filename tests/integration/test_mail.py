@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from coophost.dnsops import DNSMASQ_MARKER
+from coophost.dns.ops import DNSMASQ_MARKER
 from coophost.lab.lab import Lab, LabState
 from coophost.lab.mailcheck import LabMailbox, acme_roots, lab_state, mailboxes
-from coophost.mailprobe import (
+from coophost.lab.mailprobe import (
     IMAPAt,
     ProbeResult,
     SMTPAt,

@@ -26,7 +26,7 @@ from coophost.fsutil import atomic_write
 from coophost.lab.keys import ssh_keypair
 from coophost.lab.lab import Lab, LabState
 from coophost.lab.mailcheck import LabMailbox, acme_roots, lab_state, mailboxes
-from coophost.mailprobe import IMAPAt, SMTPAt, dns_txt, fetch, probe, submit, tls_context
+from coophost.lab.mailprobe import IMAPAt, SMTPAt, dns_txt, fetch, probe, submit, tls_context
 from tests.integration.conftest import LabInfo, record
 
 pytestmark = pytest.mark.lab

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from coophost.inventory import load_hosts
 from coophost.lab.lab import Lab
 from coophost.lab.mailcheck import LabMailbox, acme_roots, lab_state, mailboxes
-from coophost.mailprobe import IMAPAt, fetch, submit, tls_context
+from coophost.lab.mailprobe import IMAPAt, fetch, submit, tls_context
+from coophost.registry.hosts import load_hosts
 from tests.integration.conftest import LabInfo
 
 pytestmark = pytest.mark.lab

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from coophost.deploy.runner import run_playbook
 from coophost.fsutil import ALIVE_FILE
-from coophost.inventory import HostEntry, load_hosts
 from coophost.lab.keys import ssh_keypair
-from coophost.runner import run_playbook
+from coophost.registry.hosts import HostEntry, load_hosts
 from tests.integration.conftest import COOPHOST, RUNNER_COPIES, LabInfo, record
 
 pytestmark = pytest.mark.lab

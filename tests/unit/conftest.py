@@ -67,6 +67,6 @@ def coming_services_available(monkeypatch: pytest.MonkeyPatch) -> None:
     For tests of generic mechanisms (vhosts, requests, ceilings, secrets) that need a service
     with settings mail lacks; the refusal of coming services is tested without this.
     """
-    from coophost.catalogue import Service
+    from coophost.registry.catalogue import Service
 
     monkeypatch.setattr(Service, "available", property(lambda self: True))

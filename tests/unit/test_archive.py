@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coophost.archive import Archived, due, parse_entry
+from coophost.members.archive import Archived, due, parse_entry
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = dt.date(2026, 12, 1)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from coophost.catalogue import load_catalogue
-from coophost.membershell import run
-from coophost.requests import load_requests
+from coophost.members.requests import load_requests
+from coophost.members.shell import run
+from coophost.registry.catalogue import load_catalogue
 
 COMING = ("discourse", "git", "nextcloud")
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from coophost.errors import ConflictError
+from coophost.members.requests import _decide, file_request, get_request
 from coophost.registry import edit
-from coophost.requests import _decide, file_request, get_request
 
 SUSPEND = "s/^status: active/status: suspended/"
 
@@ -99,7 +99,7 @@ def test_hosts_yml_write_refuses_a_concurrent_change(
 
 def test_a_request_decision_refuses_a_concurrent_change(
         coop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import coophost.requests as requests
+    import coophost.members.requests as requests
 
     filed = file_request(coop, "ada-books", "mail", {"quota_mb": 100}, "member ada-books")
     real = requests.now

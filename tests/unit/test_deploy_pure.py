@@ -7,8 +7,8 @@ import pytest
 from coophost.deploy.engine import DeployResult
 from coophost.deploy.executor import HostOutcome, outcome_for
 from coophost.deploy.jobs import HostJob, Selection, default_parallel, select_hosts
-from coophost.plan import Change, HostPlan, Plan
-from coophost.runner import PlaybookResult
+from coophost.deploy.runner import PlaybookResult
+from coophost.desired.plan import Change, HostPlan, Plan
 
 PLACED = {"h1": [("ada", "mail"), ("bob", "git")], "h2": [("bob", "mail")], "h3": []}
 
@@ -93,8 +93,8 @@ def test_by_member_reports_each_unit_with_its_host() -> None:
 
 def test_every_available_service_has_a_role_and_no_coming_one_does() -> None:
     """Honest catalogue: what members may enable is what a role deploys."""
-    from coophost.catalogue import load_catalogue
-    from coophost.desired import role_version
+    from coophost.desired.units import role_version
+    from coophost.registry.catalogue import load_catalogue
 
     for name, service in load_catalogue().services.items():
         has_role = role_version(service.role) != "absent"

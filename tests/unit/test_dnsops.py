@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coophost.dnsops import (
+from coophost.dns.ops import (
     Answer,
     check,
     compare,
@@ -13,7 +13,7 @@ from coophost.dnsops import (
     normalise,
     parse_nameserver,
 )
-from coophost.dnsrecords import make_record
+from coophost.dns.records import make_record
 from coophost.errors import ConfigError, UsageError
 
 LONG_KEY = "v=DKIM1; k=rsa; p=" + "A" * 392  # longer than one 255-byte TXT string

@@ -13,8 +13,7 @@ import dns.zone
 import pytest
 import yaml
 
-from coophost.catalogue import load_catalogue
-from coophost.dnsrecords import (
+from coophost.dns.records import (
     DKIM_SELECTOR,
     dkim_public_key,
     format_zone,
@@ -24,6 +23,7 @@ from coophost.dnsrecords import (
 )
 from coophost.errors import ConfigError, ValidationError
 from coophost.registry import checks
+from coophost.registry.catalogue import load_catalogue
 from coophost.registry.model import Domain, Host, Member
 from coophost.registry.parse import parse_hosts
 

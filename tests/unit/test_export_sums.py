@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coophost.export import sums_line
+from coophost.members.export import sums_line
 
 NAMES = [b"plain.txt", b"with space", b"back\\slash", b"new\nline", b"carriage\rreturn",
          b"\\leading", b"both\\and\nnewline", "caf\u00e9".encode(), b"not-utf8-\xff"]

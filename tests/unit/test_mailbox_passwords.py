@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from coophost.catalogue import load_catalogue, parse_service
-from coophost.desired import compute
+from coophost.desired.render import MemberKeyed, yaml_block
+from coophost.desired.units import compute
 from coophost.errors import CoophostError
+from coophost.registry.catalogue import load_catalogue, parse_service
 from coophost.registry.loader import load_coop
-from coophost.render import MemberKeyed, SecretRef, yaml_block
-from coophost.secrets import SecretStore, is_hash_entry, item_keys, parse_secrets_file
+from coophost.secrets import SecretRef, SecretStore, is_hash_entry, item_keys, parse_secrets_file
 
 MEMBER = "dune-press"
 MAILBOXES = ("editors", "submissions")

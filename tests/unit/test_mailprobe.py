@@ -6,10 +6,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from coophost.dnsrecords import dkim_public_key
+from coophost.dns.records import dkim_public_key
 from coophost.errors import UsageError
 from coophost.lab.mailcheck import LabMailbox, pick_pair
-from coophost.mailprobe import Mailbox, received_tls, verify_dkim
+from coophost.lab.mailprobe import Mailbox, received_tls, verify_dkim
 
 HEADERS = (
     b"Received: from h3.lab.test\r\n\tby h3.lab.test with LMTP\r\n\tid x; Sun, 29 Nov 2026\r\n"

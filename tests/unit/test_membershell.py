@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from coophost.authorize import BEGIN, END, forced_command, key_lines, merge_block
 from coophost.cli.main import remote_call
 from coophost.errors import UsageError
-from coophost.membershell import run, split_command
+from coophost.members.authorize import BEGIN, END, forced_command, key_lines, merge_block
+from coophost.members.requests import file_request, load_requests
+from coophost.members.shell import run, split_command
 from coophost.registry.loader import load_registry
 from coophost.remote import parse_target, split_out
-from coophost.requests import file_request, load_requests
 
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq9x1nsiE1ZBn6lmS0Ta4bq7tJ2z0bTXwKxV6A8Gk4F "
        "ada@laptop")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coophost.requests import read_audit
+from coophost.members.audit import read_audit
 
 
 def snapshot(coop: Path) -> tuple[dict[str, bytes], list[dict]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coophost.placement import Demand, NoHostFits, place
+from coophost.registry.placement import Demand, NoHostFits, place
 
 CAP = {"h1": {"ram_mb": 1000, "disk_gb": 10}, "h2": {"ram_mb": 1000, "disk_gb": 10},
        "h3": {"ram_mb": 100, "disk_gb": 100}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coophost.plan import diff, only
+from coophost.desired.plan import diff, only
 from coophost.state import Applied
 
 D = {("h1", "a", "mail"): "A1", ("h2", "b", "mail"): "B1"}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from coophost.desired import SUMMARY_CACHE, Desired, compute
+from coophost.desired.units import SUMMARY_CACHE, Desired, compute
 from coophost.errors import ValidationError
+from coophost.layout import STATE_DIR
 from coophost.registry.cache import RACY_NS, ParseCache
-from coophost.registry.model import STATE_DIR
 
 OLD_NS = 1_600_000_000 * 10**9  # an mtime far outside the racy window
 
@@ -39,7 +39,7 @@ def test_warm_compute_reuses_the_placement_and_equals_a_cold_one(
         coop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _age(coop)
     compute(coop)
-    import coophost.desired as desired
+    import coophost.desired.units as desired
 
     def fail(*_args: object) -> None:
         raise AssertionError("placement recomputed although nothing changed")
@@ -92,7 +92,7 @@ def test_a_touched_but_unchanged_file_keeps_the_placement(
     _age(coop)
     compute(coop)
     os.utime(coop / "members" / "ada-books.yml", ns=(OLD_NS + 10**9, OLD_NS + 10**9))
-    import coophost.desired as desired
+    import coophost.desired.units as desired
 
     def fail(*_args: object) -> None:
         raise AssertionError("placement recomputed although no content changed")

@@ -28,7 +28,7 @@ def test_plan_exit_codes_and_json(coop: Path, cli) -> None:
 
 
 def _record_everything_applied(coop: Path) -> None:
-    from coophost.desired import compute
+    from coophost.desired.units import compute
     from coophost.state import StateDB
 
     desired = compute(coop)
@@ -189,7 +189,7 @@ def test_secrets_encrypted_at_rest_and_never_in_output(coop: Path, cli) -> None:
     assert code == 0, err
     code, render_out, err = cli("-i", str(coop), "render")
     assert code == 0, err
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.loader import load_coop
 
     settings, _ = load_coop(coop)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coophost.membershell import run as shell_run
+from coophost.members.shell import run as shell_run
 
 BREAD = "members/bread-coop.yml"
 

@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from coophost import __version__
-from coophost.desired import compute
-from coophost.hostvars import host_files
+from coophost.desired.hostvars import host_files
+from coophost.desired.render import unit_vars, yaml_block
+from coophost.desired.units import compute
 from coophost.registry.loader import load_registry
-from coophost.render import SecretRef, quote, unit_vars, yaml_block
+from coophost.registry.yamlio import quote
+from coophost.secrets import SecretRef
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE_NAME = "{{ lookup('pipe', 'id') }} $(touch /tmp/pwned) \"quoted\" \\ 'x' \u00e9"
@@ -86,7 +88,7 @@ def test_unit_vars_never_hold_secret_values(coop: Path, cli) -> None:
     assert code == 0, err
     registry = load_registry(coop).registry
     member = registry.members["bread-coop"]
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
 
     variables = unit_vars(member, load_catalogue().services["nextcloud"])
     assert variables["secrets"] == {

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 
 from coophost.errors import UsageError, ValidationError
-from coophost.lifecycle import due_for_purge, purge, set_status
-from coophost.registry.loader import load_registry
-from coophost.requests import (
+from coophost.members.audit import read_audit
+from coophost.members.lifecycle import due_for_purge, purge, set_status
+from coophost.members.requests import (
     approve_request,
     cancel_request,
     deny_request,
     file_request,
     get_request,
     load_requests,
-    read_audit,
     shown_state,
 )
+from coophost.registry.loader import load_registry
 
 # Requests are tested with nextcloud (a service with settings mail lacks), still coming.
 pytestmark = pytest.mark.usefixtures("coming_services_available")
@@ -145,7 +145,7 @@ def _set_open_requests(coop: Path, ceiling: int) -> None:
 
 
 def test_a_member_has_at_most_the_ceiling_of_open_requests(coop: Path) -> None:
-    from coophost.requests import Request, _save
+    from coophost.members.requests import Request, _save
 
     _set_open_requests(coop, 1)
     _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
@@ -160,7 +160,7 @@ def test_a_member_has_at_most_the_ceiling_of_open_requests(coop: Path) -> None:
 
 
 def test_the_default_ceiling_is_ten_open_requests(coop: Path) -> None:
-    from coophost.requests import Request, _save
+    from coophost.members.requests import Request, _save
 
     assert load_registry(coop, need_hosts=False).registry.coop.allowances["open_requests"] == 10
     for number in range(1, 11):
@@ -196,7 +196,7 @@ def test_listing_open_requests_reads_no_decided_request(coop: Path) -> None:
 def test_member_status_reads_only_its_own_requests(coop: Path) -> None:
     import io
 
-    from coophost.membershell import run
+    from coophost.members.shell import run
 
     file_request(coop, "bread-coop", "mail", {"quota_mb": 100}, "member bread-coop")
     (coop / "requests" / "open" / "bread-coop" / "00001.yml").write_text("id: [broken]\n")
@@ -227,7 +227,7 @@ def test_flat_layout_requests_are_read_and_moved_into_place(coop: Path) -> None:
 
 def test_a_decided_request_left_in_open_is_moved_by_the_next_filing(coop: Path) -> None:
     """A crash between rewriting a decided request and moving it leaves it in open/."""
-    from coophost.requests import Request, _save, request_path
+    from coophost.members.requests import Request, _save, request_path
 
     _save(coop, Request(1, "ada-books", "git", {}, "pending", "2026-01-01T00:00:00Z",
                         "member ada-books"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coophost.errors import ConfigError, UsageError, ValidationError
-from coophost.placement import Demand, NoHostFits, place
+from coophost.registry.placement import Demand, NoHostFits, place
 
 # ---- placement: capacity ----------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ def test_a_placement_on_a_host_removed_from_hosts_yml_is_refused_by_the_registry
 
 def test_a_placement_on_a_host_removed_from_hosts_yml_is_refused_by_the_plan(
         coop: Path) -> None:
-    from coophost.desired import compute
+    from coophost.desired.units import compute
 
     placed = _on_h1(coop)
     compute(coop)  # a warm cache must not hide the removal
@@ -144,14 +144,14 @@ def test_a_host_with_units_applied_on_it_cannot_be_removed(coop: Path) -> None:
 # ---- the member shell's size limits -----------------------------------------------------------
 
 def _shell(coop: Path, command: str) -> tuple[int, str]:
-    from coophost.membershell import run
+    from coophost.members.shell import run
 
     out = io.BytesIO()
     return run(coop, "ada-books", command, out), out.getvalue().decode()
 
 
 def test_a_command_of_exactly_the_size_limit_runs(coop: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from coophost.membershell import MAX_COMMAND, split_command
+    from coophost.members.shell import MAX_COMMAND, split_command
 
     assert MAX_COMMAND == 2048
     command = "status" + " " * (MAX_COMMAND - len("status"))
@@ -162,7 +162,7 @@ def test_a_command_of_exactly_the_size_limit_runs(coop: Path, capsys) -> None:  
 
 
 def test_a_command_one_past_the_size_limit_is_refused(coop: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from coophost.membershell import split_command
+    from coophost.members.shell import split_command
 
     command = "status" + " " * (2049 - len("status"))
     with pytest.raises(UsageError, match=r"command too long \(2049 characters; at most 2048\)"):
@@ -173,14 +173,14 @@ def test_a_command_one_past_the_size_limit_is_refused(coop: Path, capsys) -> Non
 
 
 def test_exactly_the_argument_limit_is_read() -> None:
-    from coophost.membershell import MAX_ARGS, split_command
+    from coophost.members.shell import MAX_ARGS, split_command
 
     assert MAX_ARGS == 40
     assert split_command(" ".join(["x"] * 40)) == ["x"] * 40
 
 
 def test_one_argument_past_the_limit_is_refused(coop: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from coophost.membershell import split_command
+    from coophost.members.shell import split_command
 
     with pytest.raises(UsageError, match=r"too many arguments \(41; at most 40\)"):
         split_command(" ".join(["x"] * 41))
@@ -200,7 +200,7 @@ domains: [alice.test]
 
 
 def check(coop_dir: Path, text: str):  # type: ignore[no-untyped-def]
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.loader import load_coop
     from coophost.registry.parse import parse_member
     from coophost.registry.yamlio import load_text
@@ -428,7 +428,7 @@ def test_a_new_mailbox_password_never_keeps_the_old_hash(coop: Path, cli) -> Non
     from argon2 import PasswordHasher
     from argon2.exceptions import VerifyMismatchError
 
-    from coophost.catalogue import load_catalogue
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.loader import load_coop
     from coophost.secrets import SecretStore, format_secrets_file, parse_secrets_file
 

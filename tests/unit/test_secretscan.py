@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coophost.catalogue import SecretSpec
+from coophost.registry.catalogue import SecretSpec
 from coophost.secrets import format_secrets_file, generate
 from tests.integration.secretscan import decrypt_all, fragments, leaks, vault_blocks
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from coophost.deploy.runner import ansible_env, pinned_extravars
 from coophost.errors import ConfigError
 from coophost.fsutil import ALIVE_FILE, private_folder, sweep_dead_folders
-from coophost.runner import ansible_env, pinned_extravars
 from coophost.ssh import known_hosts_entries, validate_known_hosts
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINCPh5kVMm9QLyGgnYPiREYcSrTUXCk+jPPfd7JxHY8W"

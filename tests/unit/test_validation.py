@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coophost.catalogue import load_catalogue
 from coophost.errors import ValidationError
+from coophost.registry.catalogue import load_catalogue
 from coophost.registry.loader import load_coop
 from coophost.registry.parse import parse_member
 from coophost.registry.yamlio import load_text

@@ -49,7 +49,7 @@ def test_mailboxes_named_on_and_off_round_trip_through_the_cli(coop: Path, cli) 
 
 @pytest.mark.parametrize("why", ["1e3", "0o17", "on", "1:30"])
 def test_request_files_read_back_what_was_written(coop: Path, why: str) -> None:
-    from coophost.requests import deny_request, file_request, get_request, load_requests
+    from coophost.members.requests import deny_request, file_request, get_request, load_requests
 
     file_request(coop, "ada-books", "mail", {"quota_mb": 300}, "member ada-books")
     deny_request(coop, 1, "alice", why)

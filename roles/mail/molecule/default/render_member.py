@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from coophost.catalogue import load_catalogue
+from coophost.desired.render import SecretRef, render_host_file, unit_vars
 from coophost.fsutil import atomic_write
+from coophost.registry.catalogue import load_catalogue
 from coophost.registry.model import Host
 from coophost.registry.parse import parse_coop, parse_member
-from coophost.render import SecretRef, render_host_file, unit_vars
 
 
 def alpha_name(ephemeral: str) -> str:

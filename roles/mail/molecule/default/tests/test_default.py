@@ -272,8 +272,8 @@ def test_secrets_are_private(host):
 def published_dkim_record(host, member):
     """The DKIM TXT value coophost publishes for `member` (the catalogue's record template
     filled with coophost's public key of the private key the role was given)."""
-    from coophost.catalogue import load_catalogue
-    from coophost.dnsrecords import dkim_public_key
+    from coophost.dns.records import dkim_public_key
+    from coophost.registry.catalogue import load_catalogue
 
     [template] = [r for r in load_catalogue().services["mail"].dns
                   if "{dkim_public_key}" in r["value"]]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coophost.dnsrecords import Record, Records, member_records
+from coophost.dns.records import Record, Records, member_records
 from coophost.errors import ConfigError, UsageError
 
 # What a dnsmasq option value may hold outside quotes: names, addresses, numbers.
@@ -21,7 +21,7 @@ DNSMASQ_MARKER = "# Written by `coophost lab dns sync` from `coophost dns record
 
 def expected_records(root: Path, member_slug: str | None = None) -> Records:
     """Every record the co-op at `root` needs (one member's with `member_slug`)."""
-    from coophost.desired import compute
+    from coophost.desired.units import compute
     from coophost.registry import checks
     from coophost.registry.loader import load_registry
     from coophost.secrets import SecretStore

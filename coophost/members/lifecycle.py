@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from coophost.errors import UsageError
+from coophost.members.audit import audit
 from coophost.registry.model import Member
-from coophost.requests import audit
 
 DEFAULT_DEPARTED_DAYS = 30
 
@@ -74,8 +74,8 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
 
     Logins stop at the next deploy; the services go after the retention period (`purge`).
     """
-    from coophost.export import export_member
     from coophost.fsutil import atomic_stream
+    from coophost.members.export import export_member
     from coophost.registry.edit import update_member
     from coophost.registry.loader import load_registry
 

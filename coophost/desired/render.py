@@ -12,13 +12,14 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coophost import __version__
-from coophost.catalogue import Service
+from coophost.registry.catalogue import Service
 from coophost.registry.model import Coop, Host, Member
+from coophost.registry.yamlio import quote
+from coophost.secrets import SecretRef
 
 TEMPLATE = "host_vars.yml.j2"
 # Mapping keys that come from the registry (validated localparts) must match this to be
@@ -26,20 +27,6 @@ TEMPLATE = "host_vars.yml.j2"
 MEMBER_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
-@dataclass(frozen=True)
-class SecretRef:
-    """A secret of one unit, rendered as its ansible-vault ciphertext, hashed by its name."""
-
-    member: str
-    service: str
-    name: str
-    item: str = ""  # the mailbox, for a secret kept per mailbox
-
-    @property
-    def key(self) -> str:
-        """A stable, non-secret identifier."""
-        base = f"{self.member}/{self.service}/{self.name}"
-        return f"{base}/{self.item}" if self.item else base
 
 
 class MemberKeyed(dict[str, Any]):
@@ -119,33 +106,8 @@ def _template_source() -> str:
 
 # ---- the vars file --------------------------------------------------------------------------
 
-def _printable(char: str) -> bool:
-    code = ord(char)
-    return (code in (0x09, 0x0A, 0x0D) or 0x20 <= code <= 0x7E
-            or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
-            or 0x10000 <= code <= 0x10FFFF) and char not in "\u2028\u2029\ufeff"
 
 
-def quote(text: str) -> str:
-    """Return a YAML double-quoted scalar that reads back as exactly `text`."""
-    out = ['"']
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif char == "\r":
-            out.append("\\r")
-        elif _printable(char):
-            out.append(char)
-        else:
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code <= 0xFF else
-                       f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def yaml_scalar(value: object) -> str:

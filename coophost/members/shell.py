@@ -84,8 +84,8 @@ def help_verb(ctx: click.Context) -> None:
 @pass_shell
 def status(shell: Shell, as_json: bool) -> None:
     """Your membership, services (where they run, deployed or pending) and requests."""
+    from coophost.members.requests import load_requests, shown_state, unit_states
     from coophost.registry.loader import load_registry
-    from coophost.requests import load_requests, shown_state, unit_states
 
     registry = load_registry(shell.root).registry
     member = registry.members[shell.slug]
@@ -156,10 +156,10 @@ def services(shell: Shell, as_json: bool) -> None:
 @pass_shell
 def request(shell: Shell, service_name: str, assignments: tuple[str, ...]) -> None:
     """Ask for a service (or new settings of one you have); a sysadmin approves it."""
-    from coophost.catalogue import load_catalogue
+    from coophost.members.requests import file_request
     from coophost.registry import checks
+    from coophost.registry.catalogue import load_catalogue
     from coophost.registry.edit import parse_setting
-    from coophost.requests import file_request
 
     checks.slug(service_name, "(request)", "service")
     service = load_catalogue().get(service_name, "(request)", "service")
@@ -174,7 +174,7 @@ def request(shell: Shell, service_name: str, assignments: tuple[str, ...]) -> No
 @pass_shell
 def cancel(shell: Shell, request_id: int) -> None:
     """Withdraw one of your pending requests."""
-    from coophost.requests import cancel_request
+    from coophost.members.requests import cancel_request
 
     cancel_request(shell.root, request_id, shell.slug, f"member {shell.slug}")
     shell.say(f"request {request_id} canceled")
@@ -186,8 +186,8 @@ def cancel(shell: Shell, request_id: int) -> None:
 @pass_shell
 def dns(shell: Shell, output_format: str) -> None:
     """The DNS records your domains need (publish them at your DNS provider)."""
-    from coophost.dnsops import expected_records
-    from coophost.dnsrecords import format_json, format_zone
+    from coophost.dns.ops import expected_records
+    from coophost.dns.records import format_json, format_zone
 
     found = expected_records(shell.root, shell.slug)
     if output_format == "json":
@@ -202,7 +202,7 @@ def dns(shell: Shell, output_format: str) -> None:
 @pass_shell
 def export(shell: Shell) -> None:
     """All your data as one archive (tar.gz, with MANIFEST.json and SHA256SUMS) on stdout."""
-    from coophost.export import export_member
+    from coophost.members.export import export_member
 
     export_member(shell.root, shell.slug, shell.out)
 

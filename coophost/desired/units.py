@@ -16,9 +16,11 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from coophost.catalogue import Catalogue
-from coophost.placement import Demand, Placement, place
+from coophost.desired.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
+from coophost.errors import EnvironmentProblem
+from coophost.layout import STATE_DIR, content_root
 from coophost.registry.cache import ParseCache
+from coophost.registry.catalogue import Catalogue
 from coophost.registry.loader import (
     Base,
     MemberFiles,
@@ -26,7 +28,7 @@ from coophost.registry.loader import (
     load_registry,
     scan_members,
 )
-from coophost.registry.model import STATE_DIR, Coop, Host, Member
+from coophost.registry.model import Coop, Host, Member
 from coophost.registry.parse import (
     ReservedNames,
     check_claims,
@@ -34,7 +36,7 @@ from coophost.registry.parse import (
     claims,
     fallback_addresses,
 )
-from coophost.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
+from coophost.registry.placement import Demand, Placement, place
 
 SUMMARY_CACHE = "cache/summaries.marshal"
 PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
@@ -45,11 +47,11 @@ ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 
 def roles_dir() -> Path | None:
     """Return where the project's roles live: beside the package, or shipped inside it."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "roles", here / "content" / "roles"):
-        if candidate.is_dir():
-            return candidate
-    return None
+    try:
+        candidate = content_root() / "roles"
+    except EnvironmentProblem:
+        return None
+    return candidate if candidate.is_dir() else None
 
 
 @cache

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from coophost.catalogue import Catalogue, Service
 from coophost.errors import ConfigError
+from coophost.registry.catalogue import Catalogue, Service
 from coophost.registry.model import Host, Member
 
 DKIM_SELECTOR = "coophost"  # roles/mail's `mail_dkim_selector` default

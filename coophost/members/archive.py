@@ -61,10 +61,9 @@ def due(entries: list[Archived], living_owners: set[str], days: int, today: dt.d
 
 def list_archives(root: Path) -> list[Archived]:
     """Every archived folder on every host, and every kept secrets file of a removed member."""
-    from coophost.catalogue import load_catalogue
-    from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
-    from coophost.registry.edit import REMOVED_DIR
-    from coophost.registry.model import SECRETS_DIR
+    from coophost.layout import KNOWN_HOSTS_FILE, REMOVED_DIR, SECRETS_DIR
+    from coophost.registry.catalogue import load_catalogue
+    from coophost.registry.hosts import load_hosts
     from coophost.ssh import connect, run_argv
 
     folders = {name: str(s.data["archive"]) for name, s in load_catalogue().services.items()
@@ -104,8 +103,9 @@ def living_owners(root: Path) -> set[str]:
 
 def delete(root: Path, entries: list[Archived], by: str) -> None:
     """Delete archived entries, one SSH session per host, each deletion audited as it goes."""
-    from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
-    from coophost.requests import audit
+    from coophost.layout import KNOWN_HOSTS_FILE
+    from coophost.members.audit import audit
+    from coophost.registry.hosts import load_hosts
     from coophost.ssh import connect, run_argv
 
     for entry in entries:

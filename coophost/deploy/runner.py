@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coophost.fsutil import ALIVE_FILE, private_folder
-from coophost.inventory import KNOWN_HOSTS_FILE
-from coophost.paths import content_root
+from coophost.layout import KNOWN_HOSTS_FILE, content_root
 
 KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
 RUN_FOLDER_PREFIX = "coophost-run-"

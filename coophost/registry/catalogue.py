@@ -21,7 +21,7 @@ from coophost.errors import ConfigError
 from coophost.registry import checks
 from coophost.registry.yamlio import load_bytes
 
-SERVICES_DIR = Path(__file__).parent / "services"
+SERVICES_DIR = Path(__file__).parent.parent / "catalogue" / "services"
 PARAM_TYPES = ("int", "bool", "choice", "text", "email", "localparts", "aliases",
                "member_domains", "vhost")
 SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")

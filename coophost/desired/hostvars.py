@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from coophost.desired import compute
+from coophost.desired.render import render_host_file, unit_vars
+from coophost.desired.units import compute
 from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
+from coophost.layout import HOST_VARS_DIR
 from coophost.registry.loader import load_registry
-from coophost.render import render_host_file, unit_vars
 from coophost.secrets import SecretStore
-
-HOST_VARS_DIR = "host_vars"
 
 
 def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str], SecretStore]:

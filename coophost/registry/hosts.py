@@ -10,9 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from coophost.errors import ConfigError
-
-HOSTS_FILE = "hosts.yml"
-KNOWN_HOSTS_FILE = "known_hosts"
+from coophost.layout import HOSTS_FILE
 
 
 @dataclass(frozen=True)

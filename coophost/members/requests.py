@@ -17,9 +17,6 @@ deploy holding the co-op lock; approving takes both (it writes the member file).
 
 from __future__ import annotations
 
-import datetime as dt
-import getpass
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,16 +25,14 @@ from typing import Any
 
 from coophost.errors import ConfigError, UsageError
 from coophost.fsutil import read_regular, replace_if_unchanged
-from coophost.lock import REQUESTS_LOCK, coop_lock
+from coophost.layout import CLOSED_DIR, OPEN_DIR, REQUESTS_DIR, REQUESTS_LOCK
+from coophost.lock import coop_lock
+from coophost.members.audit import audit, now
 from coophost.registry import checks
 from coophost.registry.model import Coop
 
-REQUESTS_DIR = "requests"
-OPEN_DIR = "open"
-CLOSED_DIR = "closed"
 RERUN = "nothing was written; run the command again"
 MAX_ID = 10**9 - 1
-AUDIT_LOG = "audit.log"
 STATES = ("pending", "approved", "denied", "canceled")
 REQUEST_KEYS = ("id", "member", "service", "settings", "state", "filed", "filed_by", "why",
                 "history")
@@ -66,15 +61,8 @@ class Request:
                 "filed_by": self.filed_by, "why": self.why, "history": self.history}
 
 
-def now() -> str:
-    """The current UTC time, to the second, in ISO 8601."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def actor() -> str:
-    """Who runs this command: $COOPHOST_ACTOR, else the login name."""
-    name = os.environ.get("COOPHOST_ACTOR") or getpass.getuser()
-    return checks.text(name, "(environment)", "COOPHOST_ACTOR", 100)
 
 
 def request_path(root: Path, request: Request) -> Path:
@@ -238,23 +226,8 @@ def _next_id(root: Path) -> int:
     return max((_id_of(Path(name)) for name in names), default=0) + 1
 
 
-def audit(root: Path, event: Mapping[str, Any]) -> None:
-    """Append one event (with its time) to audit.log, synced before returning."""
-    line = json.dumps({"at": now(), **event}, sort_keys=True, ensure_ascii=False) + "\n"
-    fd = os.open(root / AUDIT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
-def read_audit(root: Path) -> list[dict[str, Any]]:
-    """Every audit event, oldest first."""
-    path = root / AUDIT_LOG
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def check_allowed(root: Path, slug: str, service_name: str,
@@ -381,7 +354,7 @@ def shown_state(request: Request, deployed: Sequence[tuple[str, str]]) -> str:
 
 def unit_states(root: Path) -> dict[tuple[str, str], tuple[str, bool]]:
     """(member, service) -> (host, deployed): deployed when the applied hash matches."""
-    from coophost.desired import compute
+    from coophost.desired.units import compute
     from coophost.state import StateDB
 
     desired = compute(root)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from coophost.errors import ExternalCommandError, UsageError
+from coophost.layout import KNOWN_HOSTS_FILE
 
 MANIFEST = "MANIFEST.json"
 SUMS = "SHA256SUMS"
@@ -99,7 +100,7 @@ def _plain_path(service: str, path: str) -> str:
 
 def plan_sources(root: Path, slug: str) -> list[Source]:
     """The member's data sources on every host, from the catalogue (reads only)."""
-    from coophost.desired import compute
+    from coophost.desired.units import compute
     from coophost.registry.loader import load_registry
     from coophost.state import StateDB
 
@@ -223,8 +224,8 @@ def sums_line(digest: str, name: str) -> bytes:
 
 def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
     """Write the member's archive (tar.gz) to `out`, streaming; return its manifest."""
-    from coophost.inventory import KNOWN_HOSTS_FILE, load_hosts
-    from coophost.requests import now
+    from coophost.members.audit import now
+    from coophost.registry.hosts import load_hosts
     from coophost.ssh import connect
 
     sources = plan_sources(root, slug)

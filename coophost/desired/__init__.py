@@ -1,0 +1,1 @@
+"""Desired state: what each host should hold, from the registry (pure, no writes)."""

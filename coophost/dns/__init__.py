@@ -1,0 +1,1 @@
+"""DNS: the records members need, and checks against what DNS serves."""

@@ -1,0 +1,1 @@
+"""Members: requests, lifecycle, takeout, authorized keys, the audit log, the member shell."""
