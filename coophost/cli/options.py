@@ -82,3 +82,62 @@ def json_option(func: F) -> F:
 def stdout_is_terminal() -> bool:
     """Whether standard output is a terminal (live progress) or a pipe (plain lines)."""
     return sys.stdout.isatty()
+
+
+def _inventory_of(ctx: click.Context) -> Path:
+    """The co-op directory a command line names (for completion, before the root runs)."""
+    given = ctx.find_root().params.get("inventory")
+    env = os.environ.get(INVENTORY_ENV)
+    return Path(given) if given else Path(env) if env else DEFAULT_INVENTORY
+
+
+def member_names(inventory: Path) -> list[str]:
+    """The members of a co-op by file name (members/<slug>.yml); nothing is parsed."""
+    from coophost.layout import MEMBERS_DIR
+
+    return sorted(p.stem for p in (inventory / MEMBERS_DIR).glob("*.yml"))
+
+
+def host_names(inventory: Path) -> list[str]:
+    """The hosts of a co-op's hosts.yml; none when it cannot be read."""
+    from coophost.errors import CoophostError
+    from coophost.registry.hosts import load_hosts
+
+    try:
+        return sorted(entry.name for entry in load_hosts(inventory))
+    except (CoophostError, OSError):
+        return []
+
+
+def service_names() -> list[str]:
+    """The services of the catalogue, coming ones included."""
+    from coophost.registry.catalogue import load_catalogue
+
+    return sorted(load_catalogue().services)
+
+
+def _completer(names: Callable[[click.Context], list[str]]) -> Callable[..., list[Any]]:
+    def complete(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(name) for name in names(ctx) if name.startswith(incomplete)]
+
+    return complete
+
+
+complete_member = _completer(lambda ctx: member_names(_inventory_of(ctx)))
+complete_host = _completer(lambda ctx: host_names(_inventory_of(ctx)))
+complete_service = _completer(lambda _ctx: service_names())
+_COMPLETERS = {"member": complete_member, "host": complete_host, "service": complete_service}
+
+
+def name_option(kind: str, text: str, *, dest: str | None = None,
+                multiple: bool = False) -> Callable[[F], F]:
+    """`--member`, `--host` or `--service`: the same spelling, metavar and completion everywhere."""
+    return click.option(f"--{kind}", dest or kind, metavar=kind.upper(), multiple=multiple,
+                        help=text, shell_complete=_COMPLETERS[kind])
+
+
+def name_argument(kind: str, dest: str | None = None) -> Callable[[F], F]:
+    """A MEMBER, HOST or SERVICE argument that completes names in the shell."""
+    return click.argument(dest or kind, metavar=kind.upper(), shell_complete=_COMPLETERS[kind])
