@@ -1,24 +1,23 @@
-"""`coophost deploy` and `coophost runs`."""
+"""`coophost deploy`: apply the registry to the hosts that need it."""
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import threading
 from types import FrameType
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app, stdout_is_terminal
+from coophost.cli.options import AppContext, json_option, name_option, pass_app, stdout_is_terminal
 from coophost.errors import EXIT_OK, UsageError
 
 
 @click.command()
-@click.option("--member", "members", multiple=True, metavar="MEMBER",
-              help="Only hosts where this member's units change (repeatable).")
-@click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only this host (repeatable).")
-@click.option("--service", "services", multiple=True, metavar="SERVICE",
-              help="Only hosts where this service's units change (repeatable).")
+@name_option("member", "Only hosts where this member's units change (repeatable).",
+             dest="members", multiple=True)
+@name_option("host", "Only this host (repeatable).", dest="hosts", multiple=True)
+@name_option("service", "Only hosts where this service's units change (repeatable).",
+             dest="services", multiple=True)
 @click.option("--parallel", type=click.IntRange(1, 256),
               help="Hosts at once [default: every host, up to twice the cores].")
 @click.option("--check", is_flag=True, help="Ansible check mode: change neither hosts nor state.")
@@ -109,104 +108,4 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
     return result.exit_code
 
 
-@click.group()
-def runs() -> None:
-    """Deploy runs recorded in state.db."""
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
-@runs.command("list")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@json_option
-@pass_app
-def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
-    from dataclasses import asdict
-
-    from rich.table import Table
-
-    from coophost.deploy.records import RunLog
-    from coophost.state import StateDB
-
-    with StateDB(app.inventory) as db:
-        records = RunLog(db).runs(limit)
-    if as_json:
-        app.emit_json([{k: v for k, v in asdict(r).items() if k != "jobs"}
-                       | {"hosts": {j.host: j.status for j in r.jobs}} for r in records])
-        return
-    table = Table(title="runs")
-    for column in ("run", "started", "took", "status", "hosts", "by"):
-        table.add_column(column)
-    for r in records:
-        took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at else ""
-        counts: dict[str, int] = {}
-        for job in r.jobs:
-            counts[job.status] = counts.get(job.status, 0) + 1
-        table.add_row(str(r.id), _when(r.started_at), took, r.status,
-                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), r.user)
-    app.out.print(table)
-
-
-@runs.command("show")
-@click.argument("run_id", type=int, metavar="RUN")
-@json_option
-@pass_app
-def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
-    """Show one run: each host's job, its counters, units and failures."""
-    from dataclasses import asdict
-
-    from rich.table import Table
-
-    from coophost.deploy.records import RunLog
-    from coophost.state import StateDB
-
-    with StateDB(app.inventory) as db:
-        record = RunLog(db).run(run_id)
-    if record is None:
-        raise UsageError(f"no run {run_id}")
-    if as_json:
-        app.emit_json(asdict(record))
-        return
-    app.out.print(f"run {record.id}: {record.status}, started {_when(record.started_at)} "
-                  f"by {record.user}, options {record.options}")
-    table = Table()
-    for column in ("host", "status", "ok", "changed", "failed", "unreachable", "units"):
-        table.add_column(column)
-    for job in record.jobs:
-        table.add_row(job.host, job.status, str(job.ok), str(job.changed), str(job.failed),
-                      str(job.unreachable), ", ".join(job.units))
-    app.out.print(table)
-    for job in record.jobs:
-        if job.summary:
-            app.out.print(f"{job.host}: {job.summary}")
-
-
-@click.command("drift")
-@click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only this host (repeatable).")
-@click.option("--mitogen/--no-mitogen", default=None,
-              help="Run the check with mitogen's strategy [default: on when installed].")
-@json_option
-@pass_app
-def drift(app: AppContext, hosts: tuple[str, ...], mitogen: bool | None, as_json: bool) -> int:
-    """Check hosts against what was last applied (check mode: nothing changes); exit 1 on drift."""
-    from coophost.deploy.drift import drift as run_drift
-    from coophost.deploy.executor import mitogen_available
-    from coophost.deploy.progress import PlainProgress, SilentProgress
-
-    progress = SilentProgress() if as_json else PlainProgress(app.out)
-    found, code = run_drift(app.inventory, frozenset(hosts), progress, threading.Event(),
-                            mitogen=mitogen_available() if mitogen is None else mitogen)
-    if as_json:
-        app.emit_json({"exit_code": code, "hosts": [f.as_dict() for f in found]})
-        return code
-    for verdict in found:
-        colour = {"ok": "green", "pending": "yellow"}.get(verdict.status, "red")
-        app.out.print(f"[{colour}]{verdict.status:<11}[/] {verdict.host}"
-                      + (f"  {verdict.detail}" if verdict.detail else ""))
-    return code
-
-
-commands: list[click.Command] = [deploy, runs, drift]
+commands: list[click.Command] = [deploy]

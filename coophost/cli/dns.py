@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_option, pass_app
 from coophost.errors import EXIT_OK, EXIT_PENDING
 
 
@@ -14,7 +14,7 @@ def dns() -> None:
 
 
 @dns.command("records")
-@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's records.")
+@name_option("member", "Only this member's records.", dest="member_slug")
 @click.option("--format", "output_format", type=click.Choice(["zone", "json"]),
               default="zone", show_default=True,
               help="RFC 1035 zone lines, or a JSON list of {name, type, ttl, value}.")
@@ -40,7 +40,7 @@ def records(app: AppContext, member_slug: str | None, output_format: str) -> Non
 
 
 @dns.command("check")
-@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's records.")
+@name_option("member", "Only this member's records.", dest="member_slug")
 @click.option("--nameserver", metavar="IP[:PORT]",
               help="Ask this resolver [default: the lab's DNS for a lab co-op, else the "
                    "system's resolvers].")

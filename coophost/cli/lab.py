@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_argument, pass_app
 from coophost.errors import EXIT_PENDING, ConfigError, EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def status(app: AppContext, name: str, as_json: bool) -> None:
 
 @lab.command(context_settings={"ignore_unknown_options": True})
 @name_option
-@click.argument("host")
+@name_argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
 def ssh(app: AppContext, name: str, host: str, command: tuple[str, ...]) -> None:

@@ -17,23 +17,9 @@ from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, Coophost
 # Each root command and the module that defines it. A module exports `commands` (a list of
 # click commands) and is imported only when one of its commands runs, or when a listing
 # (`--help`, shell completion) needs their help text.
-COMMAND_MODULES: dict[str, str] = {
-    "lab": "coophost.cli.lab",
-    "host": "coophost.cli.host",
-    "init": "coophost.cli.registry",
-    "member": "coophost.cli.registry",
-    "service": "coophost.cli.registry",
-    "secrets": "coophost.cli.registry",
-    "plan": "coophost.cli.plan",
-    "render": "coophost.cli.plan",
-    "deploy": "coophost.cli.deploy",
-    "runs": "coophost.cli.deploy",
-    "drift": "coophost.cli.deploy",
-    "dns": "coophost.cli.dns",
-    "requests": "coophost.cli.requests",
-    "members": "coophost.cli.members",
-    "member-shell": "coophost.cli.members",
-}
+COMMAND_MODULES: dict[str, str] = {name: "coophost.cli." + name.replace("-", "_") for name in (
+    "init", "member", "service", "secrets", "host", "plan", "render", "deploy", "runs", "drift",
+    "dns", "requests", "members", "member-shell", "lab")}
 
 
 class LazyGroup(click.Group):

@@ -1,9 +1,8 @@
-"""`coophost members ...` (the member shell's keys, purge) and `coophost member-shell SLUG`."""
+"""`coophost members authorize|purge`: the member shell's keys; departed members' data purged."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -111,14 +110,4 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
                       f"(archived {entry.archived})")
 
 
-@click.command("member-shell", hidden=True)
-@click.argument("slug")
-@pass_app
-def member_shell(app: AppContext, slug: str) -> int:
-    """The forced command of member keys: runs $SSH_ORIGINAL_COMMAND as a member verb."""
-    from coophost.members.shell import run
-
-    return run(app.inventory, slug, os.environ.get("SSH_ORIGINAL_COMMAND"))
-
-
-commands: list[click.Command] = [members, member_shell]
+commands: list[click.Command] = [members]

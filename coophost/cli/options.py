@@ -141,3 +141,20 @@ def name_option(kind: str, text: str, *, dest: str | None = None,
 def name_argument(kind: str, dest: str | None = None) -> Callable[[F], F]:
     """A MEMBER, HOST or SERVICE argument that completes names in the shell."""
     return click.argument(dest or kind, metavar=kind.upper(), shell_complete=_COMPLETERS[kind])
+
+
+def table(app: AppContext, columns: list[str], rows: list[list[str]]) -> None:
+    """Print rows under column headings, in the one table style every command uses."""
+    from rich.table import Table
+
+    shown = Table(*columns, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        shown.add_row(*row)
+    app.out.print(shown)
+
+
+def escape(text: str) -> str:
+    """Text (a member's string) made safe to print through rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)

@@ -1,20 +1,18 @@
-"""`coophost plan` and `coophost render`."""
+"""`coophost plan`: what a deploy would change, from the registry and state.db alone."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_option, pass_app
 from coophost.errors import EXIT_PENDING
 
 SYMBOLS = {"add": "+", "change": "~", "remove": "-"}
 
 
 @click.command()
-@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's changes.")
-@click.option("--host", "host_name", metavar="HOST", help="Only this host's changes.")
+@name_option("member", "Only this member's changes.", dest="member_slug")
+@name_option("host", "Only this host's changes.", dest="host_name")
 @json_option
 @pass_app
 def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_json: bool) -> int:
@@ -77,22 +75,4 @@ def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command()
-@click.option("--host", "host_name", metavar="HOST", help="Only this host.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Write host_vars/ here [default: the co-op directory].")
-@pass_app
-def render(app: AppContext, host_name: str | None, out_dir: Path | None) -> None:
-    """Write each host's desired state as an Ansible vars file (host_vars/HOST.yml)."""
-    from coophost.desired.hostvars import render_hosts
-    from coophost.lock import coop_lock
-    from coophost.registry.edit import assign_lives
-
-    with coop_lock(app.inventory, purpose="render"):
-        assign_lives(app.inventory)
-        written = render_hosts(app.inventory, out_dir or app.inventory, host_name)
-    for path in written:
-        app.out.print(f"wrote {path}")
-
-
-commands: list[click.Command] = [plan, render]
+commands: list[click.Command] = [plan]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_argument, name_option, pass_app
 
 
 @click.group()
@@ -16,7 +16,7 @@ def requests() -> None:
 @click.option("--state", type=click.Choice(["pending", "approved", "deployed", "denied",
                                             "canceled", "all"]), default="all",
               show_default=True, help="Only requests in this state.")
-@click.option("--member", "member_slug", metavar="MEMBER", help="Only this member's requests.")
+@name_option("member", "Only this member's requests.", dest="member_slug")
 @json_option
 @pass_app
 def list_requests(app: AppContext, state: str, member_slug: str | None, as_json: bool) -> None:
@@ -50,8 +50,8 @@ def list_requests(app: AppContext, state: str, member_slug: str | None, as_json:
 
 
 @requests.command("file")
-@click.argument("slug")
-@click.argument("service_name", metavar="SERVICE")
+@name_argument("member", "slug")
+@name_argument("service", "service_name")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="A setting of the service (repeatable), typed as the catalogue says.")
 @pass_app

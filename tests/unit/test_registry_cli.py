@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 
-from coophost.cli.hosts_registry import host_commands
 from coophost.cli.main import cli as root
 from coophost.secrets import SecretStore, parse_secrets_file
 
@@ -150,26 +148,21 @@ def test_no_host_fits_is_a_clear_error(coop: Path, cli) -> None:
 
 
 def test_host_add_list_remove(coop: Path) -> None:
-    group = click.Group("host", commands={c.name: c for c in host_commands if c.name})
-    root.add_command(group, "host-registry-test")
     runner = CliRunner()
-    try:
-        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "add", "h4",
-                                      "--address", "10.0.0.4", "--ram-mb", "8192",
-                                      "--disk-gb", "100", "--group", "mail"])
-        assert result.exit_code == 0, result.output
-        assert "h4:" in (coop / "hosts.yml").read_text()
-        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "list", "--json"])
-        assert "h4" in {row["host"] for row in json.loads(result.output)}
-        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "add", "h5",
-                                      "--address", "x", "--ram-mb", "1", "--disk-gb", "1",
-                                      "--group", "mial"])
-        assert result.exit_code != 0
-        result = runner.invoke(root, ["-i", str(coop), "host-registry-test", "remove", "h4"])
-        assert result.exit_code == 0, result.output
-        assert "h4" not in (coop / "hosts.yml").read_text()
-    finally:
-        root.commands.pop("host-registry-test")
+    result = runner.invoke(root, ["-i", str(coop), "host", "add", "h4",
+                                  "--address", "10.0.0.4", "--ram-mb", "8192",
+                                  "--disk-gb", "100", "--group", "mail"])
+    assert result.exit_code == 0, result.output
+    assert "h4:" in (coop / "hosts.yml").read_text()
+    result = runner.invoke(root, ["-i", str(coop), "host", "list", "--json"])
+    assert "h4" in {row["host"] for row in json.loads(result.output)}
+    result = runner.invoke(root, ["-i", str(coop), "host", "add", "h5",
+                                  "--address", "x", "--ram-mb", "1", "--disk-gb", "1",
+                                  "--group", "mial"])
+    assert result.exit_code != 0
+    result = runner.invoke(root, ["-i", str(coop), "host", "remove", "h4"])
+    assert result.exit_code == 0, result.output
+    assert "h4" not in (coop / "hosts.yml").read_text()
 
 
 def test_init_creates_a_valid_coop(tmp_path: Path, cli) -> None:

@@ -1,0 +1,88 @@
+"""`coophost runs list|show`: the deploy runs recorded in state.db."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.errors import UsageError
+
+
+@click.group()
+def runs() -> None:
+    """Deploy runs recorded in state.db."""
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@json_option
+@pass_app
+def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from coophost.deploy.records import RunLog
+    from coophost.state import StateDB
+
+    with StateDB(app.inventory) as db:
+        records = RunLog(db).runs(limit)
+    if as_json:
+        app.emit_json([{k: v for k, v in asdict(r).items() if k != "jobs"}
+                       | {"hosts": {j.host: j.status for j in r.jobs}} for r in records])
+        return
+    table = Table(title="runs")
+    for column in ("run", "started", "took", "status", "hosts", "by"):
+        table.add_column(column)
+    for r in records:
+        took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at else ""
+        counts: dict[str, int] = {}
+        for job in r.jobs:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        table.add_row(str(r.id), _when(r.started_at), took, r.status,
+                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), r.user)
+    app.out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id", type=int, metavar="RUN")
+@json_option
+@pass_app
+def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
+    """Show one run: each host's job, its counters, units and failures."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from coophost.deploy.records import RunLog
+    from coophost.state import StateDB
+
+    with StateDB(app.inventory) as db:
+        record = RunLog(db).run(run_id)
+    if record is None:
+        raise UsageError(f"no run {run_id}")
+    if as_json:
+        app.emit_json(asdict(record))
+        return
+    app.out.print(f"run {record.id}: {record.status}, started {_when(record.started_at)} "
+                  f"by {record.user}, options {record.options}")
+    table = Table()
+    for column in ("host", "status", "ok", "changed", "failed", "unreachable", "units"):
+        table.add_column(column)
+    for job in record.jobs:
+        table.add_row(job.host, job.status, str(job.ok), str(job.changed), str(job.failed),
+                      str(job.unreachable), ", ".join(job.units))
+    app.out.print(table)
+    for job in record.jobs:
+        if job.summary:
+            app.out.print(f"{job.host}: {job.summary}")
+
+
+commands: list[click.Command] = [runs]
