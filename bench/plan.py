@@ -5,7 +5,11 @@ nothing changed, and a warm plan after one member changed. Applied hashes are re
 (as a deploy would), so each plan compares against a realistic state.db.
 
     .venv/bin/python bench/plan.py [--sizes 1000 10000] [--hosts 100] [--repeat 3]
-                                   [--bytecode-cache]
+                                   [--bytecode-cache] [--baseline TREE]
+
+`--baseline TREE` measures another checkout of coophost (with its own .venv, e.g. a worktree of
+an older commit) in the same run, interleaved with this one on identical co-ops, and prints
+both with their ratio: before/after figures for a change, from one run on one noisy machine.
 
 Targets (issue 3, 10,000 members): cold <= 5 s, warm <= 0.5 s, one change <= 0.7 s.
 
@@ -38,7 +42,12 @@ vault: {password_file: vault-password, create_password_file: true}
 
 
 def generate(root: Path, members: int, hosts: int) -> None:
-    """Write a co-op: `hosts` hosts (all mail; every 4th also nextcloud) and `members` members."""
+    """Write a co-op: `hosts` mail hosts and `members` members with mail.
+
+    Only services a member may have now (the catalogue's `available` ones) are used: a coming
+    service in a member file is refused. Every fifth member has a second domain and more
+    mailboxes, so units differ in size.
+    """
     (root / "members").mkdir(parents=True)
     (root / "coop.yml").write_text(COOP)
     lines = ["all:", "  vars: {ansible_user: coophost}", "  hosts:"]
@@ -49,22 +58,18 @@ def generate(root: Path, members: int, hosts: int) -> None:
     lines.append("  children:")
     lines.append("    mail:\n      hosts:")
     lines.extend(f"        h{i:03d}:" for i in range(hosts))
-    lines.append("    nextcloud:\n      hosts:")
-    lines.extend(f"        h{i:03d}:" for i in range(0, hosts, 4))
     (root / "hosts.yml").write_text("\n".join(lines) + "\n")
     for n in range(members):
         slug = f"member-{n:05d}"
-        nextcloud = ""
-        placement = f"  mail: h{n % hosts:03d}\n"
-        if n % 5 == 0:
-            nextcloud = "  nextcloud:\n    quota_gb: 5\n    max_users: 5\n"
-            placement += f"  nextcloud: h{(n // 5 * 4) % hosts:03d}\n"
+        big = n % 5 == 0
+        domains = f"  - {slug}.example\n" + (f"  - {slug}-shop.example\n" if big else "")
+        boxes = f"office, info, n{n}" + (", sales, support, jobs" if big else "")
         (root / "members" / f"{slug}.yml").write_text(
             f"# Member {slug}\nslug: {slug}\nname: \"Member {n} & Co\"\n"
-            f"contact: office@{slug}.example\nstatus: active\ndomains:\n  - {slug}.example\n"
-            f"ssh_keys: []\nservices:\n  mail:\n    mailboxes: [office, info, n{n}]\n"
-            f"    aliases:\n      postmaster: [office]\n    quota_mb: 1024\n{nextcloud}"
-            f"placement:\n{placement}")
+            f"contact: office@{slug}.example\nstatus: active\ndomains:\n{domains}"
+            f"ssh_keys: []\nservices:\n  mail:\n    mailboxes: [{boxes}]\n"
+            f"    aliases:\n      postmaster: [office]\n    quota_mb: 1024\n"
+            f"placement:\n  mail: h{n % hosts:03d}\n")
 
 
 ENV: dict[str, str] = dict(os.environ)
@@ -83,10 +88,21 @@ def record_applied(root: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(root)], check=True, env=ENV)
 
 
-def plan(root: Path, expect: int) -> float:
+def record_applied_with(tree: Path, root: Path) -> None:
+    """`record_applied` as another checkout `tree` does it (with its own API and venv)."""
+    code = ("import runpy, sys; from pathlib import Path\n"
+            "runpy.run_path(sys.argv[1])['record_applied'](Path(sys.argv[2]))\n")
+    subprocess.run([str(tree / ".venv" / "bin" / "python"), "-c", code,
+                    str(tree / "bench" / "plan.py"), str(root)], check=True, env=ENV, cwd=tree)
+
+
+OURS = Path(sys.executable).parent / "coophost"
+
+
+def plan(root: Path, expect: int, binary: Path = OURS) -> float:
     """Time one `coophost plan` (stdout discarded); check its exit status."""
     start = time.perf_counter()
-    result = subprocess.run([str(Path(sys.executable).parent / "coophost"), "-i", str(root),
+    result = subprocess.run([str(binary), "-i", str(root),
                              "plan"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
                             env=ENV)
@@ -127,6 +143,38 @@ def measure(members: int, hosts: int, repeat: int) -> dict[str, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def measure_side_by_side(members: int, hosts: int, repeat: int, tree: Path
+                          ) -> dict[str, dict[str, float]]:
+    """Like `measure`, for this checkout and the one at `tree`, interleaved on twin co-ops."""
+    base = Path(tempfile.mkdtemp(prefix=f"coophost-bench-{members}-"))
+    binaries = {"this": OURS, "baseline": tree / ".venv" / "bin" / "coophost"}
+    try:
+        roots = {name: base / name for name in binaries}
+        for root in roots.values():
+            generate(root, members, hosts)
+        record_applied(roots["this"])
+        record_applied_with(tree, roots["baseline"])
+        figures = {name: {"cold": [], "warm": [], "one change": []} for name in binaries}
+        for i in range(repeat):
+            order = list(binaries) if i % 2 == 0 else list(reversed(binaries))
+            for kind in ("cold", "warm", "one change"):
+                for name in order:
+                    root, binary = roots[name], binaries[name]
+                    if kind == "cold":
+                        shutil.rmtree(root / ".coophost" / "cache", ignore_errors=True)
+                    if kind == "one change":
+                        touch_member(root, i * 7 % members)
+                    figures[name][kind].append(plan(root, int(kind == "one change"), binary))
+                    if kind == "one change":
+                        touch_member(root, i * 7 % members)
+                if kind == "cold":
+                    time.sleep(2.1)
+        return {name: {kind: statistics.median(times) for kind, times in per.items()}
+                for name, per in figures.items()}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -134,11 +182,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bytecode-cache", action="store_true",
                         help="cache bytecode (in a temporary prefix), as an installed coophost")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also measure the coophost checkout at TREE (with its .venv)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="coophost-bench-pyc-") as pycache:
         if args.bytecode_cache:
             ENV.pop("PYTHONDONTWRITEBYTECODE", None)
             ENV["PYTHONPYCACHEPREFIX"] = pycache
+        if args.baseline:
+            compare(args)
+            return
         bytecode = ("cached" if args.bytecode_cache or "PYTHONDONTWRITEBYTECODE" not in ENV
                     else "not cached (PYTHONDONTWRITEBYTECODE)")
         load = os.getloadavg()[0]
@@ -156,6 +209,21 @@ def main() -> None:
         print(f"targets at {large}: " + ", ".join(
             f"{k} <= {t} s: {'ok' if results[large][k] <= t else 'MISSED'}"
             for k, t in TARGETS.items()))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Print this checkout's figures beside the baseline's, from one interleaved run."""
+    load = os.getloadavg()[0]
+    results = {size: measure_side_by_side(size, args.hosts, args.repeat, args.baseline.resolve())
+               for size in args.sizes}
+    print(f"coophost plan, this checkout against the baseline, {args.hosts} hosts, median of "
+          f"{args.repeat} (seconds); {os.cpu_count()} cores, load average {load:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'members':>8}  {'plan':>11}  {'baseline':>9}  {'this':>9}  {'this/baseline':>13}")
+    for size, figures in results.items():
+        for kind in TARGETS:
+            before, after = figures["baseline"][kind], figures["this"][kind]
+            print(f"{size:>8}  {kind:>11}  {before:>9.3f}  {after:>9.3f}  {after / before:>13.2f}")
 
 
 if __name__ == "__main__":
