@@ -13,6 +13,12 @@ same minutes, so the ratios mean something even when the machine is noisy:
 (c) redeploy after one member changed, against applying that member's host alone.
 
     .venv/bin/python bench/deploy.py [--hosts 4] [--members 40] [--skip-per-member] [--keep]
+                                     [--baseline TREE [--repeat 2]]
+
+`--baseline TREE` compares this checkout with another one (with its own .venv, e.g. a worktree
+of an older commit) instead of with ansible-playbook: on the same lab, each on its own copy of
+the co-op, interleaved (this, baseline, baseline, this, ...), (a) with mitogen, job per host and
+batch, (b) and (c); it prints both with their ratio.
 
 Targets (issue 4): (a) >= 1.5x faster than tuned ansible-playbook and within 1.3x of the
 floor; (b) <= 2 s; (c) <= 1.2x applying that one host alone.
@@ -56,9 +62,10 @@ def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] 
     return took
 
 
-def coophost(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
-    """Time one coophost command on the co-op at `root`."""
-    return run([*COOPHOST, "-i", str(root), *args], ok=ok)
+def coophost(root: Path, *args: str, ok: tuple[int, ...] = (0,),
+             command: list[str] | None = None) -> float:
+    """Time one coophost command on the co-op at `root` (this checkout's, or `command`)."""
+    return run([*(command or COOPHOST), "-i", str(root), *args], ok=ok)
 
 
 def write_members(root: Path, count: int) -> None:
@@ -138,6 +145,56 @@ def bench_full(root: Path, hosts: int, per_member: bool) -> dict[str, float]:
     return figures
 
 
+def compare(root: Path, tree: Path, repeat: int, registered: int) -> dict[str, list[float]]:
+    """(a), (b) and (c) for this checkout and the one at `tree`, interleaved on one lab.
+
+    Returns label -> [this, baseline] medians.
+    """
+    spec = importlib.util.spec_from_file_location("bench_plan", REPO / "bench" / "plan.py")
+    assert spec and spec.loader
+    plan_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan_bench)
+    other = root.parent / "coop-baseline"
+    shutil.copytree(root, other, symlinks=True)
+    sides = {"this": (root, COOPHOST), "baseline": (other, [str(tree / ".venv/bin/coophost")])}
+    times: dict[str, dict[str, list[float]]] = {}
+
+    def timed(label: str, side: str, seconds: float) -> None:
+        times.setdefault(label, {"this": [], "baseline": []})[side].append(seconds)
+
+    orders = [["this", "baseline"], ["baseline", "this"]]
+    for i in range(repeat):
+        for label, flags in (("(a) coophost + mitogen, job per host", ["--mitogen"]),
+                             ("(a) coophost + mitogen, one batch job",
+                              ["--mitogen", "--mode", "batch"])):
+            for side in orders[i % 2]:
+                coop, command = sides[side]
+                forget_applied(coop)
+                timed(label, side, coophost(coop, "deploy", "--json", *flags, command=command))
+    member, _host = sorted(placements(root).items())[0]
+    for i in range(repeat):
+        for side in orders[i % 2]:
+            coop, command = sides[side]
+            quota = 1100 + 10 * i + (5 if side == "baseline" else 0)  # a real change each time
+            coophost(coop, "service", "enable", member, "mail", "--set", f"quota_mb={quota}",
+                     command=command)
+            timed("(c) one member changed", side, coophost(coop, "deploy", command=command))
+    with tempfile.TemporaryDirectory(prefix="coophost-bench-") as tmp:
+        twins = {side: Path(tmp) / side for side in sides}
+        for coop in twins.values():
+            plan_bench.generate(coop, registered, 4)  # unroutable hosts: never contacted
+        plan_bench.record_applied(twins["this"])
+        plan_bench.record_applied_with(tree, twins["baseline"])
+        for side, coop in twins.items():
+            coophost(coop, "plan", command=sides[side][1])  # warms the parse cache
+        for i in range(max(repeat, 3)):
+            for side in orders[i % 2]:
+                timed(f"(b) nothing changed, {registered} members", side,
+                      coophost(twins[side], "deploy", command=sides[side][1]))
+    return {label: [statistics.median(per["this"]), statistics.median(per["baseline"])]
+            for label, per in times.items()}
+
+
 def bench_nothing_changed(members: int, repeat: int) -> float:
     """(b): a registry of `members` members, all recorded as applied; median deploy time."""
     spec = importlib.util.spec_from_file_location("bench_plan", REPO / "bench" / "plan.py")
@@ -172,6 +229,9 @@ def main() -> int:
     parser.add_argument("--skip-per-member", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--name", default="bench")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="compare with the coophost checkout at TREE (with its .venv)")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of --baseline's runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="coophost-bench-"))
     root = tmp / "coop"
@@ -182,6 +242,17 @@ def main() -> int:
         coophost(root, "lab", "up", "--name", args.name, "--hosts", str(args.hosts))
         provision = coophost(root, "deploy")  # packages installed once, before any timing
         print(f"provisioning (not compared): {provision:.1f} s", flush=True)
+        if args.baseline:
+            load = os.getloadavg()[0]
+            figures = compare(root, args.baseline.resolve(), args.repeat, args.registered)
+            print(f"\ncoophost deploy, this checkout against the baseline, {args.hosts} hosts, "
+                  f"{args.members} members, median of {args.repeat} interleaved rounds; load "
+                  f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
+            print(f"  {'':44s} {'baseline':>9} {'this':>9} {'this/baseline':>14}")
+            for label, (this, before) in figures.items():
+                print(f"  {label:44s} {before:8.2f}s {this:8.2f}s {this / before:14.2f}")
+            print(json.dumps({"compare": figures}))
+            return 0
         full = bench_full(root, args.hosts, not args.skip_per_member)
         nothing = bench_nothing_changed(args.registered, 3)
         one, alone, plain_alone = bench_one_change(root)
