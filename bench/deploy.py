@@ -236,7 +236,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="coophost-bench-"))
     root = tmp / "coop"
     root.mkdir()
-    (root / "coop.yml").write_text(COOP)
+    (root / "coop.yml").write_text(COOP.replace("acme.bench.test", f"acme.{args.name}.test"))
     write_members(root, args.members)
     try:
         coophost(root, "lab", "up", "--name", args.name, "--hosts", str(args.hosts))
