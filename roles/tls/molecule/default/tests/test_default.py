@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-testinfra_hosts = ["coophost-mol-tls-host"]
+# The role's instance, by its inventory group (its name carries $COOPHOST_MOLECULE_TAG).
+testinfra_hosts = ["tls"]
 
 ROOT = "/tmp/pebble-root.pem"
 FETCH_ROOT = textwrap.dedent('''
