@@ -44,7 +44,8 @@ vault: {password_file: vault-password, create_password_file: true}
 def generate(root: Path, members: int, hosts: int) -> None:
     """Write a co-op: `hosts` mail hosts and `members` members with mail.
 
-    Only services a member may have now (the catalogue's `available` ones) are used: a coming
+    Every member has its life id already (as `member add` writes it), so no command has to
+    assign one. Only services a member may have now (the catalogue's `available` ones) are used: a coming
     service in a member file is refused. Every fifth member has a second domain and more
     mailboxes, so units differ in size.
     """
@@ -65,7 +66,7 @@ def generate(root: Path, members: int, hosts: int) -> None:
         domains = f"  - {slug}.example\n" + (f"  - {slug}-shop.example\n" if big else "")
         boxes = f"office, info, n{n}" + (", sales, support, jobs" if big else "")
         (root / "members" / f"{slug}.yml").write_text(
-            f"# Member {slug}\nslug: {slug}\nname: \"Member {n} & Co\"\n"
+            f"# Member {slug}\nslug: {slug}\nid: \"{n:012x}\"\nname: \"Member {n} & Co\"\n"
             f"contact: office@{slug}.example\nstatus: active\ndomains:\n{domains}"
             f"ssh_keys: []\nservices:\n  mail:\n    mailboxes: [{boxes}]\n"
             f"    aliases:\n      postmaster: [office]\n    quota_mb: 1024\n"
