@@ -1,0 +1,119 @@
+"""Each command reads the co-op once: coop.yml, hosts.yml and every member file at most once."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coophost.deploy.executor import HostOutcome
+
+
+@contextlib.contextmanager
+def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """Count the parses of co-op files by file: `coop.yml`, `hosts.yml`, `members/x.yml`."""
+    import coophost.registry.parse as parse
+
+    counts: Counter[str] = Counter()
+    # A module first imported while counting keeps a counter of its own past the test:
+    # `original` finds the function behind one.
+    originals = [original(f) for f in (parse.parse_coop, parse.parse_hosts, parse.parse_member)]
+
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(data: object, file: str, *args: Any, **kwargs: Any) -> Any:
+            counts[file] += 1
+            return function(data, file, *args, **kwargs)
+        counted.counts_calls_of = function  # type: ignore[attr-defined]
+        return counted
+
+    wrapped = {id(f): wrap(f) for f in originals}
+    with contextlib.suppress(ImportError):  # the second reader of hosts.yml, while it exists
+        import coophost.registry.hosts as connection_facts
+
+        reader = original(connection_facts.load_hosts)
+
+        def read_hosts(*args: Any, **kwargs: Any) -> Any:
+            counts["hosts.yml"] += 1
+            return reader(*args, **kwargs)
+        read_hosts.counts_calls_of = reader  # type: ignore[attr-defined]
+        wrapped[id(reader)] = read_hosts
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("coophost"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if callable(value) and id(original(value)) in wrapped:
+                monkeypatch.setattr(module, attr, wrapped[id(original(value))])
+    yield counts
+
+
+def original(function: Any) -> Any:
+    """The function a counter wraps, or `function` itself."""
+    return getattr(function, "counts_calls_of", function)
+
+
+class NoHosts:
+    """An executor that runs nothing and reports every host ok."""
+
+    def run_hosts(self, hosts: list[str], sink: Any, cancel: threading.Event
+                  ) -> dict[str, HostOutcome]:
+        return {h: HostOutcome(h, "ok", {"ok": 1}) for h in hosts}
+
+
+def run_deploy(root: Path, check: bool) -> int:
+    from coophost.deploy.engine import DeployOptions, deploy
+    from coophost.deploy.progress import SilentProgress
+
+    result = deploy(root, DeployOptions(check=check), SilentProgress(), threading.Event(),
+                    executor_factory=lambda _vault: NoHosts())
+    return result.exit_code
+
+
+def commands(root: Path, cli: Callable[..., tuple[int, str, str]]) -> dict[str, Callable[[], Any]]:
+    def export() -> None:
+        import io
+
+        from coophost.members import export as exporting
+
+        with contextlib.suppress(RuntimeError):
+            exporting.export_member(root, "ada-books", io.BytesIO())
+
+    return {
+        "plan": lambda: cli("-i", str(root), "plan"),
+        "render": lambda: cli("-i", str(root), "render"),
+        "deploy --check": lambda: run_deploy(root, check=True),
+        "deploy": lambda: run_deploy(root, check=False),
+        "member export": export,
+        "dns records": lambda: cli("-i", str(root), "dns", "records"),
+    }
+
+
+def refuse_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    import coophost.ssh
+
+    def connect(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("no SSH in unit tests")
+    monkeypatch.setattr(coophost.ssh, "connect", connect)
+
+
+@pytest.mark.xfail(strict=True, reason="commands read the co-op up to five times (issue 11)")
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_each_command_parses_each_file_at_most_once(
+        coop: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, warm: bool) -> None:
+    refuse_ssh(monkeypatch)
+    for name, command in commands(coop, cli).items():
+        if warm:
+            command()  # caches filled (a warm deploy has nothing left to do: still counted)
+        else:
+            import shutil
+
+            shutil.rmtree(coop / ".coophost" / "cache", ignore_errors=True)
+        with counting(monkeypatch) as counts:
+            command()
+        twice = {file: n for file, n in counts.items() if n > 1}
+        assert not twice, f"{name} ({'warm' if warm else 'cold'}): {dict(counts)}"
