@@ -92,8 +92,19 @@ def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host
 
 def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[str, Host], bytes]:
     raw = _read(root, HOSTS_FILE)
-    return parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE,
-                       catalogue or load_catalogue()), raw
+    hosts = parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
+    return {name: _in_inventory(host, root) for name, host in hosts.items()}, raw
+
+
+def _in_inventory(host: Host, root: Path) -> Host:
+    """`host` with `{{ inventory_dir }}` in its SSH key file's path made this co-op's folder."""
+    from dataclasses import replace
+
+    entry = host.connection
+    if entry is None or not entry.key_file or "{{ inventory_dir }}" not in entry.key_file:
+        return host
+    key_file = entry.key_file.replace("{{ inventory_dir }}", str(root.resolve()))
+    return replace(host, connection=replace(entry, key_file=key_file))
 
 
 def load_base(root: Path, *, need_hosts: bool = True) -> Base:

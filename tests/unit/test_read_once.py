@@ -117,3 +117,22 @@ def test_each_command_parses_each_file_at_most_once(
             command()
         twice = {file: n for file, n in counts.items() if n > 1}
         assert not twice, f"{name} ({'warm' if warm else 'cold'}): {dict(counts)}"
+
+
+def test_one_parse_of_hosts_yml_gives_the_connection_facts(coop: Path) -> None:
+    from coophost.registry.hosts import load_hosts
+    (coop / "hosts.yml").write_text(
+        "all:\n  vars: {ansible_user: root, ansible_become: true}\n"
+        "  hosts:\n    h1: {ansible_host: 10.0.0.1, coophost_capacity: {ram_mb: 1, disk_gb: 1},"
+        " ansible_ssh_private_key_file: '{{ inventory_dir }}/keys/id'}\n"
+        "  children:\n    mail:\n      vars: {ansible_user: admin, ansible_port: 2222}\n"
+        "      hosts: {h1: {}}\n")
+    from coophost.registry.loader import load_hosts as read_hosts
+
+    host = read_hosts(coop)["h1"]
+    assert host.connection is not None
+    entry = host.connection
+    assert (entry.address, entry.port, entry.user) == ("10.0.0.1", 2222, "admin")
+    assert entry.key_file == f"{coop.resolve()}/keys/id"
+    assert entry.groups == ("mail",) and entry.vars["ansible_become"] is True
+    assert load_hosts(coop) == [entry]
