@@ -19,10 +19,13 @@ def render(app: AppContext, host_name: str | None, out_dir: Path | None) -> None
     from coophost.desired.hostvars import render_hosts
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives
+    from coophost.registry.loader import load_registry
 
     with coop_lock(app.inventory, purpose="render"):
-        assign_lives(app.inventory)
-        written = render_hosts(app.inventory, out_dir or app.inventory, host_name)
+        loaded = load_registry(app.inventory)
+        if assign_lives(app.inventory, loaded):
+            loaded = load_registry(app.inventory, base=loaded.base)  # the files just written
+        written = render_hosts(loaded, out_dir or app.inventory, host_name)
     for path in written:
         app.out.print(f"wrote {path}")
 

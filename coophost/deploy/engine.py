@@ -22,7 +22,7 @@ from coophost.deploy.executor import (
     LocalExecutor,
     VaultAccess,
 )
-from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, select_hosts
+from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, plan_jobs
 from coophost.deploy.records import RunLog
 from coophost.deploy.runner import RUN_FOLDER_PREFIX
 from coophost.errors import (
@@ -34,6 +34,7 @@ from coophost.errors import (
 )
 from coophost.fsutil import sweep_dead_folders
 from coophost.layout import KNOWN_HOSTS_FILE
+from coophost.registry.model import VaultSettings
 
 MODES = ("per-host", "batch")
 
@@ -99,14 +100,15 @@ class Progress(Protocol):
         """A host's job ended."""
 
 
-def vault_access(root: Path) -> VaultAccess:
-    """How ansible will get the co-op's vault password (a path or a variable name)."""
+def vault_access(root: Path, settings: VaultSettings) -> VaultAccess:
+    """How ansible will get the co-op's vault password (a path or a variable name).
+
+    `settings`: coop.yml's `vault:` as the command read it.
+    """
     import os
 
-    from coophost.registry.loader import load_base
     from coophost.secrets import password_file_path
 
-    settings = load_base(root).coop.vault
     if settings.password_env and os.environ.get(settings.password_env):
         return VaultAccess(password_env=settings.password_env)
     if settings.password_file and password_file_path(root, settings).is_file():
@@ -114,46 +116,21 @@ def vault_access(root: Path) -> VaultAccess:
     return VaultAccess()
 
 
-def plan_jobs(root: Path, selection: Selection, resume_hosts: list[str], *,
-              record_placements: bool = True) -> dict[str, HostJob]:
-    """The host jobs a deploy must run, from the registry against state.db.
-
-    New placements are written into the member files first (unless `record_placements` is
-    off, as in check mode): from then on those units stay where they were put.
-    """
-    from coophost.desired import plan as planning
-    from coophost.desired.units import check_names, compute
-    from coophost.registry.edit import assign_lives
-    from coophost.registry.edit import record_placements as record
-    from coophost.state import StateDB
-
-    # Before hashing, even in check mode (rendering needs them): a unit's data and secrets
-    # are keyed by its member's life.
-    assign_lives(root)
-    desired = compute(root)
-    check_names(desired, root, members=sorted(selection.members),
-                hosts=sorted(selection.hosts), services=sorted(selection.services))
-    if record_placements and desired.placement.new:
-        record(root, {key: desired.placement.hosts[key] for key in desired.placement.new})
-    units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
-    with StateDB(root) as db:
-        applied = db.applied()
-    plan = planning.diff(units, desired.host_hashes, applied)
-    on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.hosts}
-    for unit in desired.units.values():
-        on_host[unit.host].append((unit.member, unit.service, unit.hash))
-    placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
-    chosen = select_hosts(plan, placed, selection, resume_hosts)
-    return {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons)
-            for host, reasons in chosen.items()}
-
-
 def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threading.Event,
            executor_factory: Callable[[VaultAccess], Executor] | None = None) -> DeployResult:
-    """Deploy the co-op at `root` under its lock; see the module docstring."""
+    """Deploy the co-op at `root` under its lock; see the module docstring.
+
+    The co-op is read once, under the lock: deciding (the desired state, the host jobs) is
+    pure, and what it decided to write (life ids before hashing, the new placements, host
+    vars and secrets) is written here, in that order, before any job runs.
+    """
     from coophost.desired.hostvars import render_hosts
+    from coophost.desired.units import check_names, compute
     from coophost.layout import playbook
     from coophost.lock import coop_lock
+    from coophost.registry.edit import assign_lives, record_placements
+    from coophost.registry.hosts import connections
+    from coophost.registry.loader import load_registry
     from coophost.ssh import validate_known_hosts
     from coophost.state import StateDB
 
@@ -162,18 +139,29 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     validate_known_hosts(root / KNOWN_HOSTS_FILE)  # a line it cannot read: exit 2, nothing run
     for prefix in (RUN_FOLDER_PREFIX, JOB_FOLDER_PREFIX):  # left by a killed deploy
         sweep_dead_folders(prefix)
+    selection = options.selection
     with coop_lock(root, wait=float("inf") if options.wait else 0.0, purpose="deploy"):
         with StateDB(root) as db:
             log = RunLog(db)
             log.close_abandoned_runs()
-            resume = log.hosts_to_resume() if options.selection.resume else []
-            jobs = plan_jobs(root, options.selection, resume,
-                             record_placements=not options.check)
+            resume = log.hosts_to_resume() if selection.resume else []
+            loaded = load_registry(root)
+            # Before hashing, even in check mode (rendering needs them): a unit's data and
+            # secrets are keyed by its member's life. Only members from before lives lack one.
+            if assign_lives(root, loaded):
+                loaded = load_registry(root, base=loaded.base)  # the files just written
+            desired = compute(loaded)
+            check_names(desired, root, members=sorted(selection.members),
+                        hosts=sorted(selection.hosts), services=sorted(selection.services))
+            decision = plan_jobs(desired, db.applied(), selection, resume)
+            jobs = decision.jobs
+            if not options.check and decision.placements:
+                record_placements(root, decision.placements)
             if not jobs:
                 return DeployResult(run_id=None)
             expected = {h: log.last_tasks(h) for h in jobs}
-        render_hosts(root, root)  # every host's vars, and any secret not yet generated
-        vault = vault_access(root)
+        render_hosts(loaded, root, desired=desired)  # every host's vars, and new secrets
+        vault = vault_access(root, loaded.registry.coop.vault)
         parallel = options.parallel or default_parallel(len(jobs))
         if executor_factory is not None:
             executor = executor_factory(vault)
@@ -181,7 +169,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
                                      mitogen=options.mitogen, vault=vault,
                                      strategy="free" if options.mode == "batch" else "linear",
-                                     forks=parallel if options.mode == "batch" else None)
+                                     forks=parallel if options.mode == "batch" else None,
+                                     hosts=connections(loaded.registry.hosts))
         return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from coophost.deploy.runner import PlaybookResult, run_playbook
 from coophost.errors import HostUnreachable
 from coophost.fsutil import private_folder
 from coophost.layout import KNOWN_HOSTS_FILE
-from coophost.registry.hosts import load_hosts
+from coophost.registry.hosts import HostEntry, load_hosts
 
 JOB_FOLDER_PREFIX = "coophost-job-"
 
@@ -97,8 +97,10 @@ class LocalExecutor:
 
     def __init__(self, inventory: Path, playbook: Path, *, check: bool = False,
                  mitogen: bool = False, vault: VaultAccess | None = None,
-                 forks: int | None = None, strategy: str = "linear") -> None:
+                 forks: int | None = None, strategy: str = "linear",
+                 hosts: Mapping[str, HostEntry] | None = None) -> None:
         self.inventory = inventory
+        self.hosts = hosts  # the connection facts the deploy read (None: read hosts.yml)
         self.playbook = playbook
         self.check = check
         self.mitogen = mitogen
@@ -125,7 +127,7 @@ class LocalExecutor:
     def run_hosts(self, hosts: list[str], sink: EventSink,
                   cancel: threading.Event) -> dict[str, HostOutcome]:
         """Check each host's key, run the playbook once over the others, split per host."""
-        refused = refuse_unpinned(self.inventory, hosts, sink)
+        refused = refuse_unpinned(self.inventory, hosts, sink, self.hosts)
         admitted = [h for h in hosts if h not in refused]
         outcomes = self._run_playbook(admitted, sink, cancel) if admitted else {}
         return {h: refused.get(h) or outcomes[h] for h in hosts}
@@ -213,17 +215,19 @@ def item_label(res: dict[str, Any]) -> str:
 KEY_CHECK_TASK = "host key check"
 
 
-def refuse_unpinned(inventory: Path, hosts: list[str],
-                    sink: EventSink) -> dict[str, HostOutcome]:
+def refuse_unpinned(inventory: Path, hosts: list[str], sink: EventSink,
+                    entries: Mapping[str, HostEntry] | None = None) -> dict[str, HostOutcome]:
     """Check every host's key against the co-op's known_hosts, before Ansible touches it.
 
     Ansible checks it too (see coophost.deploy.runner), but this check fails before any
     authentication, names the host and the mismatch, and is the same for every strategy.
     Returns the outcome of each host refused (unreachable, or its key not the pinned one).
+    `entries`: the hosts' connection facts as the deploy read them (else hosts.yml is read).
     """
     from coophost.ssh import check_host_key  # paramiko is slow to import
 
-    entries = {e.name: e for e in load_hosts(inventory)}
+    if entries is None:
+        entries = {e.name: e for e in load_hosts(inventory)}
     known = inventory / KNOWN_HOSTS_FILE
 
     def check(host: str) -> HostOutcome | None:

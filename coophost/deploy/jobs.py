@@ -7,7 +7,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from coophost.desired.plan import Plan
+from coophost.desired.plan import Plan, diff
+from coophost.desired.units import Desired
+from coophost.state import Applied
 
 ALL_REASON = "--all"  # the only reason of a host taken by --all with nothing pending
 
@@ -36,6 +38,35 @@ class HostJob:
     def unit_names(self) -> list[str]:
         """`member/service` of each unit on the host."""
         return [f"{m}/{s}" for m, s, _ in self.units]
+
+
+@dataclass
+class Decision:
+    """What a deploy decided before running: its host jobs, and what it must write first.
+
+    `placements`: the units placed for the first time, by (member, service), with their host;
+    the engine records them in the member files (not in check mode) before any job runs, so
+    from then on those units stay where they were put.
+    """
+
+    jobs: dict[str, HostJob]
+    placements: dict[tuple[str, str], str]
+
+
+def plan_jobs(desired: Desired, applied: Applied, selection: Selection,
+              resume_hosts: Iterable[str] = ()) -> Decision:
+    """The host jobs a deploy must run: the desired state against what state.db applied."""
+    units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
+    plan = diff(units, desired.host_hashes, applied)
+    on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.hosts}
+    for unit in desired.units.values():
+        on_host[unit.host].append((unit.member, unit.service, unit.hash))
+    placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
+    chosen = select_hosts(plan, placed, selection, resume_hosts)
+    jobs = {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons)
+            for host, reasons in chosen.items()}
+    return Decision(jobs, {key: desired.placement.hosts[key]
+                           for key in sorted(desired.placement.new)})
 
 
 def select_hosts(plan: Plan, placed: Mapping[str, Iterable[tuple[str, str]]],

@@ -10,18 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from coophost.desired.render import render_host_file, unit_vars
-from coophost.desired.units import compute
+from coophost.desired.units import Desired, compute
 from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
 from coophost.layout import HOST_VARS_DIR
-from coophost.registry.loader import load_registry
+from coophost.registry.loader import Loaded, load_registry
 from coophost.secrets import SecretStore
 
 
-def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str], SecretStore]:
-    """Return each host's vars file text (or one host's), and the store that supplied secrets."""
-    desired = compute(root)
-    loaded = load_registry(root)
+def host_files(source: Path | Loaded, only_host: str | None = None,
+               desired: Desired | None = None) -> tuple[dict[str, str], SecretStore]:
+    """Return each host's vars file text (or one host's), and the store that supplied secrets.
+
+    `source`: the co-op directory, or the co-op the command loaded (with `desired`, its
+    desired state when the command computed it already).
+    """
+    loaded = source if isinstance(source, Loaded) else load_registry(source)
+    root = loaded.root
+    desired = desired or compute(loaded)
     registry = loaded.registry
     catalogue = loaded.catalogue
     if only_host is not None and only_host not in registry.hosts:
@@ -44,13 +50,14 @@ def host_files(root: Path, only_host: str | None = None) -> tuple[dict[str, str]
     return texts, store
 
 
-def render_hosts(root: Path, out: Path, only_host: str | None = None) -> list[Path]:
+def render_hosts(source: Path | Loaded, out: Path, only_host: str | None = None,
+                 desired: Desired | None = None) -> list[Path]:
     """Write host_vars/<host>.yml under `out`; new secrets are saved first. Returns the paths.
 
     Members must have their life ids (`registry.edit.assign_lives`, which the callers run
     first): data and secrets are keyed by them.
     """
-    texts, store = host_files(root, only_host)
+    texts, store = host_files(source, only_host, desired)
     written = store.save()
     for name, text in texts.items():
         path = out / HOST_VARS_DIR / f"{name}.yml"

@@ -23,6 +23,7 @@ from coophost.registry.cache import ParseCache
 from coophost.registry.catalogue import Catalogue
 from coophost.registry.loader import (
     Base,
+    Loaded,
     MemberFiles,
     load_base,
     load_registry,
@@ -191,8 +192,12 @@ def check_names(desired: Desired, root: Path, *, members: Iterable[str] = (),
                 raise UsageError(f"no {kind} {name!r}{where}", hint=checks.suggest(name, known))
 
 
-def compute(root: Path, *, use_cache: bool = True) -> Desired:
-    """Load the co-op at `root` and compute its desired state (reads only; the cache aside).
+def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
+    """Compute the desired state of a co-op (reads only; the cache aside).
+
+    `source` is the co-op directory, or the co-op a command loaded already: then coop.yml
+    and hosts.yml are not read again, and a member file whose summary is not cached is
+    summarised from the loaded record when it still holds the bytes that record came from.
 
     Placement and host hashes are kept in the summary cache as derived data, under a key of
     hosts.yml and the vars template; the cache drops them whenever a member file changes
@@ -200,7 +205,12 @@ def compute(root: Path, *, use_cache: bool = True) -> Desired:
     nothing changed checks every file's stat and reuses them, and any change recomputes them
     from every summary.
     """
-    base = load_base(root)
+    if isinstance(source, Loaded):
+        root, known = source.root, source.known()
+        base = source.base if source.base is not None and source.base.hosts else load_base(root)
+    else:
+        root, known = source, {}
+        base = load_base(root)
     catalogue = base.catalogue
     versions = role_versions(catalogue)
     salt = f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
@@ -210,7 +220,7 @@ def compute(root: Path, *, use_cache: bool = True) -> Desired:
     files = MemberFiles(root)
     cached = summary_cache.get_derived(PLACED, key) if files.unchanged_in(summary_cache) else None
     placed = cached if _is_placed(cached) else _scan_and_place(base, summary_cache, files, key,
-                                                                versions)
+                                                                versions, known)
     rows, usage, host_hashes = placed
     return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, rows=rows,
                    usage=usage, host_hashes=host_hashes, role_versions=versions)
@@ -223,14 +233,16 @@ def _is_placed(value: object) -> TypeGuard[list[Any]]:
 
 
 def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
-                    versions: dict[str, str]) -> list[Any]:
+                    versions: dict[str, str],
+                    known: dict[str, tuple[bytes, Member]]) -> list[Any]:
     """Re-read the member files that changed, then place and hash (saving the cache).
 
     The derived placement survives the scan when no record changed (a file was only verified
     by content, its mtime having moved or being racy); otherwise it is computed again.
     """
     summaries = scan_members(base, cache,
-                             lambda member: summarise(member, base.catalogue, versions), files)
+                             lambda member: summarise(member, base.catalogue, versions), files,
+                             known)
     placed = cache.get_derived(PLACED, key)
     if not _is_placed(placed):
         placed = None

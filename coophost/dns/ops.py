@@ -13,14 +13,18 @@ from typing import Any
 
 from coophost.dns.records import Record, Records, member_records
 from coophost.errors import ConfigError, UsageError
+from coophost.registry.loader import Loaded
 
 # What a dnsmasq option value may hold outside quotes: names, addresses, numbers.
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:")
 DNSMASQ_MARKER = "# Written by `coophost lab dns sync` from `coophost dns records`. Regenerated."
 
 
-def expected_records(root: Path, member_slug: str | None = None) -> Records:
-    """Every record the co-op at `root` needs (one member's with `member_slug`)."""
+def expected_records(source: Path | Loaded, member_slug: str | None = None) -> Records:
+    """Every record the co-op needs (one member's with `member_slug`).
+
+    `source`: the co-op directory, or the co-op the command loaded.
+    """
     from coophost.desired.units import compute
     from coophost.registry import checks
     from coophost.registry.loader import load_registry
@@ -28,11 +32,11 @@ def expected_records(root: Path, member_slug: str | None = None) -> Records:
 
     if member_slug is not None:
         checks.slug(member_slug, "(command line)", "--member")
-    loaded = load_registry(root)
-    registry = loaded.registry
+    loaded = source if isinstance(source, Loaded) else load_registry(source)
+    root, registry = loaded.root, loaded.registry
     if member_slug is not None and member_slug not in registry.members:
         raise UsageError(f"no member {member_slug!r}")
-    desired = compute(root)
+    desired = compute(loaded)
     placed = {key: unit.host for key, unit in desired.units.items()}
     members = [m for m in registry.members.values()
                if member_slug is None or m.slug == member_slug]

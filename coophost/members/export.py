@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from coophost.errors import ExternalCommandError, UsageError
 from coophost.layout import KNOWN_HOSTS_FILE
+from coophost.registry.loader import Loaded
 
 MANIFEST = "MANIFEST.json"
 SUMS = "SHA256SUMS"
@@ -98,17 +99,16 @@ def _plain_path(service: str, path: str) -> str:
     return path
 
 
-def plan_sources(root: Path, slug: str) -> list[Source]:
-    """The member's data sources on every host, from the catalogue (reads only)."""
+def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
+    """The member's data sources on every host, from the catalogue (reads only state.db)."""
     from coophost.desired.units import compute
-    from coophost.registry.loader import load_registry
     from coophost.state import StateDB
 
-    loaded = load_registry(root)
+    root = loaded.root
     member = loaded.registry.members.get(slug)
     if member is None:
         raise UsageError(f"no member {slug!r}")
-    units = compute(root).units
+    units = compute(loaded).units
     with StateDB(root) as db:
         applied = db.applied().units
     sources = []
@@ -222,14 +222,20 @@ def sums_line(digest: str, name: str) -> bytes:
     return (b"\\" if escaped != raw else b"") + digest.encode() + b"  " + escaped + b"\n"
 
 
-def export_member(root: Path, slug: str, out: IO[bytes]) -> Manifest:
-    """Write the member's archive (tar.gz) to `out`, streaming; return its manifest."""
+def export_member(coop: Path | Loaded, slug: str, out: IO[bytes]) -> Manifest:
+    """Write the member's archive (tar.gz) to `out`, streaming; return its manifest.
+
+    `coop`: the co-op directory, or the co-op the command loaded.
+    """
     from coophost.members.audit import now
-    from coophost.registry.hosts import load_hosts
+    from coophost.registry.hosts import connections
+    from coophost.registry.loader import load_registry
     from coophost.ssh import connect
 
-    sources = plan_sources(root, slug)
-    entries = {h.name: h for h in load_hosts(root)} if sources else {}
+    loaded = coop if isinstance(coop, Loaded) else load_registry(coop)
+    root = loaded.root
+    sources = plan_sources(loaded, slug)
+    entries = connections(loaded.registry.hosts) if sources else {}
     manifest = Manifest(member=slug, created=now())
     by_host: dict[str, list[Source]] = {}
     for source in sources:

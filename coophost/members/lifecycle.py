@@ -79,14 +79,15 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
     from coophost.registry.edit import update_member
     from coophost.registry.loader import load_registry
 
-    registry = load_registry(root, need_hosts=False).registry
+    loaded = load_registry(root)  # with hosts.yml: the export reaches every host
+    registry = loaded.registry
     member = registry.members.get(slug)
     if member is None:
         raise UsageError(f"no member {slug!r}")
     if member.status == "departed":
         raise UsageError(f"member {slug} departed on {member.departed_on} already")
     with atomic_stream(out) as handle:
-        manifest = export_member(root, slug, handle)
+        manifest = export_member(loaded, slug, handle)
     digest = hashlib.sha256()
     with out.open("rb") as archive:
         for block in iter(lambda: archive.read(1 << 20), b""):

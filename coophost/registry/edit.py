@@ -219,8 +219,11 @@ def new_life() -> str:
     return secrets.token_hex(6)
 
 
-def assign_lives(root: Path) -> list[Path]:
+def assign_lives(root: Path, loaded: Loaded) -> list[Path]:
     """Give every member file without an `id` one (the caller holds the co-op lock).
+
+    `loaded` is the co-op as the caller read it under that lock; a file changed since is
+    never overwritten (ConflictError, exit 3).
 
     A member without one is a member from before lives existed: its secrets file
     (secrets/<slug>.yml) becomes its life's (secrets/<slug>.<id>.yml), and its mail on the
@@ -229,7 +232,7 @@ def assign_lives(root: Path) -> list[Path]:
     from coophost.layout import SECRETS_DIR
 
     written = []
-    for slug, member in sorted(load_registry(root, need_hosts=False).registry.members.items()):
+    for slug, member in sorted(loaded.registry.members.items()):
         if member.life:
             continue
         raw = read_member_bytes(root, slug)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,28 @@ def skipping_others_broken_files(slug: str) -> Iterator[None]:
 
 @dataclass
 class Loaded:
-    """A loaded registry and its catalogue."""
+    """A loaded registry and its catalogue: the co-op as one command read it.
+
+    `base` is what the members were checked against (coop.yml, hosts.yml, the catalogue) and
+    `digests` the SHA-256 of the bytes each member file's record came from (by file name), so
+    a computation over the same co-op (`desired.units.compute`) reuses these records for the
+    files that still hold those bytes instead of parsing them again.
+    """
 
     registry: Registry
     catalogue: Catalogue
+    base: Base | None = None
+    digests: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The co-op directory."""
+        return self.registry.root
+
+    def known(self) -> dict[str, tuple[bytes, Member]]:
+        """Each member file's record with the digest of the bytes it came from, by file name."""
+        return {f"{m.slug}.yml": (self.digests[f"{m.slug}.yml"], m)
+                for m in self.registry.members.values() if f"{m.slug}.yml" in self.digests}
 
 
 @dataclass
@@ -92,8 +110,19 @@ def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host
 
 def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[str, Host], bytes]:
     raw = _read(root, HOSTS_FILE)
-    return parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE,
-                       catalogue or load_catalogue()), raw
+    hosts = parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
+    return {name: _in_inventory(host, root) for name, host in hosts.items()}, raw
+
+
+def _in_inventory(host: Host, root: Path) -> Host:
+    """`host` with `{{ inventory_dir }}` in its SSH key file's path made this co-op's folder."""
+    from dataclasses import replace
+
+    entry = host.connection
+    if entry is None or not entry.key_file or "{{ inventory_dir }}" not in entry.key_file:
+        return host
+    key_file = entry.key_file.replace("{{ inventory_dir }}", str(root.resolve()))
+    return replace(host, connection=replace(entry, key_file=key_file))
 
 
 def load_base(root: Path, *, need_hosts: bool = True) -> Base:
@@ -136,12 +165,14 @@ class MemberFiles:
 
 
 def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
-                 files: MemberFiles | None = None) -> list[Any]:
+                 files: MemberFiles | None = None,
+                 known: Mapping[str, tuple[bytes, Member]] | None = None) -> list[Any]:
     """Return `build(member)` for every member file, in file-name order, reusing the cache.
 
     A file whose mtime and size (or, failing that, content hash) match its cache entry is not
     parsed again; its cached record is returned instead. `files` is the directory's listing
-    when the caller already took it.
+    when the caller already took it. `known` holds records this command already parsed
+    (`Loaded.known()`): a file still holding the bytes one came from is built from it.
     """
     files = files or MemberFiles(base.root)
     if files.unchanged_in(cache):
@@ -152,7 +183,7 @@ def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
     sparing = _SPARING.get()
     for entry, stat in zip(files.entries, files.stat_results, strict=True):
         try:
-            record = _record(base, cache, build, entry, stat)
+            record = _record(base, cache, build, entry, stat, known or {})
         except ConfigError:
             if sparing is None or entry.name == f"{sparing}.yml":
                 raise
@@ -164,7 +195,8 @@ def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
 
 
 def _record(base: Base, cache: ParseCache, build: Callable[[Member], Any],
-            entry: os.DirEntry[str], stat: os.stat_result) -> Any:
+            entry: os.DirEntry[str], stat: os.stat_result,
+            known: Mapping[str, tuple[bytes, Member]]) -> Any:
     """One member file's record: from the cache, or read (safely), validated and built."""
     record = cache.lookup(entry.name, stat)
     if record is None:
@@ -172,20 +204,29 @@ def _record(base: Base, cache: ParseCache, build: Callable[[Member], Any],
         raw = read_regular(Path(entry.path), label, MAX_FILE_BYTES)
         record = cache.lookup_content(entry.name, stat, raw)
         if record is None:
-            member = parse_member(load_bytes(raw, label), label, entry.name[:-4],
-                                  base.coop, base.catalogue)
+            digest, member = known.get(entry.name, (b"", None))
+            if member is None or digest != hashlib.sha256(raw).digest():
+                member = parse_member(load_bytes(raw, label), label, entry.name[:-4],
+                                      base.coop, base.catalogue)
             record = build(member)
             cache.store(entry.name, stat, raw, record)
     return record
 
 
-def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True) -> Loaded:
-    """Read and check the whole co-op directory at `root` (every member record)."""
-    base = load_base(root, need_hosts=need_hosts)
+def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True,
+                  base: Base | None = None) -> Loaded:
+    """Read and check the whole co-op directory at `root` (every member record).
+
+    `base`: coop.yml, hosts.yml and the catalogue when the caller read them already.
+    """
+    base = base or load_base(root, need_hosts=need_hosts)
     cache = ParseCache(root / STATE_DIR / RECORDS_CACHE if use_cache else None,
                        base.fingerprint("records"))
+    files = MemberFiles(root)
     members = {m.slug: m for m in map(Member.from_plain,
-                                      scan_members(base, cache, Member.to_plain))}
+                                      scan_members(base, cache, Member.to_plain, files))}
+    entries = cache.entries
+    digests = {name: entries[name][2] for name in files.names if name in entries}
     cache.save()
     sparing = _SPARING.get()
     while True:
@@ -206,7 +247,7 @@ def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True
                 raise
             members = {slug: m for slug, m in members.items() if slug != other}
             continue
-        return Loaded(registry=registry, catalogue=base.catalogue)
+        return Loaded(registry=registry, catalogue=base.catalogue, base=base, digests=digests)
 
 
 def _without_placement(member: Member) -> Member:

@@ -41,6 +41,19 @@ class Coop:
 
 
 @dataclass(frozen=True)
+class HostEntry:
+    """One inventory host and how to reach it over SSH (its connection facts in hosts.yml)."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    key_file: str | None
+    groups: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict)  # group vars merged, host vars on top
+
+
+@dataclass(frozen=True)
 class Host:
     """One host of hosts.yml: its service groups and declared capacity."""
 
@@ -58,6 +71,9 @@ class Host:
     # a new SSH port is not.
     vars_digest: str = ""
     lab_domain: str = ""  # `coophost_lab_domain`: the domain of the lab this host belongs to
+    # How to reach the host (address, port, user, key file, groups, every variable), from
+    # the same parse of hosts.yml; None only for a Host made by hand (tests).
+    connection: HostEntry | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from coophost.registry.model import (
     Coop,
     Domain,
     Host,
+    HostEntry,
     Member,
     Registry,
     VaultSettings,
@@ -120,21 +121,30 @@ def _vault(data: object, file: str) -> VaultSettings:
 
 
 def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host]:
-    """Check hosts.yml (a plain Ansible inventory): every host with its groups and capacity."""
+    """Check hosts.yml (a plain Ansible inventory): every host with its groups and capacity.
+
+    The one reader of hosts.yml: each Host also carries its connection facts (`connection`:
+    address, port, user, key file, groups and merged variables), for SSH and ansible-runner.
+    A host's own variables override its groups' and a group's override those of the groups
+    walked before it (`all` first, then its children in order), as Ansible's child groups do.
+    """
     top = checks.mapping(data, file, "")
     if "all" not in top:
         checks.fail(file, "all", None, "an Ansible YAML inventory starts with `all:`")
-    raw_hosts: dict[str, dict[str, Any]] = {}
+    raw_hosts: dict[str, dict[str, dict[str, Any]]] = {}
     groups: dict[str, set[str]] = {}
     _walk_group("all", top["all"], {}, raw_hosts, groups, file, "all")
     service_groups = {service.group for service in catalogue.services.values()}
     hosts: dict[str, Host] = {}
-    for name, hvars in raw_hosts.items():
+    for name, layers in raw_hosts.items():
+        hvars = {**layers["group"], **layers["host"]}
         where = f"hosts.{name}"
         checks.host_name(name, file, where)
         member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
+        port = 22
         if "ansible_port" in hvars:
-            checks.integer(hvars["ansible_port"], file, f"{where}.ansible_port", 1, 65535)
+            port = checks.integer(hvars["ansible_port"], file, f"{where}.ansible_port", 1, 65535)
+        key_file = hvars.get("ansible_ssh_private_key_file")
         capacity = _capacity(hvars.get("coophost_capacity"), file,
                              f"{where}.coophost_capacity",
                              required=bool(service_groups.intersection(member_of)))
@@ -148,7 +158,12 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
                            address=str(hvars.get("ansible_host", name)),
                            groups=member_of, capacity=capacity,
                            dns_addresses=_dns_addresses(hvars, file, where),
-                           vars_digest=_vars_digest(hvars), lab_domain=lab_domain or "")
+                           vars_digest=_vars_digest(hvars), lab_domain=lab_domain or "",
+                           connection=HostEntry(
+                               name=name, address=str(hvars.get("ansible_host", name)),
+                               port=port, user=str(hvars.get("ansible_user", "root")),
+                               key_file=key_file if isinstance(key_file, str) else None,
+                               groups=member_of, vars=hvars))
     return dict(sorted(hosts.items()))
 
 
@@ -197,16 +212,16 @@ def _capacity(value: object, file: str, where: str, required: bool) -> dict[str,
 
 
 def _walk_group(group: str, node: object, inherited: dict[str, Any],
-                hosts: dict[str, dict[str, Any]], groups: dict[str, set[str]], file: str,
-                where: str) -> None:
+                hosts: dict[str, dict[str, dict[str, Any]]], groups: dict[str, set[str]],
+                file: str, where: str) -> None:
+    """Collect each host's group variables and own variables (kept apart), and its groups."""
     spec = checks.mapping(node, file, where)
     checks.refuse_unknown_keys(spec, ("hosts", "vars", "children"), file, where)
     merged = {**inherited, **checks.mapping(spec.get("vars"), file, f"{where}.vars")}
     for name, hvars in checks.mapping(spec.get("hosts"), file, f"{where}.hosts").items():
-        entry = hosts.setdefault(name, {})
-        for key, value in merged.items():
-            entry.setdefault(key, value)
-        entry.update(checks.mapping(hvars, file, f"{where}.hosts.{name}"))
+        entry = hosts.setdefault(name, {"group": {}, "host": {}})
+        entry["group"].update(merged)
+        entry["host"].update(checks.mapping(hvars, file, f"{where}.hosts.{name}"))
         groups.setdefault(name, set()).add(group)
     for child, sub in checks.mapping(spec.get("children"), file, f"{where}.children").items():
         _walk_group(child, sub, merged, hosts, groups, file, f"{where}.children.{child}")
