@@ -9,6 +9,13 @@ import click
 from coophost.cli.options import AppContext, json_option, pass_app
 
 
+def _service_groups() -> list[str]:
+    """The host groups the catalogue's services run on (for completion)."""
+    from coophost.registry.catalogue import load_catalogue
+
+    return sorted({service.group for service in load_catalogue().services.values()})
+
+
 @click.command("add")
 @click.argument("name")
 @click.option("--address", required=True, help="Address to reach it over SSH (ansible_host).")
@@ -16,8 +23,9 @@ from coophost.cli.options import AppContext, json_option, pass_app
 @click.option("--fqdn", help="Its public name (coophost_fqdn).")
 @click.option("--ram-mb", required=True, type=click.IntRange(1), help="Declared RAM, MB.")
 @click.option("--disk-gb", required=True, type=click.IntRange(1), help="Declared disk, GB.")
-@click.option("--group", "groups", multiple=True,
-              help="A service group it serves: mail, nextcloud, git, discourse (repeatable).")
+@click.option("--group", "groups", multiple=True, shell_complete=lambda *_: _service_groups(),
+              help="A service group it serves (repeatable): a group of the catalogue's "
+                   "services, see `coophost service list`.")
 @pass_app
 def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, ram_mb: int,
         disk_gb: int, groups: tuple[str, ...]) -> None:
