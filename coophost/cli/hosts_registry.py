@@ -23,7 +23,9 @@ def _service_groups() -> list[str]:
 @click.option("--fqdn", help="Its public name (coophost_fqdn).")
 @click.option("--ram-mb", required=True, type=click.IntRange(1), help="Declared RAM, MB.")
 @click.option("--disk-gb", required=True, type=click.IntRange(1), help="Declared disk, GB.")
-@click.option("--group", "groups", multiple=True, shell_complete=lambda *_: _service_groups(),
+@click.option("--group", "groups", multiple=True,
+              shell_complete=lambda _ctx, _param, incomplete: [
+                  g for g in _service_groups() if g.startswith(incomplete)],
               help="A service group it serves (repeatable): a group of the catalogue's "
                    "services, see `coophost service list`.")
 @pass_app
