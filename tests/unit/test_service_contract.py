@@ -48,6 +48,23 @@ def test_mail_has_hooks_and_a_service_without_hooks_gets_the_defaults() -> None:
     assert services["git"].hooks is None
 
 
+def test_the_core_names_no_service() -> None:
+    """No string literal in coophost/ is a service's name: the core asks the catalogue and the
+    hooks. The lab's mail probe (coophost/lab/mail*.py, which services/mail/hooks.py calls)
+    is the one exception."""
+    import ast
+
+    names = set(load_catalogue().services)
+    found = []
+    for path in sorted((REPO / "coophost").rglob("*.py")):
+        if path.parent.name == "lab" and path.name.startswith("mail"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
 # ---- a fake service, born in one folder ----------------------------------------------------
 
 ENTRY = """\
