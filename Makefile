@@ -12,7 +12,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:
 	@echo "make demo   set up this machine, bring up the lab co-op, provision and prove it"
 	@echo "make test   lint, unit tests, integration tests on real lab hosts, molecule"
-	@echo "make molecule  molecule test of every role (ROLES=\"common mail\" for some)"
+	@echo "make molecule  molecule test of every role and service (ROLES=\"common mail\" for some)"
 	@echo "make bench  benchmarks (figures and ratios)"
 
 setup:
@@ -42,9 +42,9 @@ demo: engine
 	@echo "demo: 'coophost lab down' removes the lab."
 
 lint: setup
-	$(BIN)/ruff check coophost tests bench roles
-	$(BIN)/mypy coophost
-	$(BIN)/ansible-lint --profile production playbooks roles
+	$(BIN)/ruff check coophost tests bench roles services
+	$(BIN)/mypy coophost services/*/hooks.py
+	$(BIN)/ansible-lint --profile production playbooks roles services
 
 unit: setup
 	$(BIN)/pytest -q -m "not lab" tests/unit
@@ -54,8 +54,8 @@ integration: engine
 
 test: lint unit integration molecule
 
-# Each role's molecule scenario (converge, idempotence, testinfra), one at a time; ROLES="mail"
-# picks some.
+# Each role's and service's molecule scenario (converge, idempotence, testinfra), one at a
+# time; ROLES="mail" picks some.
 molecule: engine
 	scripts/molecule $(ROLES)
 

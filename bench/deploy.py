@@ -91,7 +91,7 @@ def ansible_env(root: Path, tuned: bool) -> dict[str, str]:
         env["ANSIBLE_STRATEGY"] = "free"
     else:
         plain = root / "defaults.cfg"
-        plain.write_text(f"[defaults]\nroles_path = {REPO / 'roles'}\n")
+        plain.write_text(f"[defaults]\nroles_path = {REPO / 'roles'}:{REPO / 'services'}\n")
         env["ANSIBLE_CONFIG"] = str(plain)
     return env
 

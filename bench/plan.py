@@ -45,9 +45,9 @@ def generate(root: Path, members: int, hosts: int) -> None:
     """Write a co-op: `hosts` mail hosts and `members` members with mail.
 
     Every member has its life id already (as `member add` writes it), so no command has to
-    assign one. Only services a member may have now (the catalogue's `available` ones) are used: a coming
-    service in a member file is refused. Every fifth member has a second domain and more
-    mailboxes, so units differ in size.
+    assign one. Only services a member may have now (the catalogue's `available` ones) are
+    used: a coming service in a member file is refused. Every fifth member has a second domain
+    and more mailboxes, so units differ in size.
     """
     (root / "members").mkdir(parents=True)
     (root / "coop.yml").write_text(COOP)

@@ -35,6 +35,12 @@ LOCK_FILE = "lock"  # under .coophost/
 REQUESTS_LOCK = "requests.lock"  # members' requests: never blocked by a running deploy
 VAULT_PASSWORD_FILE = "vault-password"  # noqa: S105 - a file name, not a password
 
+# coophost's own Ansible content, under content_root()
+SERVICES_DIR = "services"  # services/<name>/: one member service, its role and coophost.yml
+ROLES_DIR = "roles"  # host-wide roles (common, members, tls)
+SERVICE_FILE = "coophost.yml"  # in a service folder: its catalogue entry
+HOOKS_FILE = "hooks.py"  # in a service folder: what its data cannot say (optional)
+
 
 def content_root() -> Path:
     """The folder holding playbooks/, roles/, services/ and ansible.cfg (source tree or install)."""
@@ -43,6 +49,12 @@ def content_root() -> Path:
         if (candidate / "playbooks").is_dir() and (candidate / "ansible.cfg").is_file():
             return candidate
     raise EnvironmentProblem("coophost's playbooks and roles are missing from this install")
+
+
+def roles_paths() -> list[Path]:
+    """Where Ansible finds roles: the host-wide roles, then the service folders."""
+    root = content_root()
+    return [root / ROLES_DIR, root / SERVICES_DIR]
 
 
 def playbook(name: str) -> Path:

@@ -232,7 +232,7 @@ class SecretStore:
     def stored(self, member: str, service: str, name: str) -> str | None:
         """One stored secret, decrypted, or None when it was never generated.
 
-        For coophost's own use (deriving a DKIM public key); never printed.
+        For coophost's own use (a service's hooks derive DNS values from it); never printed.
         """
         text = self._load(member).get(service, {}).get(name)
         return None if text is None else str(self.vault.decrypt(text).decode())

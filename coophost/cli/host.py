@@ -67,6 +67,13 @@ def _table(reports: list[HostReport]) -> Table:
                       r.privilege, f"{r.disk_free_gb:.0f} GB", f"{r.mem_available_mb} MB")
     return table
 
+def _service_groups() -> list[str]:
+    """The host groups the catalogue's services run on (for completion)."""
+    from coophost.registry.catalogue import load_catalogue
+
+    return sorted({service.group for service in load_catalogue().services.values()})
+
+
 @host.command("add")
 @click.argument("name")
 @click.option("--address", required=True, help="Address to reach it over SSH (ansible_host).")
@@ -75,7 +82,10 @@ def _table(reports: list[HostReport]) -> Table:
 @click.option("--ram-mb", required=True, type=click.IntRange(1), help="Declared RAM, MB.")
 @click.option("--disk-gb", required=True, type=click.IntRange(1), help="Declared disk, GB.")
 @click.option("--group", "groups", multiple=True,
-              help="A service group it serves: mail, nextcloud, git, discourse (repeatable).")
+              shell_complete=lambda _ctx, _param, incomplete: [
+                  g for g in _service_groups() if g.startswith(incomplete)],
+              help="A service group it serves (repeatable): a group of the catalogue's "
+                   "services, see `coophost service list`.")
 @pass_app
 def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, ram_mb: int,
         disk_gb: int, groups: tuple[str, ...]) -> None:

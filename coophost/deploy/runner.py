@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coophost.fsutil import ALIVE_FILE, private_folder
-from coophost.layout import KNOWN_HOSTS_FILE, content_root
+from coophost.layout import KNOWN_HOSTS_FILE, content_root, roles_paths
 
 KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
 RUN_FOLDER_PREFIX = "coophost-run-"
@@ -74,7 +74,7 @@ def ansible_env(inventory: Path) -> dict[str, str]:
     return {
         "PATH": path,
         "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        "ANSIBLE_ROLES_PATH": os.pathsep.join(str(path) for path in roles_paths()),
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(inventory.resolve() / ".coophost" / "facts"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_HOST_KEY_CHECKING": "True",

@@ -18,7 +18,7 @@ from typing import Any, TypeGuard
 
 from coophost.desired.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
 from coophost.errors import EnvironmentProblem
-from coophost.layout import STATE_DIR, content_root
+from coophost.layout import HOOKS_FILE, SERVICE_FILE, STATE_DIR, roles_paths
 from coophost.registry.cache import ParseCache
 from coophost.registry.catalogue import Catalogue
 from coophost.registry.loader import (
@@ -44,28 +44,45 @@ PLACED = "placed"  # the summary cache's derived data: units placed and hashed, 
 SUMMARY_LAYOUT = "3"  # bump when summarise() returns something else
 CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
+# In a service folder, coophost's own files: the catalogue entry (its digest enters every
+# unit's hash on its own) and the hooks (they decide, they are not applied).
+ROLE_SKIP_FILES = frozenset({SERVICE_FILE, HOOKS_FILE})
 
 
-def roles_dir() -> Path | None:
-    """Return where the project's roles live: beside the package, or shipped inside it."""
+def roles_dirs() -> list[Path]:
+    """Return where the project's roles live (roles/, then services/), as Ansible's roles_path."""
     try:
-        candidate = content_root() / "roles"
+        candidates = roles_paths()
     except EnvironmentProblem:
-        return None
-    return candidate if candidate.is_dir() else None
+        return []
+    return [candidate for candidate in candidates if candidate.is_dir()]
+
+
+def role_dir(role: str) -> Path | None:
+    """The folder of role `role`: the first one on the roles path, as Ansible finds it.
+
+    A service folder without tasks or meta (a coming service: its coophost.yml and README
+    only) is no role.
+    """
+    for base in roles_dirs():
+        folder = base / role
+        if (folder / "tasks" / "main.yml").is_file() or (folder / "meta" / "main.yml").is_file():
+            return folder
+    return None
 
 
 @cache
 def role_version(role: str) -> str:
     """Return a content hash of a role's files (tests excluded): what it applies, as a version."""
-    base = roles_dir()
-    path = base / role if base else None
-    if path is None or not path.is_dir():
+    path = role_dir(role)
+    if path is None:
         return "absent"
     digest = hashlib.sha256()
     for folder, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d not in ROLE_SKIP_DIRS)
         for name in sorted(files):
+            if Path(folder) == path and name in ROLE_SKIP_FILES:
+                continue
             file = Path(folder) / name
             digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
@@ -134,7 +151,7 @@ def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) ->
         units[service_name] = (unit_hash(unit_vars(member, service), service,
                                          versions[service_name]),
                                cost["ram_mb"], cost["disk_gb"])
-    keys = [key for key, _, _ in claims(member)]
+    keys = [key for key, _, _ in claims(member, catalogue)]
     if any(CLAIM_SEP in key for key in keys):  # validated names never hold one
         raise ValueError(f"{member.file}: a claimed name holds a NUL character")
     return [member.slug, member.file, CLAIM_SEP.join(keys), units, dict(member.placement)]
@@ -157,7 +174,7 @@ def _check_claims(base: Base, summaries: list[Any]) -> None:
                 # Summaries keep only keys; re-read the two records for a precise message.
                 both = [m for m in load_registry(base.root).registry.members.values()
                         if m.slug in (owners[key], slug)]
-                check_claims((m.slug, m.file, claims(m)) for m in both)
+                check_claims((m.slug, m.file, claims(m, base.catalogue)) for m in both)
 
 
 def _check_reserved(base: Base, summaries: list[Any]) -> None:

@@ -42,10 +42,10 @@ def expected_records(source: Path | Loaded, member_slug: str | None = None) -> R
                if member_slug is None or m.slug == member_slug]
     store = SecretStore(root, registry.coop.vault, loaded.catalogue)
 
-    def dkim_key(member: str, service: str) -> str | None:
-        return store.stored(registry.members[member].owner, service, "dkim_key")
+    def secret(member: str, service: str, name: str) -> str | None:
+        return store.stored(registry.members[member].owner, service, name)
 
-    return member_records(members, placed, registry.hosts, loaded.catalogue, dkim_key)
+    return member_records(members, placed, registry.hosts, loaded.catalogue, secret)
 
 
 # ---- the lab's dnsmasq ----------------------------------------------------------------------

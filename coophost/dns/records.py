@@ -17,7 +17,6 @@ a policy served over HTTPS at mta-sts.<domain>). A service adds them with `dns:`
 
 from __future__ import annotations
 
-import base64
 import functools
 import ipaddress
 import re
@@ -29,8 +28,8 @@ from typing import Any
 from coophost.errors import ConfigError
 from coophost.registry.catalogue import Catalogue, Service
 from coophost.registry.model import Host, Member
+from coophost.services import SecretLookup, hooks_for
 
-DKIM_SELECTOR = "coophost"  # roles/mail's `mail_dkim_selector` default
 DEFAULT_TTL = 3600
 TXT_CHUNK = 255  # bytes in one character-string (RFC 1035 3.3)
 # What a placeholder may be filled with: domain names, IP addresses, base64, a slug.
@@ -103,16 +102,6 @@ def make_record(name: str, rtype: str, value: str, ttl: int = DEFAULT_TTL) -> Re
     return Record(owner.to_text(), dns.rdatatype.to_text(kind), ttl, rdata)
 
 
-def dkim_public_key(private_pem: str) -> str:
-    """Return the `p=` value of a DKIM record: the RSA public key (SubjectPublicKeyInfo), base64."""
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(der).decode()
-
-
 def _safe(value: str, what: str) -> str:
     if not SAFE_VALUE_RE.match(value) or len(value) > 1024:
         raise ConfigError(f"DNS records: {what} {value!r} is not a plain name or address")
@@ -133,8 +122,12 @@ def _addresses(host: Host) -> dict[str, list[str]]:
 
 
 def unit_records(member: Member, service: Service, host: Host,
-                 dkim_key: Callable[[], str | None], ttl: int = DEFAULT_TTL) -> Records:
-    """The records one placed unit needs (its templates filled), and what is missing."""
+                 secret: SecretLookup, ttl: int = DEFAULT_TTL) -> Records:
+    """The records one placed unit needs (its templates filled), and what is missing.
+
+    `secret(name)` returns one of the unit's stored secrets (None when not generated yet);
+    the service's hooks fill their own placeholders from them (a public key of one).
+    """
     settings = member.services[service.name]
     domains = [d.ascii for d in member.domains]
     vhosts: list[str] = []
@@ -143,21 +136,19 @@ def unit_records(member: Member, service: Service, host: Host,
             domains = list(settings[param.name])
         if param.type == "vhost" and isinstance(settings.get(param.name), str):
             vhosts = [settings[param.name]]
-    fixed: dict[str, list[str]] = {
-        "host_fqdn": [host.fqdn], "slug": [member.slug], "dkim_selector": [DKIM_SELECTOR],
+    values: dict[str, list[str]] = {
+        "host_fqdn": [host.fqdn], "slug": [member.slug],
         "domain": domains, "vhost": vhosts, **_addresses(host)}
     records: list[Record] = []
     notes: list[str] = []
-    public_key: list[str] | None = None
+    hooks = hooks_for(service)
+    needed_all = {name for template in service.dns for name in _placeholders(template)}
+    if needed_all & hooks.dns_placeholders:  # only asked when a template needs its values
+        extra = hooks.dns_values(member, settings, secret)
+        notes.extend(extra.notes)
+        values.update({name: extra.values.get(name, []) for name in hooks.dns_placeholders})
     for template in service.dns:
         needed = _placeholders(template)
-        if "dkim_public_key" in needed and public_key is None:
-            pem = dkim_key()
-            public_key = [dkim_public_key(pem)] if pem else []
-            if not pem:
-                notes.append(f"{member.slug}/{service.name}: no DKIM key yet (it is generated "
-                             "by `coophost render` or a deploy); its DKIM record is left out")
-        values = {**fixed, "dkim_public_key": public_key or []}
         if "host_ipv4" in needed and not values["host_ipv4"] and not values["host_ipv6"]:
             notes.append(f"{member.slug}/{service.name}: host {host.name} has no address "
                          "(coophost_lab_ip or an IP as ansible_host); its A records are left out")
@@ -183,12 +174,13 @@ def host_records(host: Host, ttl: int = DEFAULT_TTL) -> list[Record]:
 
 def member_records(members: Iterable[Member], placed: Mapping[tuple[str, str], str],
                    hosts: Mapping[str, Host], catalogue: Catalogue,
-                   dkim_key: Callable[[str, str], str | None],
+                   secret: Callable[[str, str, str], str | None],
                    ttl: int = DEFAULT_TTL) -> Records:
     """Every record the members' placed units need, without duplicates, in a stable order.
 
-    `placed` maps (member, service) to a host; `dkim_key(member, service)` returns the unit's
-    DKIM private key PEM, or None when none was generated yet. Units not placed are skipped.
+    `placed` maps (member, service) to a host; `secret(member, service, name)` returns one
+    of the unit's stored secrets, or None when none was generated yet. Units not placed are
+    skipped.
     """
     result = Records([], [])
     seen: set[tuple[str, str, str]] = set()
@@ -198,7 +190,7 @@ def member_records(members: Iterable[Member], placed: Mapping[tuple[str, str], s
             if host_name is None:
                 continue
             found = unit_records(member, catalogue.services[service_name], hosts[host_name],
-                                 functools.partial(dkim_key, member.slug, service_name), ttl)
+                                 functools.partial(secret, member.slug, service_name), ttl)
             result.notes.extend(found.notes)
             for record in found.records:
                 key = (record.name, record.type, record.value)

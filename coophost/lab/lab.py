@@ -28,10 +28,16 @@ from coophost.state import StateDB
 
 LABEL = "coophost.lab"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
-SERVICE_GROUPS = ("mail", "nextcloud", "git", "discourse")
 DEFAULT_CAPACITY = {"ram_mb": 4096, "disk_gb": 40}
 MARKER = "# Written by `coophost lab up`: this lab's hosts, ports and keys. Regenerated on up."
 ACME_PORT = 14000
+
+
+def service_groups() -> list[str]:
+    """The host groups of the catalogue's services: every lab host is in each of them."""
+    from coophost.registry.catalogue import load_catalogue
+
+    return sorted({service.group for service in load_catalogue().services.values()})
 ACME_MGMT_PORT = 15000
 SYSTEMD_FLAGS = (
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
@@ -519,7 +525,7 @@ class Lab:
                 "coophost_capacity": dict(DEFAULT_CAPACITY),
             } for h in state.hosts},
             "children": {g: {"hosts": {h.name: None for h in state.hosts}}
-                         for g in SERVICE_GROUPS},
+                         for g in service_groups()},
         }}
         atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))
         pinned = [f"[127.0.0.1]:{h.ssh_port} {h.host_key}" for h in state.hosts]

@@ -118,7 +118,9 @@ def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
         if not templates:
             continue
         settings = member.services[service_name]
-        domains = settings.get("domains") or [d.ascii for d in member.domains]
+        chosen = [settings[p.name] for p in loaded.catalogue.services[service_name]
+                  .parameters.values() if p.type == "member_domains"]  # the unit's domains
+        domains = (chosen[0] if chosen else None) or [d.ascii for d in member.domains]
         paths: list[str] = []
         for template in templates:
             for domain in (domains if "{domain}" in template else [""]):

@@ -1,35 +1,52 @@
-"""The service catalogue: what each service is, as data (one YAML file per service).
+"""The service catalogue: what each service is, as data (one folder per service).
 
-A service file names its host group and role, its parameters (type, default, limits), its
-resource cost, the secrets it needs, the DNS records it publishes and where a member's data
-lives (for backup and export). `load_catalogue` reads and checks them all.
+Each member service is one folder, `services/<name>/`, which is also its Ansible role. Its
+`coophost.yml` names its host group and role, its parameters (type, default, limits), its
+resource cost, the secrets it needs, the DNS records it publishes, the ports it listens on,
+what it does for a suspended member, and where a member's data lives (for backup and export).
+`load_catalogue` reads and checks them all.
+
+What data cannot say lives in the folder's optional `hooks.py` (see coophost.services for the
+protocol). The registry never imports coophost.services: it loads a service's hook module
+from the service's own folder and calls it through the Service record (`Service.hooks`, None
+for a service without one), so the import direction stays registry < services.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import re
 import string
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from coophost import layout
 from coophost.errors import ConfigError
 from coophost.registry import checks
 from coophost.registry.yamlio import load_bytes
 
-SERVICES_DIR = Path(__file__).parent.parent / "catalogue" / "services"
 PARAM_TYPES = ("int", "bool", "choice", "text", "email", "localparts", "aliases",
                "member_domains", "vhost")
 SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")
 SECRET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host_ipv6",
-                              "dkim_selector", "dkim_public_key", "slug"})
+# What every service's DNS templates may name; a service's hooks may add more (`dns_values`).
+DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host_ipv6", "slug"})
+# What data paths may name: a domain of the unit, the member's slug, its life (owner).
+DATA_PLACEHOLDERS = frozenset({"domain", "slug", "owner"})
 _SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "needs_domain",
-                 "parameters", "cost", "secrets", "dns", "data")
+                 "parameters", "cost", "secrets", "dns", "data", "ports", "suspension")
+_DATA_KEYS = ("paths", "archive", "dumps")
+_DUMP_KEYS = ("kind", "engine", "name")
+PORT_PROTOCOLS = ("tcp", "udp")
+# What a service's role does for a suspended member (machine-readable `does:` entries).
+SUSPENSION_EFFECTS = ("logins_refused", "incoming_accepted_or_bounced", "site_unavailable",
+                      "read_only")
 STATUSES = ("available", "coming")  # coming: listed, but no role deploys it yet
 _PARAM_KEYS = ("type", "default", "fallback", "min", "max", "max_items", "max_len", "choices",
                "description")
@@ -72,6 +89,23 @@ class SecretSpec:
 
 
 @dataclass(frozen=True)
+class Port:
+    """One port a service listens on."""
+
+    port: int
+    protocol: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """What a service's role does for a suspended member: one sentence, and effect names."""
+
+    summary: str
+    effects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Service:
     """One service of the catalogue."""
 
@@ -88,6 +122,11 @@ class Service:
     data: dict[str, Any]
     digest: str = field(default="", compare=False)
     status: str = "available"
+    ports: tuple[Port, ...] = ()
+    suspension: Suspension | None = None
+    folder: Path | None = field(default=None, compare=False)  # services/<name>/
+    # The service's hook object (a coophost.services.ServiceHooks), None without hooks.py.
+    hooks: Any = field(default=None, compare=False)
 
     @property
     def available(self) -> bool:
@@ -164,18 +203,100 @@ def _parameter(name: str, raw: object, file: str) -> Parameter:
     )
 
 
-def _dns_record(raw: object, file: str, where: str) -> dict[str, str]:
+def placeholders(text: str, file: str, where: str) -> list[str]:
+    """The `{name}` placeholders of a template (refusing a malformed one)."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        checks.fail(file, where, text, f"not a valid template: {exc}")
+        return []
+
+
+def _known(text: str, known: Iterable[str], file: str, where: str) -> None:
+    allowed = set(known)
+    for name in placeholders(text, file, where):
+        if name not in allowed:
+            checks.fail(file, where, name, "unknown placeholder",
+                        hint=f"known: {', '.join(sorted(allowed))}")
+
+
+def _dns_record(raw: object, file: str, where: str, known: Iterable[str]) -> dict[str, str]:
     record = checks.mapping(raw, file, where)
     checks.refuse_unknown_keys(record, ("type", "name", "value"), file, where)
+    for key in ("type", "name", "value"):
+        if not isinstance(record.get(key), str):
+            checks.fail(file, f"{where}.{key}", record.get(key), "required string")
     for key in ("name", "value"):
-        for _, placeholder, _, _ in string.Formatter().parse(str(record.get(key, ""))):
-            if placeholder is not None and placeholder not in DNS_PLACEHOLDERS:
-                checks.fail(file, f"{where}.{key}", placeholder, "unknown placeholder")
+        _known(str(record[key]), known, file, f"{where}.{key}")
     return {key: str(value) for key, value in record.items()}
 
 
-def parse_service(raw: bytes, file: str) -> Service:
-    """Check and build one service definition from the bytes of its file."""
+def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
+    """Where a unit's data lives: path templates, the host's archive folder, database dumps."""
+    data = checks.mapping(raw, file, "data")
+    checks.refuse_unknown_keys(data, _DATA_KEYS, file, "data")
+    for index, path in enumerate(checks.sequence(data.get("paths"), file, "data.paths")):
+        if not isinstance(path, str) or not path.startswith("/"):
+            checks.fail(file, f"data.paths[{index}]", path, "must be an absolute path")
+        _known(str(path), DATA_PLACEHOLDERS, file, f"data.paths[{index}]")
+    if "archive" in data:
+        archive = data["archive"]
+        if not isinstance(archive, str) or not archive.startswith("/"):
+            checks.fail(file, "data.archive", archive, "must be an absolute path")
+        _known(str(archive), (), file, "data.archive")
+    for index, item in enumerate(checks.sequence(data.get("dumps"), file, "data.dumps")):
+        where = f"data.dumps[{index}]"
+        dump = checks.mapping(item, file, where)
+        checks.refuse_unknown_keys(dump, _DUMP_KEYS, file, where)
+        for key in _DUMP_KEYS:
+            if not isinstance(dump.get(key), str):
+                checks.fail(file, f"{where}.{key}", dump.get(key), "required string")
+            _known(str(dump[key]), {*DATA_PLACEHOLDERS, *params}, file, f"{where}.{key}")
+    return data
+
+
+def _ports(raw: object, file: str) -> tuple[Port, ...]:
+    ports = []
+    for index, item in enumerate(checks.sequence(raw, file, "ports")):
+        where = f"ports[{index}]"
+        spec = checks.mapping(item, file, where)
+        checks.refuse_unknown_keys(spec, ("port", "protocol", "description"), file, where)
+        protocol = spec.get("protocol", "tcp")
+        if protocol not in PORT_PROTOCOLS:
+            checks.fail(file, f"{where}.protocol", protocol,
+                        f"must be one of {', '.join(PORT_PROTOCOLS)}")
+        ports.append(Port(port=checks.integer(spec.get("port"), file, f"{where}.port", 1, 65535),
+                          protocol=str(protocol),
+                          description=str(spec.get("description", ""))))
+    return tuple(ports)
+
+
+def _suspension(raw: object, file: str, required: bool) -> Suspension | None:
+    if raw is None and not required:
+        return None
+    spec = checks.mapping(raw, file, "suspension")
+    checks.refuse_unknown_keys(spec, ("summary", "does"), file, "suspension")
+    summary = spec.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        checks.fail(file, "suspension.summary", summary, "one sentence: what the role does "
+                    "for a suspended member")
+    effects = []
+    for index, effect in enumerate(checks.sequence(spec.get("does"), file, "suspension.does")):
+        if effect not in SUSPENSION_EFFECTS:
+            checks.fail(file, f"suspension.does[{index}]", effect,
+                        f"must be one of {', '.join(SUSPENSION_EFFECTS)}")
+        effects.append(str(effect))
+    if "logins_refused" not in effects:
+        checks.fail(file, "suspension.does", effects, "a suspended member cannot log in: "
+                    "list logins_refused")
+    return Suspension(summary=str(summary), effects=tuple(effects))
+
+
+def parse_service(raw: bytes, file: str, hooks: Any = None) -> Service:
+    """Check and build one service definition from the bytes of its file.
+
+    `hooks`: the service's hook object (its `dns_placeholders` are allowed in DNS templates).
+    """
     data = checks.mapping(load_bytes(raw, file), file, "")
     checks.refuse_unknown_keys(data, _SERVICE_KEYS, file, "")
     for key in ("name", "description", "group", "role"):
@@ -207,30 +328,82 @@ def parse_service(raw: bytes, file: str) -> Service:
                                   length=int(spec.get("length", 32)),
                                   bits=int(spec.get("bits", 2048)),
                                   var=str(spec.get("var", ""))))
+    dns_known = DNS_PLACEHOLDERS | frozenset(getattr(hooks, "dns_placeholders", ()))
+    available = data["status"] == "available"
+    ports = _ports(data.get("ports"), file)
+    if available and not ports:
+        checks.fail(file, "ports", [], "an available service declares the ports it listens on")
     return Service(
         name=data["name"], description=data["description"], group=data["group"],
         role=data["role"], version=checks.integer(data.get("version", 1), file, "version", 1),
         needs_domain=bool(data.get("needs_domain", False)), parameters=params,
         cost={key: str(cost.get(key, "0")) for key in ("ram_mb", "disk_gb")},
         secrets=tuple(secrets),
-        dns=tuple(_dns_record(r, file, f"dns[{i}]")
+        dns=tuple(_dns_record(r, file, f"dns[{i}]", dns_known)
                   for i, r in enumerate(checks.sequence(data.get("dns"), file, "dns"))),
-        data=checks.mapping(data.get("data"), file, "data"),
+        data=_data(data.get("data"), params, file),
         digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
+        ports=ports, suspension=_suspension(data.get("suspension"), file, available),
+        hooks=hooks,
     )
 
 
+def services_dir() -> Path:
+    """The folder holding one folder per service (services/ beside playbooks/ and roles/)."""
+    return layout.content_root() / layout.SERVICES_DIR
+
+
+def load_hooks(folder: Path, name: str) -> Any:
+    """The hook object of the service in `folder` (`HOOKS` in its hooks.py), or None.
+
+    The module is loaded by file path under the name `coophost_service_<name>`: a service is
+    born in its one folder, never as a module inside the coophost package.
+    """
+    path = folder / layout.HOOKS_FILE
+    if not path.is_file():
+        return None
+    label = f"{layout.SERVICES_DIR}/{folder.name}/{layout.HOOKS_FILE}"
+    module_name = f"coophost_service_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise ConfigError(f"{label}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    hooks = getattr(module, "HOOKS", None)
+    if hooks is None:
+        raise ConfigError(f"{label}: defines no HOOKS object (see coophost.services)")
+    return hooks
+
+
+def service_label(name: str) -> str:
+    """How messages name a service's catalogue entry: services/<name>/coophost.yml."""
+    return f"{layout.SERVICES_DIR}/{name}/{layout.SERVICE_FILE}"
+
+
 @cache
-def load_catalogue(directory: Path = SERVICES_DIR) -> Catalogue:
-    """Every service file in `directory`, checked; the file name must match the service name."""
+def load_catalogue(directory: Path | None = None) -> Catalogue:
+    """Every service folder in `directory` (default: services/), its coophost.yml checked.
+
+    The `name:` in a folder's coophost.yml must match the folder's name.
+    """
+    directory = services_dir() if directory is None else directory
     services: dict[str, Service] = {}
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.yml")):
+    for path in sorted(directory.glob(f"*/{layout.SERVICE_FILE}")):
+        folder = path.parent
+        label = service_label(folder.name)
         raw = path.read_bytes()
-        service = parse_service(raw, f"catalogue/{path.name}")
-        if service.name != path.stem:
-            raise ConfigError(f"catalogue/{path.name}: name {service.name!r} must match the "
-                              "file name")
-        services[service.name] = service
-        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        hooks = load_hooks(folder, folder.name)
+        service = parse_service(raw, label, hooks)
+        if service.name != folder.name:
+            raise ConfigError(f"{label}: name {service.name!r} must match the folder name")
+        services[service.name] = replace(service, folder=folder)
+        digest.update(folder.name.encode() + b"\0" + raw + b"\0")
+        if hooks is not None:
+            digest.update((folder / layout.HOOKS_FILE).read_bytes() + b"\0")
     return Catalogue(services=services, digest=digest.hexdigest())

@@ -44,13 +44,9 @@ all:
   vars:
     ansible_user: coophost
     ansible_become: true
-  hosts: {}
+  hosts: {{}}
   children:
-    mail: {hosts: {}}
-    nextcloud: {hosts: {}}
-    git: {hosts: {}}
-    discourse: {hosts: {}}
-"""
+{groups}"""
 
 GITIGNORE = """\
 # coophost state and caches
@@ -74,12 +70,15 @@ def init_coop(directory: Path, *, name: str, domain: str, contact: str) -> list[
                                      domain=domain, contact=contact,
                                      password_file=VAULT_PASSWORD_FILE)
     parse_coop(load_text(coop_text, COOP_FILE), COOP_FILE, catalogue)
-    parse_hosts(load_text(HOSTS_TEMPLATE, HOSTS_FILE), HOSTS_FILE, catalogue)
+    groups = sorted({service.group for service in catalogue.services.values()})
+    hosts_text = HOSTS_TEMPLATE.format(groups="".join(f"    {group}: {{hosts: {{}}}}\n"
+                                                      for group in groups))
+    parse_hosts(load_text(hosts_text, HOSTS_FILE), HOSTS_FILE, catalogue)
     created = []
     for folder in (MEMBERS_DIR, SECRETS_DIR):
         (directory / folder).mkdir(parents=True, exist_ok=True)
         created.append(directory / folder)
-    for file, text, mode in ((COOP_FILE, coop_text, 0o644), (HOSTS_FILE, HOSTS_TEMPLATE, 0o644),
+    for file, text, mode in ((COOP_FILE, coop_text, 0o644), (HOSTS_FILE, hosts_text, 0o644),
                              (".gitignore", GITIGNORE, 0o644),
                              (VAULT_PASSWORD_FILE, secrets.token_urlsafe(32) + "\n", 0o600)):
         path = directory / file

@@ -329,7 +329,8 @@ def resolve_settings(service: Service, given: object, member: Member, coop: Coop
             if size > limit:
                 checks.fail(file, field, values.get(param.name, param.default),
                             f"the co-op allows at most {limit}")
-    _check_mail_names(resolved, file, where)
+    if service.hooks is not None:  # cross-field checks only the service knows
+        service.hooks.check_settings(resolved, file, where)
     return resolved
 
 
@@ -418,31 +419,22 @@ def _vhost(value: object, param: Parameter, member: Member, coop: Coop, file: st
     return ascii_form
 
 
-def _check_mail_names(resolved: Mapping[str, Any], file: str, where: str) -> None:
-    mailboxes = set(resolved.get("mailboxes", ()))
-    for name, targets in (resolved.get("aliases") or {}).items():
-        if name in mailboxes:
-            checks.fail(file, f"{where}.aliases.{name}", name, "is also a mailbox name")
-        for i, target in enumerate(targets):
-            if "@" not in target and target not in mailboxes:
-                checks.fail(file, f"{where}.aliases.{name}[{i}]", target,
-                            "not a mailbox of this member",
-                            hint="name a mailbox or give a full address")
+def claims(member: Member, catalogue: Catalogue) -> list[tuple[str, str, str]]:
+    """Return what `member` claims co-op-wide: (key, field, value).
 
-
-def claims(member: Member) -> list[tuple[str, str, str]]:
-    """Return what `member` claims co-op-wide: (key, field, value) of domains, vhosts, addresses."""
+    Its domains, its services' vhosts, what each service's hooks claim (mail: addresses),
+    and its SSH keys.
+    """
     result = [(domain.ascii, f"domains[{index}]", domain.name)
               for index, domain in enumerate(member.domains)]
     for service_name, settings in member.services.items():
         vhost = settings.get("vhost")
         if vhost is not None and not any(vhost == d.ascii for d in member.domains):
             result.append((vhost, f"services.{service_name}.vhost", vhost))
-    mail = member.services.get("mail")
-    if mail:
-        for domain in mail["domains"]:
-            for name in [*mail["mailboxes"], *mail["aliases"]]:
-                result.append((f"{name}@{domain}", "services.mail", name))
+    for service_name, settings in member.services.items():
+        hooks = catalogue.services[service_name].hooks
+        if hooks is not None:
+            result.extend(hooks.claims(member, settings))
     for index, key in enumerate(member.ssh_keys):
         result.append((ssh_key_claim(key), f"ssh_keys[{index}]", key))
     return result
@@ -517,7 +509,7 @@ def check_reserved(member: Member, reserved: ReservedNames, catalogue: Catalogue
                    coop: Coop) -> None:
     """Refuse a domain or vhost `member` claims that is reserved."""
     fallbacks = fallback_addresses(member.slug, member.services, catalogue, coop)
-    for key, field, value in claims(member):
+    for key, field, value in claims(member, catalogue):
         if "@" in key or key.startswith("ssh:"):  # an address's domain is checked on its own
             continue
         problem = reserved.problem(key, fallbacks if field.startswith("services.") else ())
@@ -554,7 +546,7 @@ def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str,
 
 def cross_check(registry: Registry, catalogue: Catalogue) -> None:
     """Check across records: unique domains, addresses and vhosts; placement references."""
-    check_claims((m.slug, m.file, claims(m)) for m in registry.members.values())
+    check_claims((m.slug, m.file, claims(m, catalogue)) for m in registry.members.values())
     reserved = ReservedNames(registry.coop, registry.hosts)
     for member in registry.members.values():
         check_reserved(member, reserved, catalogue, registry.coop)

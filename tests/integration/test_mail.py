@@ -332,7 +332,7 @@ def test_smtp_smuggling_bare_lf_does_not_start_a_second_message(mail: MailLab):
 
 def _expected_reader(settings: dict[str, object], boxes: dict[str, LabMailbox]) -> LabMailbox:
     """The mailbox postmaster@ of a member should reach: its postmaster mailbox, its
-    postmaster alias's first mailbox, else its first mailbox (roles/mail's aliases table)."""
+    postmaster alias's first mailbox, else its first mailbox (services/mail's aliases table)."""
     primary = settings["domains"][0]  # type: ignore[index]
     mailboxes_ = list(settings["mailboxes"])  # type: ignore[call-overload]
     aliases = dict(settings.get("aliases") or {})  # type: ignore[call-overload]

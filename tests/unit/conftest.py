@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from coophost.registry.catalogue import load_catalogue
+
 REPO = Path(__file__).resolve().parents[2]
 HOSTS_YML = """\
 all:
@@ -22,11 +24,8 @@ all:
       {ansible_host: 127.0.0.1, ansible_port: 40003, coophost_fqdn: h3.lab.test,
        coophost_capacity: {ram_mb: 4096, disk_gb: 40}}
   children:
-    mail: {hosts: {h1: {}, h2: {}, h3: {}}}
-    nextcloud: {hosts: {h1: {}, h2: {}, h3: {}}}
-    git: {hosts: {h1: {}, h2: {}, h3: {}}}
-    discourse: {hosts: {h1: {}, h2: {}, h3: {}}}
-"""
+""" + "".join(f"    {group}: {{hosts: {{h1: {{}}, h2: {{}}, h3: {{}}}}}}\n"  # every service's group
+              for group in sorted({s.group for s in load_catalogue().services.values()}))
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_mail_homes_moves_legacy_folders_and_archives_lives_gone(tmp_path: Path)
     (gone / "msg").write_text("the previous owner's")
     owners = tmp_path / "owners.json"
     owners.write_text(json.dumps({"owners": {"new.bbbbbbbbbbbb": ["keep.test"]}}))
-    helper = REPO / "roles" / "mail" / "files" / "mail-homes"
+    helper = REPO / "services" / "mail" / "files" / "mail-homes"
     done = subprocess.run([sys.executable, str(helper), str(owners), str(root), str(legacy),
                            str(archive), getpass.getuser()],
                           capture_output=True, text=True, check=True).stdout

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from coophost.dns.records import dkim_public_key
 from coophost.errors import UsageError
 from coophost.lab.mailcheck import LabMailbox, pick_pair
 from coophost.lab.mailprobe import Mailbox, received_tls, verify_dkim
+from coophost.registry.catalogue import load_catalogue
+
+# services/mail/hooks.py, as the catalogue loaded it
+dkim_public_key = sys.modules[
+    type(load_catalogue().services["mail"].hooks).__module__].dkim_public_key
 
 HEADERS = (
     b"Received: from h3.lab.test\r\n\tby h3.lab.test with LMTP\r\n\tid x; Sun, 29 Nov 2026\r\n"

@@ -1,0 +1,261 @@
+"""Every services/* folder meets the service contract (coophost/services/contract.py).
+
+Adding a service = adding one folder; this test says what it lacks. The checker itself is
+tested on fake folders: one complete fake service, written as a single folder in a tmp
+content root, loads into the catalogue and passes; taking away any part makes it fail,
+naming that part.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coophost.registry.catalogue import load_catalogue
+from coophost.services import DefaultHooks, hooks_for
+from coophost.services.contract import check_service
+
+REPO = Path(__file__).resolve().parents[2]
+FOLDERS = sorted(p for p in (REPO / "services").iterdir() if p.is_dir())
+
+
+def test_there_are_service_folders() -> None:
+    assert [p.name for p in FOLDERS] == sorted(load_catalogue().services)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_every_service_folder_meets_the_contract(folder: Path) -> None:
+    assert check_service(folder, REPO) == []
+
+
+def test_every_available_service_opens_its_ports_in_the_common_role() -> None:
+    """The firewall (roles/common) opens exactly the TCP ports the catalogue declares."""
+    opened = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
+    for name, service in load_catalogue().services.items():
+        declared = sorted(p.port for p in service.ports if p.protocol == "tcp")
+        if service.available:
+            assert sorted(opened["common_service_ports"][name]) == declared, name
+
+
+def test_mail_has_hooks_and_a_service_without_hooks_gets_the_defaults() -> None:
+    services = load_catalogue().services
+    assert type(services["mail"].hooks).__module__ == "coophost_service_mail"
+    assert isinstance(hooks_for(services["git"]), DefaultHooks)
+    assert services["git"].hooks is None
+
+
+def test_the_core_names_no_service() -> None:
+    """No string literal in coophost/ is a service's name: the core asks the catalogue and the
+    hooks. The lab's mail probe (coophost/lab/mail*.py, which services/mail/hooks.py calls)
+    is the one exception."""
+    import ast
+
+    names = set(load_catalogue().services)
+    found = []
+    for path in sorted((REPO / "coophost").rglob("*.py")):
+        if path.parent.name == "lab" and path.name.startswith("mail"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
+
+
+# ---- a fake service, born in one folder ----------------------------------------------------
+
+ENTRY = """\
+name: {name}
+description: A fake service for the contract test.
+group: {name}
+role: {name}
+status: available
+version: 1
+needs_domain: false
+parameters:
+  vhost: {{type: vhost, default: "fake.{{domain}}", fallback: "{{slug}}.fake.{{coop_domain}}"}}
+  quota_gb: {{type: int, default: 1, min: 1, max: 10}}
+cost: {{ram_mb: "64", disk_gb: "quota_gb"}}
+secrets:
+  - {{name: db_password, kind: password, length: 32}}
+dns:
+  - {{type: A, name: "{{vhost}}", value: "{{host_ipv4}}"}}
+  - {{type: TXT, name: "{{vhost}}", value: "token={{fake_token}}"}}
+ports:
+  - {{port: 443, protocol: tcp, description: HTTPS}}
+suspension:
+  summary: A suspended member's site refuses logins.
+  does: [logins_refused, site_unavailable]
+data:
+  paths: ["/srv/{name}/{{owner}}"]
+  dumps:
+    - {{kind: database, engine: postgresql, name: "{name}_{{slug}}"}}
+"""
+
+HOOKS = """\
+from coophost.services import DefaultHooks, DnsValues
+
+
+class Hooks(DefaultHooks):
+    dns_placeholders = frozenset({"fake_token"})
+
+    def dns_values(self, member, settings, secret):
+        return DnsValues({"fake_token": ["abc"]})
+
+
+HOOKS = Hooks()
+"""
+
+SPEC = """\
+argument_specs:
+  main:
+    short_description: A fake service
+    options:
+      {name}_units:
+        type: list
+        elements: dict
+        options:
+          member:
+            type: dict
+            required: true
+            options:
+              slug: {{type: str, required: true}}
+              owner: {{type: str, required: true}}
+              status: {{type: str, required: true}}
+          settings: {{type: dict, required: true}}
+"""
+
+ROLE = {
+    "tasks/main.yml": "- name: Refuse suspended members\n  ansible.builtin.debug:\n"
+                      "    msg: \"{{{{ {name}_units | map(attribute='member.status') }}}}\"\n",
+    "defaults/main.yml": "{name}_units: \"{{{{ coophost_{name}_units | default([]) }}}}\"\n",
+    "handlers/main.yml": "[]\n",
+    "meta/main.yml": "galaxy_info: {{role_name: {name}}}\ndependencies: []\n",
+    "README.md": "# {name}\n",
+    "molecule/default/molecule.yml": "driver: {{name: docker}}\n",
+    "molecule/default/converge.yml": "- hosts: all\n  roles: [{name}]\n",
+}
+
+
+def make_root(tmp_path: Path, name: str = "fake") -> Path:
+    """A content root: playbooks (site.yml importing the service's) and one service folder."""
+    root = tmp_path / "content"
+    folder = root / "services" / name
+    for relative, text in {"coophost.yml": ENTRY, "hooks.py": HOOKS,
+                           "meta/argument_specs.yml": SPEC, **ROLE}.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text if relative == "hooks.py" else text.format(name=name))
+    books = root / "playbooks"
+    books.mkdir(parents=True)
+    (books / f"{name}.yml").write_text(f"- name: Fake\n  hosts: {name}\n  roles:\n"
+                                       f"    - role: {name}\n")
+    (books / "site.yml").write_text(f"- name: Fake\n"
+                                    f"  ansible.builtin.import_playbook: {name}.yml\n")
+    return root
+
+
+def test_a_fake_service_in_one_folder_loads_and_meets_the_contract(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    folder = root / "services" / "fake"
+    catalogue = load_catalogue(root / "services")
+    service = catalogue.services["fake"]
+    assert service.available and service.folder == folder
+    assert [(p.port, p.protocol) for p in service.ports] == [(443, "tcp")]
+    assert service.suspension is not None and "logins_refused" in service.suspension.effects
+    assert hooks_for(service).dns_placeholders == {"fake_token"}  # its hook's placeholder
+    assert check_service(folder, root) == []
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize(("part", "named"), [
+    ("tasks/main.yml", "services/fake/tasks/main.yml: missing"),
+    ("defaults/main.yml", "services/fake/defaults/main.yml"),
+    ("handlers", "services/fake/handlers/: missing"),
+    ("meta/main.yml", "services/fake/meta/main.yml: missing"),
+    ("meta/argument_specs.yml", "services/fake/meta/argument_specs.yml: missing"),
+    ("README.md", "services/fake/README.md: missing"),
+    ("molecule/default/molecule.yml", "services/fake/molecule/default/molecule.yml: missing"),
+    ("molecule/default/converge.yml", "services/fake/molecule/default/converge.yml: missing"),
+    ("coophost.yml", "services/fake/coophost.yml: missing"),
+])
+def test_the_contract_names_a_missing_part(tmp_path: Path, part: str, named: str) -> None:
+    root = make_root(tmp_path)
+    folder = root / "services" / "fake"
+    _remove(folder / part)
+    problems = check_service(folder, root)
+    assert any(named in problem for problem in problems), problems
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize(("file", "old", "new", "named"), [
+    ("services/fake/meta/argument_specs.yml", "status: {type: str, required: true}",
+     "status: {type: str}", "fake_units[].member.status must be required"),
+    ("services/fake/meta/argument_specs.yml", "          settings: {type: dict, required: true}",
+     "          settings: {type: dict}", "fake_units[].settings must be required"),
+    ("services/fake/meta/argument_specs.yml", "      fake_units:", "      other_units:",
+     "no option coophost_fake_units"),
+    ("services/fake/defaults/main.yml", "coophost_fake_units", "something_else",
+     "fake_units must default to coophost_fake_units"),
+    ("services/fake/tasks/main.yml", "member.status", "member.slug",
+     "no task or template reads the unit's member.status"),
+    ("playbooks/fake.yml", "hosts: fake", "hosts: all", "playbooks/fake.yml: needs a play"),
+    ("playbooks/site.yml", "fake.yml", "other.yml", "site.yml: does not import fake.yml"),
+    ("services/fake/coophost.yml", "  - {port: 443, protocol: tcp, description: HTTPS}\n", "",
+     "an available service declares the ports it listens on"),
+    ("services/fake/coophost.yml", "  does: [logins_refused, site_unavailable]",
+     "  does: [site_unavailable]", "suspension.does"),
+    ("services/fake/coophost.yml", '"/srv/fake/{owner}"', '"/srv/fake/{member}"',
+     "data.paths[0]: 'member': unknown placeholder"),
+    ("services/fake/coophost.yml", '"token={fake_token}"', '"token={other_token}"',
+     "dns[1].value: 'other_token': unknown placeholder"),
+    ("services/fake/coophost.yml", "{type: int, default: 1", "{default: 1",
+     "parameters.quota_gb.type"),
+    ("services/fake/coophost.yml", "role: fake", "role: other", "role 'other' must be"),
+])
+def test_the_contract_names_what_is_wrong(tmp_path: Path, file: str, old: str, new: str,
+                                          named: str) -> None:
+    root = make_root(tmp_path)
+    _edit(root / file, old, new)
+    problems = check_service(root / "services" / "fake", root)
+    assert any(named in problem for problem in problems), problems
+
+
+def test_a_coming_service_has_no_role(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    folder = root / "services" / "fake"
+    _edit(folder / "coophost.yml", "status: available", "status: coming")
+    problems = check_service(folder, root)
+    assert len(problems) == 1
+    assert "a coming service has no role yet, but holds tasks, defaults, handlers, meta, " \
+           "molecule" in problems[0]
+    for part in ("tasks", "defaults", "handlers", "meta", "molecule"):
+        shutil.rmtree(folder / part)
+    assert check_service(folder, root) == []
+
+
+def test_a_broken_entry_is_named_by_its_folder(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    (root / "services" / "fake" / "coophost.yml").write_text(textwrap.dedent("""\
+        name: fake
+        description: x
+        group: fake
+        role: fake
+        status: sometimes
+        """))
+    problems = check_service(root / "services" / "fake", root)
+    assert problems and problems[0].startswith("services/fake/coophost.yml: status")
