@@ -361,12 +361,16 @@ def shown_state(request: Request, deployed: Sequence[tuple[str, str]]) -> str:
     return request.state
 
 
-def unit_states(root: Path) -> dict[tuple[str, str], tuple[str, bool]]:
-    """(member, service) -> (host, deployed): deployed when the applied hash matches."""
+def unit_states(coop: Path | Loaded) -> dict[tuple[str, str], tuple[str, bool]]:
+    """(member, service) -> (host, deployed): deployed when the applied hash matches.
+
+    `coop`: the co-op's folder, or the co-op as the command read it (not read again).
+    """
     from coophost.desired.units import compute
     from coophost.state import StateDB
 
-    desired = compute(root)
+    desired = compute(coop)
+    root = coop.registry.root if isinstance(coop, Loaded) else coop
     with StateDB(root) as db:
         applied = db.applied()
     return {key: (unit.host, applied.units.get((unit.host, *key)) == unit.hash)

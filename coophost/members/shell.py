@@ -87,9 +87,9 @@ def status(shell: Shell, as_json: bool) -> None:
     from coophost.members.requests import load_requests, shown_state, unit_states
     from coophost.registry.loader import load_registry
 
-    registry = load_registry(shell.root).registry
-    member = registry.members[shell.slug]
-    units = unit_states(shell.root)
+    loaded = load_registry(shell.root)
+    member = loaded.registry.members[shell.slug]
+    units = unit_states(loaded)  # the co-op as read here, not read again
     deployed = [key for key, (_, done) in units.items() if done]
     requests = load_requests(shell.root, shell.slug, newest_closed=SHOWN_CLOSED)
     data: dict[str, Any] = {
