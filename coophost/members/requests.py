@@ -259,11 +259,14 @@ def check_allowed(coop: Path | Loaded, slug: str, service_name: str,
 
 
 def file_request(root: Path, slug: str, service_name: str, settings: Mapping[str, Any],
-                 filed_by: str) -> Request:
-    """File a request (validated as an approval would be); return it."""
+                 filed_by: str, loaded: Loaded | None = None) -> Request:
+    """File a request (validated as an approval would be); return it.
+
+    `loaded`: the co-op as the command read it already (else it is read here).
+    """
     if len(settings) > MAX_SETTINGS:
         raise UsageError(f"at most {MAX_SETTINGS} settings in one request")
-    coop = check_allowed(root, slug, service_name, settings)
+    coop = check_allowed(loaded or root, slug, service_name, settings)
     ceiling = coop.allowances["open_requests"]
     with coop_lock(root, purpose=f"request {slug} {service_name}", name=REQUESTS_LOCK,
                    wait=10.0):
