@@ -81,9 +81,11 @@ def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, r
         disk_gb: int, groups: tuple[str, ...]) -> None:
     """Add a host to hosts.yml (enrol its SSH key separately)."""
     from coophost.lock import coop_lock
-    from coophost.registry.edit import add_host
+    from coophost.registry.catalogue import load_catalogue
+    from coophost.registry.edit import add_host, check_new_host
     from coophost.registry.loader import load_registry
 
+    check_new_host(load_catalogue(), name, groups)  # before anything is read
     with coop_lock(app.inventory, purpose=f"host add {name}"):
         loaded = load_registry(app.inventory, need_hosts=False)
         add_host(app.inventory, loaded, name, address=address, port=port, fqdn=fqdn,

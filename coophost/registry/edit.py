@@ -27,7 +27,7 @@ from coophost.fsutil import read_regular, replace_if_unchanged
 from coophost.layout import HOSTS_FILE, MEMBERS_DIR, REMOVED_DIR
 from coophost.lock import require_held
 from coophost.registry import checks
-from coophost.registry.catalogue import Service
+from coophost.registry.catalogue import Catalogue, Service
 from coophost.registry.loader import Loaded
 from coophost.registry.model import Member, Registry
 from coophost.registry.parse import cross_check, parse_hosts, parse_member
@@ -425,15 +425,20 @@ def _update_hosts(root: Path, loaded: Loaded, change: Callable[[Any], None]) -> 
     replace_if_unchanged(path, new_text, raw, HOSTS_FILE, limit=MAX_FILE_BYTES, hint=RERUN)
 
 
+def check_new_host(catalogue: Catalogue, name: str, groups: tuple[str, ...]) -> None:
+    """Refuse (exit 2) a host name or service group `host add` cannot write."""
+    checks.host_name(name, "(command line)", "host")
+    known_groups = sorted({s.group for s in catalogue.services.values()})
+    for group in groups:
+        checks.refuse_unknown_keys({group: None}, known_groups, "(command line)", "--group")
+
+
 def add_host(root: Path, loaded: Loaded, name: str, *, address: str, port: int, fqdn: str | None,
              ram_mb: int, disk_gb: int, groups: tuple[str, ...]) -> None:
     """Add a host with its connection facts, capacity and service groups to hosts.yml."""
     from ruamel.yaml.comments import CommentedMap
 
-    checks.host_name(name, "(command line)", "host")
-    known_groups = sorted({s.group for s in loaded.catalogue.services.values()})
-    for group in groups:
-        checks.refuse_unknown_keys({group: None}, known_groups, "(command line)", "--group")
+    check_new_host(loaded.catalogue, name, groups)
 
     def change(doc: Any) -> None:
         everything = _block_map(doc, "all")
