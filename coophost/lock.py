@@ -41,6 +41,26 @@ def coop_lock(root: Path, *, wait: float = 0.0, purpose: str = "write",
             del _HELD[key]
 
 
+def held(root: Path, name: str = LOCK_FILE) -> bool:
+    """Whether this process holds the co-op's lock (taken with `coop_lock`) right now."""
+    return (root / STATE_DIR / name).resolve() in _HELD
+
+
+class LockNotHeld(RuntimeError):
+    """A registry write was called without its caller holding the co-op lock (a bug)."""
+
+
+def require_held(root: Path, what: str) -> None:
+    """Refuse to go on unless the caller holds the co-op's lock (LockNotHeld otherwise).
+
+    Writes of co-op files decide nothing and lock nothing: their caller holds the lock around
+    reading the co-op, deciding and writing, so the write rests on what it read.
+    """
+    if not held(root):
+        raise LockNotHeld(f"{what} writes {root}: its caller must hold the co-op lock "
+                          "(coophost.lock.coop_lock) around read, decide and write")
+
+
 @contextlib.contextmanager
 def _acquire(root: Path, wait: float, purpose: str, name: str) -> Iterator[None]:
     directory = root / STATE_DIR

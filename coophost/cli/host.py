@@ -90,10 +90,16 @@ def _service_groups() -> list[str]:
 def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, ram_mb: int,
         disk_gb: int, groups: tuple[str, ...]) -> None:
     """Add a host to hosts.yml (enrol its SSH key separately)."""
-    from coophost.registry.edit import add_host
+    from coophost.lock import coop_lock
+    from coophost.registry.catalogue import load_catalogue
+    from coophost.registry.edit import add_host, check_new_host
+    from coophost.registry.loader import load_registry
 
-    add_host(app.inventory, name, address=address, port=port, fqdn=fqdn, ram_mb=ram_mb,
-             disk_gb=disk_gb, groups=groups)
+    check_new_host(load_catalogue(), name, groups)  # before anything is read
+    with coop_lock(app.inventory, purpose=f"host add {name}"):
+        loaded = load_registry(app.inventory, need_hosts=False)
+        add_host(app.inventory, loaded, name, address=address, port=port, fqdn=fqdn,
+                 ram_mb=ram_mb, disk_gb=disk_gb, groups=groups)
     app.out.print(f"added host {name}")
 
 
@@ -133,12 +139,16 @@ def list_(app: AppContext, as_json: bool) -> None:
 @pass_app
 def remove(app: AppContext, name: str) -> None:
     """Remove a host from hosts.yml (refused while units are placed or applied on it)."""
+    from coophost.lock import coop_lock
     from coophost.registry.edit import remove_host
+    from coophost.registry.loader import load_registry
     from coophost.state import StateDB
 
-    with StateDB(app.inventory) as state:
-        applied = sum(1 for h, _, _ in state.applied().units if h == name)
-    remove_host(app.inventory, name, applied)
+    with coop_lock(app.inventory, purpose=f"host remove {name}"):
+        with StateDB(app.inventory) as state:
+            applied = sum(1 for h, _, _ in state.applied().units if h == name)
+        remove_host(app.inventory, load_registry(app.inventory, need_hosts=False), name,
+                    applied)
     app.out.print(f"removed host {name}")
 
 

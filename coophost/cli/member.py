@@ -31,9 +31,15 @@ def member() -> None:
 def member_add(app: AppContext, slug: str, name: str, contact: str, domains: tuple[str, ...],
                ssh_keys: tuple[str, ...]) -> None:
     """Register a new member (members/SLUG.yml)."""
-    from coophost.registry.edit import add_member
+    from coophost.lock import coop_lock
+    from coophost.registry.edit import add_member, member_path
+    from coophost.registry.loader import load_registry
 
-    path = add_member(app.inventory, slug, name, contact, list(domains), list(ssh_keys))
+    root = app.inventory
+    member_path(root, slug)  # the slug is checked before anything is read
+    with coop_lock(root, purpose=f"member add {slug}"):
+        loaded = load_registry(root, need_hosts=False)
+        path = add_member(root, loaded, slug, name, contact, list(domains), list(ssh_keys))
     app.out.print(f"added member {slug} ({escape(str(path))})")
 
 
@@ -97,13 +103,17 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
                 add_domain: tuple[str, ...], remove_domain: tuple[str, ...],
                 add_ssh_key: tuple[str, ...], remove_ssh_key: tuple[str, ...]) -> None:
     """Change a member: with options, or in $EDITOR (validated before it is saved)."""
+    from coophost.lock import coop_lock
     from coophost.registry import edit
+    from coophost.registry.loader import load_registry
 
     root = app.inventory
     if any([name, contact, add_domain, remove_domain, add_ssh_key, remove_ssh_key]):
-        edit.edit_fields(root, slug, name=name, contact=contact, add_domains=add_domain,
-                         remove_domains=remove_domain, add_keys=add_ssh_key,
-                         remove_keys=remove_ssh_key)
+        with coop_lock(root, purpose=f"member edit {slug}"):
+            loaded = load_registry(root, need_hosts=False)
+            edit.edit_fields(root, loaded, slug, name=name, contact=contact,
+                             add_domains=add_domain, remove_domains=remove_domain,
+                             add_keys=add_ssh_key, remove_keys=remove_ssh_key)
         app.out.print(f"saved member {slug}")
         return
     original = edit.read_member_text(root, slug)
@@ -111,8 +121,10 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
     if edited == original:
         app.out.print("no change")
         return
-    try:
-        edit.replace_member_text(root, slug, edited, original)
+    try:  # the lock is taken once the editor is closed, never while it is open
+        with coop_lock(root, purpose=f"member edit {slug}"):
+            loaded = load_registry(root, need_hosts=False)
+            edit.replace_member_text(root, loaded, slug, edited, original)
     except ConflictError as exc:
         kept = _keep_rejected(root, slug, edited)
         exc.hint = (f"the change saved meanwhile was kept; your edit is kept in {kept}: "
@@ -233,6 +245,7 @@ def member_depart(app: AppContext, slug: str, out: Path) -> None:
 @pass_app
 def member_remove(app: AppContext, slug: str, yes: bool) -> int:
     """Remove a member (its secrets are kept aside; the next deploy archives its data)."""
+    from coophost.lock import coop_lock
     from coophost.members.audit import actor, audit
     from coophost.registry.edit import read_member_text, remove_member
 
@@ -240,7 +253,8 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
     if not yes and not click.confirm(f"remove member {slug}?", default=False):
         app.err.print("not removed")
         return EXIT_USAGE
-    kept = remove_member(app.inventory, slug)
+    with coop_lock(app.inventory, purpose=f"member remove {slug}"):
+        kept = remove_member(app.inventory, slug)
     audit(app.inventory, {"by": actor(), "action": "member removed", "member": slug,
                        **({"secrets_kept": str(kept.relative_to(app.inventory))} if kept else {})})
     app.out.print(f"removed {slug}; the next deploy moves its data on the hosts into the "

@@ -56,12 +56,22 @@ def service_list(app: AppContext, as_json: bool) -> None:
 def service_enable(app: AppContext, slug: str, service_name: str,
                    assignments: tuple[str, ...]) -> None:
     """Enable a service for a member (or change its settings) and place it on a host."""
+    from coophost.lock import coop_lock
     from coophost.registry.catalogue import load_catalogue
-    from coophost.registry.edit import enable_service, parse_setting
+    from coophost.registry.edit import draft_enable, enable_service, parse_setting
+    from coophost.registry.loader import load_registry, with_hosts
+    from coophost.registry.placement import place_unit
 
     svc = load_catalogue().get(service_name)
     settings = dict(parse_setting(svc, a) for a in assignments)
-    _, host = enable_service(app.inventory, slug, service_name, settings)
+    root = app.inventory
+    with coop_lock(root, purpose=f"service enable {slug} {service_name}"):
+        loaded = load_registry(root, need_hosts=False)
+        draft = draft_enable(loaded, slug, service_name, settings)
+        host = draft.member.placement.get(service_name)  # sticky: a placed unit stays there
+        if host is None:
+            host = place_unit(with_hosts(loaded), loaded.catalogue, draft.member, service_name)
+        _, host = enable_service(root, loaded, draft, service_name, host)
     app.out.print(f"{slug}/{service_name} enabled, placed on {host}")
 
 
@@ -71,9 +81,13 @@ def service_enable(app: AppContext, slug: str, service_name: str,
 @pass_app
 def service_disable(app: AppContext, slug: str, service_name: str) -> None:
     """Disable a member's service (the next deploy removes it)."""
+    from coophost.lock import coop_lock
     from coophost.registry.edit import disable_service
+    from coophost.registry.loader import load_registry
 
-    disable_service(app.inventory, slug, service_name)
+    with coop_lock(app.inventory, purpose=f"service disable {slug} {service_name}"):
+        loaded = load_registry(app.inventory, need_hosts=False)
+        disable_service(app.inventory, loaded, slug, service_name)
     app.out.print(f"{slug}/{service_name} disabled")
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from coophost.errors import UsageError
+from coophost.lock import coop_lock
 from coophost.members.audit import audit
+from coophost.registry.loader import Loaded
 from coophost.registry.model import Member
 
 DEFAULT_DEPARTED_DAYS = 30
@@ -26,14 +28,16 @@ def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Me
     from coophost.registry.edit import set_status as write_status
     from coophost.registry.loader import load_registry
 
-    current = load_registry(root, need_hosts=False).registry.members.get(slug)
-    if current is None:
-        raise UsageError(f"no member {slug!r}")
-    if current.status == "departed":
-        raise UsageError(f"member {slug} has departed; it cannot be {status} again")
-    if current.status == status:
-        return None
-    member = write_status(root, slug, status)
+    with coop_lock(root, purpose=f"member {status} {slug}"):
+        loaded = load_registry(root, need_hosts=False)
+        current = loaded.registry.members.get(slug)
+        if current is None:
+            raise UsageError(f"no member {slug!r}")
+        if current.status == "departed":
+            raise UsageError(f"member {slug} has departed; it cannot be {status} again")
+        if current.status == status:
+            return None
+        member = write_status(root, loaded, slug, status)
     audit(root, {"by": by, "action": f"member {'resumed' if status == 'active' else status}",
                  "member": slug, **({"why": why} if why else {})})
     return member
@@ -43,15 +47,19 @@ def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = 
          ) -> Member | None:
     """Record a member's service on another host; audited. None when it is there already."""
     from coophost.registry.edit import move_unit
-    from coophost.registry.loader import load_registry
+    from coophost.registry.loader import load_registry, with_hosts
+    from coophost.registry.placement import check_move
 
-    current = load_registry(root, need_hosts=False).registry.members.get(slug)
-    if current is None:
-        raise UsageError(f"no member {slug!r}")
-    was = current.placement.get(service)
-    if was == host and service in current.services:
-        return None
-    member = move_unit(root, slug, service, host, force)
+    with coop_lock(root, purpose=f"member move {slug} {service}"):
+        loaded = load_registry(root, need_hosts=False)
+        current = loaded.registry.members.get(slug)
+        if current is None:
+            raise UsageError(f"no member {slug!r}")
+        was = current.placement.get(service)
+        if was == host and service in current.services:
+            return None
+        check_move(with_hosts(loaded), loaded.catalogue, slug, service, host, force)
+        member = move_unit(root, loaded, slug, service, host)
     audit(root, {"by": by, "action": "member moved", "member": slug, "service": service,
                  "from": was or "(not placed yet)", "to": host})
     return member
@@ -94,11 +102,14 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
             digest.update(block)
     day = (today or dt.date.today()).isoformat()
 
-    def change(doc: Any, _: Any) -> None:
+    def change(doc: Any) -> None:
         doc["status"] = "departed"
         doc["departed_on"] = day
 
-    update_member(root, slug, change, f"member depart {slug}")
+    # The export may take long: the lock is taken for the write only, which reads the co-op
+    # again (and never overwrites a member file changed since: exit 3).
+    with coop_lock(root, purpose=f"member depart {slug}"):
+        update_member(root, load_registry(root, need_hosts=False), slug, change)
     days = registry.coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
     after = (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
     audit(root, {"by": by, "action": "member departed", "member": slug,
@@ -107,11 +118,12 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
     return Departure(out, digest.hexdigest(), len(manifest.files), day, after)
 
 
-def due_for_purge(root: Path, today: dt.date | None = None) -> list[Member]:
+def due_for_purge(coop: Path | Loaded, today: dt.date | None = None) -> list[Member]:
     """Departed members whose retention period is over and who still have services."""
     from coophost.registry.loader import load_registry
 
-    registry = load_registry(root, need_hosts=False).registry
+    registry = (coop if isinstance(coop, Loaded) else load_registry(coop, need_hosts=False)
+                ).registry
     days = registry.coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
     day = today or dt.date.today()
     return [m for m in registry.members.values()
@@ -122,15 +134,18 @@ def due_for_purge(root: Path, today: dt.date | None = None) -> list[Member]:
 def purge(root: Path, by: str, today: dt.date | None = None) -> list[str]:
     """Remove the services of every departed member past retention; return their slugs."""
     from coophost.registry.edit import update_member
+    from coophost.registry.loader import load_registry
+
+    def change(doc: Any) -> None:
+        doc["services"] = {}
+        doc["placement"] = {}
 
     done = []
-    for member in due_for_purge(root, today):
-        def change(doc: Any, _: Any) -> None:
-            doc["services"] = {}
-            doc["placement"] = {}
-
-        update_member(root, member.slug, change, f"members purge {member.slug}")
-        audit(root, {"by": by, "action": "member services removed", "member": member.slug,
-                     "services": sorted(member.services)})
-        done.append(member.slug)
+    with coop_lock(root, purpose="members purge"):
+        loaded = load_registry(root, need_hosts=False)
+        for member in due_for_purge(loaded, today):
+            update_member(root, loaded, member.slug, change)
+            audit(root, {"by": by, "action": "member services removed", "member": member.slug,
+                         "services": sorted(member.services)})
+            done.append(member.slug)
     return done

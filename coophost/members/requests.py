@@ -29,6 +29,7 @@ from coophost.layout import CLOSED_DIR, OPEN_DIR, REQUESTS_DIR, REQUESTS_LOCK
 from coophost.lock import coop_lock
 from coophost.members.audit import audit, now
 from coophost.registry import checks
+from coophost.registry.loader import Loaded
 from coophost.registry.model import Coop
 
 RERUN = "nothing was written; run the command again"
@@ -230,18 +231,18 @@ def _next_id(root: Path) -> int:
 
 
 
-def check_allowed(root: Path, slug: str, service_name: str,
+def check_allowed(coop: Path | Loaded, slug: str, service_name: str,
                   settings: Mapping[str, Any]) -> Coop:
     """Refuse (exit 2, nothing written) what the member may not have; return coop.yml.
 
     The member must be active; the service must be one coop.yml's `allowances.services`
     lists (when it lists any); and the member file with these settings must validate, which
-    checks every quota ceiling and name.
+    checks every quota ceiling and name. `coop`: the co-op's folder, or the co-op as read.
     """
     from coophost.registry.edit import check_enable
     from coophost.registry.loader import load_registry
 
-    loaded = load_registry(root, need_hosts=False)
+    loaded = coop if isinstance(coop, Loaded) else load_registry(coop, need_hosts=False)
     member = loaded.registry.members.get(slug)
     if member is None:
         raise UsageError(f"no member {slug!r}")
@@ -258,11 +259,14 @@ def check_allowed(root: Path, slug: str, service_name: str,
 
 
 def file_request(root: Path, slug: str, service_name: str, settings: Mapping[str, Any],
-                 filed_by: str) -> Request:
-    """File a request (validated as an approval would be); return it."""
+                 filed_by: str, loaded: Loaded | None = None) -> Request:
+    """File a request (validated as an approval would be); return it.
+
+    `loaded`: the co-op as the command read it already (else it is read here).
+    """
     if len(settings) > MAX_SETTINGS:
         raise UsageError(f"at most {MAX_SETTINGS} settings in one request")
-    coop = check_allowed(root, slug, service_name, settings)
+    coop = check_allowed(loaded or root, slug, service_name, settings)
     ceiling = coop.allowances["open_requests"]
     with coop_lock(root, purpose=f"request {slug} {service_name}", name=REQUESTS_LOCK,
                    wait=10.0):
@@ -332,7 +336,9 @@ def approve_request(root: Path, request_id: int, by: str, why: str = "") -> tupl
     Returns the request and the host the unit is placed on. Takes the co-op lock (it writes
     a member file) and then the requests lock.
     """
-    from coophost.registry.edit import enable_service
+    from coophost.registry.edit import draft_enable, enable_service
+    from coophost.registry.loader import load_registry, with_hosts
+    from coophost.registry.placement import place_unit
 
     with coop_lock(root, purpose=f"approve {request_id}"), \
             coop_lock(root, purpose=f"approve {request_id}", name=REQUESTS_LOCK, wait=10.0):
@@ -340,8 +346,14 @@ def approve_request(root: Path, request_id: int, by: str, why: str = "") -> tupl
         request = get_request(root, request_id)
         if request.state != "pending":
             raise UsageError(f"request {request_id} is {request.state}, not pending")
-        check_allowed(root, request.member, request.service, request.settings)
-        _, host = enable_service(root, request.member, request.service, request.settings)
+        slug, name, settings = request.member, request.service, request.settings
+        loaded = load_registry(root, need_hosts=False)
+        check_allowed(loaded, slug, name, settings)
+        draft = draft_enable(loaded, slug, name, settings)
+        host = draft.member.placement.get(name)  # sticky: a placed unit stays there
+        if host is None:
+            host = place_unit(with_hosts(loaded), loaded.catalogue, draft.member, name)
+        _, host = enable_service(root, loaded, draft, name, host)
         return _decide(root, request_id, by, "approved", "approved", why), host
 
 
@@ -352,12 +364,16 @@ def shown_state(request: Request, deployed: Sequence[tuple[str, str]]) -> str:
     return request.state
 
 
-def unit_states(root: Path) -> dict[tuple[str, str], tuple[str, bool]]:
-    """(member, service) -> (host, deployed): deployed when the applied hash matches."""
+def unit_states(coop: Path | Loaded) -> dict[tuple[str, str], tuple[str, bool]]:
+    """(member, service) -> (host, deployed): deployed when the applied hash matches.
+
+    `coop`: the co-op's folder, or the co-op as the command read it (not read again).
+    """
     from coophost.desired.units import compute
     from coophost.state import StateDB
 
-    desired = compute(root)
+    desired = compute(coop)
+    root = coop.registry.root if isinstance(coop, Loaded) else coop
     with StateDB(root) as db:
         applied = db.applied()
     return {key: (unit.host, applied.units.get((unit.host, *key)) == unit.hash)

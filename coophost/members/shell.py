@@ -20,6 +20,7 @@ from typing import IO, Any
 import click
 
 from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, CoophostError, UsageError
+from coophost.registry.loader import Loaded
 
 MAX_COMMAND = 2048  # characters in one command
 MAX_ARGS = 40
@@ -44,11 +45,16 @@ def split_command(text: str) -> list[str]:
 
 @dataclass
 class Shell:
-    """Who is speaking (the forced command's slug) and where the co-op lives."""
+    """Who is speaking (the forced command's slug), where the co-op lives, and the co-op.
+
+    `loaded` is the co-op as the command read it to find the member (without hosts.yml):
+    verbs that need no more reuse it instead of reading it again.
+    """
 
     root: Path
     slug: str
     out: IO[bytes]
+    loaded: Loaded | None = None
 
     def say(self, text: str) -> None:
         """Write a line of text."""
@@ -87,9 +93,9 @@ def status(shell: Shell, as_json: bool) -> None:
     from coophost.members.requests import load_requests, shown_state, unit_states
     from coophost.registry.loader import load_registry
 
-    registry = load_registry(shell.root).registry
-    member = registry.members[shell.slug]
-    units = unit_states(shell.root)
+    loaded = load_registry(shell.root)
+    member = loaded.registry.members[shell.slug]
+    units = unit_states(loaded)  # the co-op as read here, not read again
     deployed = [key for key, (_, done) in units.items() if done]
     requests = load_requests(shell.root, shell.slug, newest_closed=SHOWN_CLOSED)
     data: dict[str, Any] = {
@@ -122,7 +128,7 @@ def services(shell: Shell, as_json: bool) -> None:
     """The services the co-op offers members, their settings and ceilings."""
     from coophost.registry.loader import load_registry
 
-    loaded = load_registry(shell.root, need_hosts=False)
+    loaded = shell.loaded or load_registry(shell.root, need_hosts=False)
     allowed = loaded.registry.coop.allowances["services"]
     offered: dict[str, dict[str, Any]] = {}
     coming = [name for name, service in loaded.catalogue.services.items()
@@ -165,7 +171,7 @@ def request(shell: Shell, service_name: str, assignments: tuple[str, ...]) -> No
     service = load_catalogue().get(service_name, "(request)", "service")
     settings = dict(parse_setting(service, a) for a in assignments)
     filed = file_request(shell.root, shell.slug, service_name, settings,
-                         f"member {shell.slug}")
+                         f"member {shell.slug}", shell.loaded)
     shell.say(f"request {filed.id}: {service_name} (pending; a sysadmin decides)")
 
 
@@ -258,7 +264,8 @@ def _run(root: Path, slug: str, command: str | None, stream: IO[bytes]) -> int:
     """Parse and run one member command (errors go to the caller)."""
     from coophost.registry.loader import load_registry
 
-    member = load_registry(root, need_hosts=False).registry.members.get(slug)
+    loaded = load_registry(root, need_hosts=False)
+    member = loaded.registry.members.get(slug)
     if member is None:
         raise UsageError("your membership is not (or no longer) in the registry")
     words = split_command(command or "help")
@@ -267,5 +274,5 @@ def _run(root: Path, slug: str, command: str | None, stream: IO[bytes]) -> int:
     if words[0] not in VERBS and words[0] not in ("-h", "--help"):
         raise UsageError(f"{words[0]!r} is not a member verb; verbs: {', '.join(VERBS)}")
     verbs.main(args=words, prog_name="member", standalone_mode=False,
-               obj=Shell(root, slug, stream))
+               obj=Shell(root, slug, stream, loaded))
     return EXIT_OK

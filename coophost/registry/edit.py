@@ -1,4 +1,9 @@
-"""Writes to the registry: each one locked, validated as a whole, atomic, and comment-keeping.
+"""Writes to the registry: each one validated as a whole, atomic, and comment-keeping.
+
+These functions decide nothing and take no lock: their caller holds the co-op lock
+(`coophost.lock.coop_lock`) around reading the co-op once, deciding (where a unit goes:
+`registry.placement`) and writing, and hands them the co-op it read (`Loaded`) and what it
+decided. Each one refuses to run without that lock (LockNotHeld).
 
 Every operation reads the file as a ruamel.yaml round-trip document, changes it, checks the
 result exactly as a load would (the member alone, then across the whole co-op), and only then
@@ -9,10 +14,9 @@ checkout, a command not taking the lock) is never overwritten; the write is refu
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +25,12 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from coophost.errors import ConfigError, ConflictError, UsageError
 from coophost.fsutil import read_regular, replace_if_unchanged
 from coophost.layout import HOSTS_FILE, MEMBERS_DIR, REMOVED_DIR
-from coophost.lock import coop_lock
+from coophost.lock import require_held
 from coophost.registry import checks
-from coophost.registry.catalogue import Catalogue, Service, load_catalogue
-from coophost.registry.loader import Loaded, load_registry
+from coophost.registry.catalogue import Catalogue, Service
+from coophost.registry.loader import Loaded
 from coophost.registry.model import Member, Registry
 from coophost.registry.parse import cross_check, parse_hosts, parse_member
-from coophost.registry.placement import RESOURCES, Demand, fits, place
 from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes, load_text, quote, rt_dump, rt_load
 
 MEMBER_TEMPLATE = """\
@@ -63,12 +66,6 @@ def _flow_list(values: list[str]) -> str:
     return "[" + ", ".join(quote(v) for v in values) + "]" if values else "[]"
 
 
-@contextlib.contextmanager
-def _locked(root: Path, purpose: str) -> Iterator[Loaded]:
-    with coop_lock(root, purpose=purpose):
-        yield load_registry(root, need_hosts=False)
-
-
 def _check_member_text(loaded: Loaded, slug: str, text: str) -> Member:
     """Validate new text for members/<slug>.yml as a load would, alone and across the co-op."""
     label = f"{MEMBERS_DIR}/{slug}.yml"
@@ -85,19 +82,19 @@ def _check_member_text(loaded: Loaded, slug: str, text: str) -> Member:
     return member
 
 
-def add_member(root: Path, slug: str, name: str, contact: str, domains: list[str],
-               ssh_keys: list[str]) -> Path:
-    """Create members/<slug>.yml."""
+def add_member(root: Path, loaded: Loaded, slug: str, name: str, contact: str,
+               domains: list[str], ssh_keys: list[str]) -> Path:
+    """Create members/<slug>.yml (`loaded`: the co-op read under the caller's lock)."""
     path = member_path(root, slug)
-    with _locked(root, f"member add {slug}") as loaded:
-        if path.exists():
-            raise UsageError(f"member {slug!r} already exists ({MEMBERS_DIR}/{slug}.yml)")
-        text = MEMBER_TEMPLATE.format(slug=slug, life=new_life(), name=quote(name),
-                                      contact=quote(contact),
-                                      domains=_flow_list(domains),
-                                      ssh_keys=_flow_list(ssh_keys))
-        _check_member_text(loaded, slug, text)
-        write_member(root, slug, text, None)
+    require_held(root, "add_member")
+    if path.exists():
+        raise UsageError(f"member {slug!r} already exists ({MEMBERS_DIR}/{slug}.yml)")
+    text = MEMBER_TEMPLATE.format(slug=slug, life=new_life(), name=quote(name),
+                                  contact=quote(contact),
+                                  domains=_flow_list(domains),
+                                  ssh_keys=_flow_list(ssh_keys))
+    _check_member_text(loaded, slug, text)
+    write_member(root, slug, text, None)
     return path
 
 
@@ -131,33 +128,43 @@ def write_member(root: Path, slug: str, text: str, expect: bytes | None,
                          limit=MAX_FILE_BYTES, hint=hint)
 
 
-def replace_member_text(root: Path, slug: str, text: str, original: str) -> Member:
+def replace_member_text(root: Path, loaded: Loaded, slug: str, text: str,
+                        original: str) -> Member:
     """Replace a member's file with `text` after validating it (used by `member edit`).
 
     `original` is the text the editor started from: if the file no longer holds it (a
     suspension, an approval, a deploy's placement saved meanwhile), nothing is written and
     ConflictError (exit 3) says so.
     """
-    with _locked(root, f"member edit {slug}") as loaded:
-        expect = original.encode("utf-8")
-        if read_member_bytes(root, slug) != expect:
-            raise ConflictError(f"{MEMBERS_DIR}/{slug}.yml was changed while the editor was "
-                                "open (by another command or person); nothing was saved")
-        member = _check_member_text(loaded, slug, text)
-        write_member(root, slug, text, expect)
+    require_held(root, "replace_member_text")
+    expect = original.encode("utf-8")
+    if read_member_bytes(root, slug) != expect:
+        raise ConflictError(f"{MEMBERS_DIR}/{slug}.yml was changed while the editor was "
+                            "open (by another command or person); nothing was saved")
+    member = _check_member_text(loaded, slug, text)
+    write_member(root, slug, text, expect)
     return member
 
 
-def update_member(root: Path, slug: str, change: Callable[[Any, Loaded], None],
-                  purpose: str) -> Member:
-    """Apply `change` to the round-trip document of a member file; validate; write."""
-    with _locked(root, purpose) as loaded:
-        raw = read_member_bytes(root, slug)
-        doc = rt_load(_decoded(raw, slug))
-        change(doc, loaded)
-        text = rt_dump(doc)
-        member = _check_member_text(loaded, slug, text)
-        write_member(root, slug, text, raw)
+def update_member(root: Path, loaded: Loaded, slug: str, change: Callable[[Any], None]
+                  ) -> Member:
+    """Apply `change` to the round-trip document of a member file; validate; write.
+
+    `loaded` is the co-op as the caller read it under the lock it holds; `change` only
+    writes into the document what the caller decided.
+    """
+    require_held(root, "update_member")
+    raw = read_member_bytes(root, slug)
+    doc = rt_load(_decoded(raw, slug))
+    change(doc)
+    return _write_doc(root, loaded, slug, doc, raw)
+
+
+def _write_doc(root: Path, loaded: Loaded, slug: str, doc: Any, raw: bytes) -> Member:
+    """Validate a changed member document as a load would; write it if the file holds `raw`."""
+    text = rt_dump(doc)
+    member = _check_member_text(loaded, slug, text)
+    write_member(root, slug, text, raw)
     return member
 
 
@@ -183,11 +190,12 @@ def _seq(doc: Any, key: str) -> Any:
     return doc[key]
 
 
-def edit_fields(root: Path, slug: str, *, name: str | None = None, contact: str | None = None,
-                add_domains: tuple[str, ...] = (), remove_domains: tuple[str, ...] = (),
+def edit_fields(root: Path, loaded: Loaded, slug: str, *, name: str | None = None,
+                contact: str | None = None, add_domains: tuple[str, ...] = (),
+                remove_domains: tuple[str, ...] = (),
                 add_keys: tuple[str, ...] = (), remove_keys: tuple[str, ...] = ()) -> Member:
     """Change a member's top-level fields."""
-    def change(doc: Any, _: Loaded) -> None:
+    def change(doc: Any) -> None:
         if name is not None:
             doc["name"] = name
         if contact is not None:
@@ -202,14 +210,14 @@ def edit_fields(root: Path, slug: str, *, name: str | None = None, contact: str 
                     raise UsageError(f"{slug} has no {key[:-1].replace('_', ' ')} {value!r}")
                 seq.remove(value)
             seq.extend(v for v in adds if v not in seq)
-    return update_member(root, slug, change, f"member edit {slug}")
+    return update_member(root, loaded, slug, change)
 
 
-def set_status(root: Path, slug: str, status: str) -> Member:
+def set_status(root: Path, loaded: Loaded, slug: str, status: str) -> Member:
     """Suspend or resume a member."""
-    def change(doc: Any, _: Loaded) -> None:
+    def change(doc: Any) -> None:
         doc["status"] = status
-    return update_member(root, slug, change, f"member {status} {slug}")
+    return update_member(root, loaded, slug, change)
 
 
 def new_life() -> str:
@@ -231,6 +239,7 @@ def assign_lives(root: Path, loaded: Loaded) -> list[Path]:
     """
     from coophost.layout import SECRETS_DIR
 
+    require_held(root, "assign_lives")
     written = []
     for slug, member in sorted(loaded.registry.members.items()):
         if member.life:
@@ -257,6 +266,8 @@ def assign_lives(root: Path, loaded: Loaded) -> list[Path]:
 def remove_member(root: Path, slug: str) -> Path | None:
     """Delete a member's file; its secrets file goes to secrets/removed/ (returned).
 
+    The caller holds the co-op lock.
+
     Its services go at the next deploy, which moves their data on the hosts into the co-op's
     archive; `coophost members purge` deletes both after the retention period.
     """
@@ -268,26 +279,26 @@ def remove_member(root: Path, slug: str) -> Path | None:
     from coophost.registry.parse import LIFE_RE
 
     path = member_path(root, slug)
-    with coop_lock(root, purpose=f"member remove {slug}"):
-        try:  # the life id only: a file broken elsewhere can still be removed
-            life = rt_load(read_member_text(root, slug)).get("id")
-        except (ConfigError, AttributeError, YAMLError):
-            life = None
-        owner = f"{slug}.{life}" if isinstance(life, str) and LIFE_RE.fullmatch(life) else slug
-        secrets_file = root / SECRETS_DIR / f"{owner}.yml"
-        kept = None
-        if secrets_file.is_file():
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-            kept = root / SECRETS_DIR / REMOVED_DIR / f"{owner}.{stamp}.yml"
-            kept.parent.mkdir(mode=0o700, exist_ok=True)
-            os.replace(secrets_file, kept)
-        path.unlink()
-        for folder in {path.parent, *([kept.parent] if kept else [])}:
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    require_held(root, "remove_member")
+    try:  # the life id only: a file broken elsewhere can still be removed
+        life = rt_load(read_member_text(root, slug)).get("id")
+    except (ConfigError, AttributeError, YAMLError):
+        life = None
+    owner = f"{slug}.{life}" if isinstance(life, str) and LIFE_RE.fullmatch(life) else slug
+    secrets_file = root / SECRETS_DIR / f"{owner}.yml"
+    kept = None
+    if secrets_file.is_file():
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        kept = root / SECRETS_DIR / REMOVED_DIR / f"{owner}.{stamp}.yml"
+        kept.parent.mkdir(mode=0o700, exist_ok=True)
+        os.replace(secrets_file, kept)
+    path.unlink()
+    for folder in {path.parent, *([kept.parent] if kept else [])}:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return kept
 
 
@@ -327,67 +338,53 @@ def check_enable(loaded: Loaded, slug: str, service_name: str,
     return _check_member_text(loaded, slug, rt_dump(doc))
 
 
-def enable_service(root: Path, slug: str, service_name: str,
-                   settings: Mapping[str, Any]) -> tuple[Member, str]:
-    """Enable (or reconfigure) a service for a member and record where it is placed."""
-    catalogue = load_catalogue()
-    service = catalogue.get(service_name, "(command line)", "service")
-    placed: dict[str, str] = {}
+@dataclass
+class Draft:
+    """A member file read once and changed in memory, for its caller to decide on and write.
 
-    def change(doc: Any, loaded: Loaded) -> None:
-        _set_settings(doc, service_name, settings)
-        placement = _block_map(doc, "placement")
-        if service_name not in placement:
-            placed["host"] = _place_one(loaded, slug, service, doc)
-            placement[service_name] = placed["host"]
-        else:
-            placed["host"] = str(placement[service_name])
+    `raw` is what was read (the write compares the file with it), `doc` the changed
+    round-trip document, `member` that document parsed alone (not yet checked across the
+    co-op): what the caller's decision (where a new unit goes) rests on.
+    """
 
-    member = update_member(root, slug, change, f"service enable {slug} {service_name}")
-    return member, placed["host"]
+    slug: str
+    raw: bytes
+    doc: Any
+    member: Member
 
 
-def _place_one(loaded: Loaded, slug: str, service: Service, doc: Any) -> str:
-    """Where a new unit goes, given every recorded placement of the co-op."""
-    registry = _with_hosts(loaded)
+def draft_enable(loaded: Loaded, slug: str, service_name: str,
+                 settings: Mapping[str, Any]) -> Draft:
+    """The member file with `service_name` enabled with `settings`, not written yet."""
+    loaded.catalogue.get(service_name, "(command line)", "service")
+    raw = read_member_bytes(loaded.registry.root, slug)
+    doc = rt_load(_decoded(raw, slug))
+    _set_settings(doc, service_name, settings)
     label = f"{MEMBERS_DIR}/{slug}.yml"
-    member = parse_member(load_text(rt_dump(doc), label), label, slug, registry.coop,
+    member = parse_member(load_text(rt_dump(doc), label), label, slug, loaded.registry.coop,
                           loaded.catalogue)
-    members = dict(registry.members)
-    members[slug] = member
-    # Other members' units not yet recorded are not placed here: they take no room yet.
-    demands = [d for d in _demands(members, loaded.catalogue)
-               if d.recorded is not None or (d.member, d.service) == (slug, service.name)]
-    groups: dict[str, list[str]] = {}
-    for host in registry.hosts.values():
-        for group in host.groups:
-            groups.setdefault(group, []).append(host.name)
-    result = place(demands, {h.name: h.capacity for h in registry.hosts.values()}, groups)
-    return result.hosts[(slug, service.name)]
+    return Draft(slug, raw, doc, member)
 
 
-def _demands(members: Mapping[str, Member], catalogue: Catalogue) -> list[Demand]:
-    demands = []
-    for slug, member in members.items():
-        for name, settings in member.services.items():
-            service = catalogue.services[name]
-            demands.append(Demand(slug, name, service.group, service.unit_cost(settings),
-                                  member.placement.get(name)))
-    return demands
+def enable_service(root: Path, loaded: Loaded, draft: Draft, service_name: str,
+                   host: str) -> tuple[Member, str]:
+    """Write an enabled (or reconfigured) service; record `host` if it is not placed yet.
+
+    `draft` comes from `draft_enable`; the caller decided `host` from `draft.member`
+    (`registry.placement.place_unit`). Returns the member and the host its unit is
+    recorded on. A file changed since the draft read it is not overwritten (exit 3).
+    """
+    require_held(root, "enable_service")
+    placement = _block_map(draft.doc, "placement")
+    if service_name not in placement:
+        placement[service_name] = host
+    recorded = str(placement[service_name])
+    return _write_doc(root, loaded, draft.slug, draft.doc, draft.raw), recorded
 
 
-def _with_hosts(loaded: Loaded) -> Registry:
-    if not loaded.registry.hosts:
-        from coophost.registry.loader import load_hosts
-
-        hosts = load_hosts(loaded.registry.root, loaded.catalogue)
-        return replace(loaded.registry, hosts=hosts)
-    return loaded.registry
-
-
-def disable_service(root: Path, slug: str, service_name: str) -> Member:
+def disable_service(root: Path, loaded: Loaded, slug: str, service_name: str) -> Member:
     """Disable a member's service (its unit is removed at the next deploy)."""
-    def change(doc: Any, _: Loaded) -> None:
+    def change(doc: Any) -> None:
         services = doc.get("services") or {}
         if service_name not in services:
             raise UsageError(f"{slug} does not have {service_name!r} enabled")
@@ -395,76 +392,55 @@ def disable_service(root: Path, slug: str, service_name: str) -> Member:
         placement = doc.get("placement") or {}
         if service_name in placement:
             del placement[service_name]
-    return update_member(root, slug, change, f"service disable {slug} {service_name}")
+    return update_member(root, loaded, slug, change)
 
 
-def move_unit(root: Path, slug: str, service_name: str, host_name: str,
-              force: bool = False) -> Member:
-    """Record that a member's service now runs on `host_name` (checked for group and room)."""
-    def change(doc: Any, loaded: Loaded) -> None:
-        registry = _with_hosts(loaded)
-        member = registry.members.get(slug)
-        if member is None or service_name not in member.services:
-            raise UsageError(f"{slug} does not have {service_name!r} enabled")
-        service = loaded.catalogue.services[service_name]
-        host = registry.hosts.get(host_name)
-        if host is None:
-            raise UsageError(f"no host {host_name!r} in hosts.yml")
-        if service.group not in host.groups:
-            raise UsageError(f"host {host_name!r} is not in the {service.group!r} group")
-        others = {s: m for s, m in registry.members.items() if s != slug}
-        used = dict.fromkeys(RESOURCES, 0)
-        for demand in _demands(others, loaded.catalogue):
-            if demand.recorded == host_name:
-                for r in RESOURCES:
-                    used[r] += demand.cost[r]
-        for other_service, other_host in member.placement.items():
-            if other_host == host_name and other_service != service_name:
-                cost = loaded.catalogue.services[other_service].unit_cost(
-                    member.services[other_service])
-                for r in RESOURCES:
-                    used[r] += cost[r]
-        cost = service.unit_cost(member.services[service_name])
-        if not force and not fits(host.capacity, used, cost):
-            raise ConfigError(f"{host_name} has not enough free capacity for {slug}/"
-                              f"{service_name} (needs {cost['ram_mb']} MB RAM, "
-                              f"{cost['disk_gb']} GB disk)", hint="--force moves it anyway")
+def move_unit(root: Path, loaded: Loaded, slug: str, service_name: str, host_name: str
+              ) -> Member:
+    """Record that a member's service now runs on `host_name`.
+
+    The caller checked the move (`registry.placement.check_move`: group and room).
+    """
+    def change(doc: Any) -> None:
         _block_map(doc, "placement")[service_name] = host_name
-    return update_member(root, slug, change, f"member move {slug} {service_name}")
+    return update_member(root, loaded, slug, change)
 
 
 # ---- hosts.yml -----------------------------------------------------------------------------
 
-def _update_hosts(root: Path, change: Callable[[Any, Loaded], None], purpose: str) -> None:
-    with coop_lock(root, purpose=purpose):
-        loaded = load_registry(root, need_hosts=False)
-        path = root / HOSTS_FILE
-        try:
-            raw: bytes | None = read_regular(path, HOSTS_FILE, MAX_FILE_BYTES)
-        except FileNotFoundError:
-            raw = None
-        text = (raw.decode("utf-8") if raw is not None
-                else "all:\n  hosts: {}\n  children: {}\n")
-        doc = rt_load(text)
-        change(doc, loaded)
-        new_text = rt_dump(doc)
-        hosts = parse_hosts(load_text(new_text, HOSTS_FILE), HOSTS_FILE, loaded.catalogue)
-        cross_check(replace(loaded.registry, hosts=hosts), loaded.catalogue)
-        replace_if_unchanged(path, new_text, raw, HOSTS_FILE, limit=MAX_FILE_BYTES, hint=RERUN)
+def _update_hosts(root: Path, loaded: Loaded, change: Callable[[Any], None]) -> None:
+    require_held(root, "a hosts.yml write")
+    path = root / HOSTS_FILE
+    try:
+        raw: bytes | None = read_regular(path, HOSTS_FILE, MAX_FILE_BYTES)
+    except FileNotFoundError:
+        raw = None
+    text = (raw.decode("utf-8") if raw is not None
+            else "all:\n  hosts: {}\n  children: {}\n")
+    doc = rt_load(text)
+    change(doc)
+    new_text = rt_dump(doc)
+    hosts = parse_hosts(load_text(new_text, HOSTS_FILE), HOSTS_FILE, loaded.catalogue)
+    cross_check(replace(loaded.registry, hosts=hosts), loaded.catalogue)
+    replace_if_unchanged(path, new_text, raw, HOSTS_FILE, limit=MAX_FILE_BYTES, hint=RERUN)
 
 
-def add_host(root: Path, name: str, *, address: str, port: int, fqdn: str | None,
-             ram_mb: int, disk_gb: int, groups: tuple[str, ...]) -> None:
-    """Add a host with its connection facts, capacity and service groups to hosts.yml."""
-    from ruamel.yaml.comments import CommentedMap
-
+def check_new_host(catalogue: Catalogue, name: str, groups: tuple[str, ...]) -> None:
+    """Refuse (exit 2) a host name or service group `host add` cannot write."""
     checks.host_name(name, "(command line)", "host")
-    catalogue = load_catalogue()
     known_groups = sorted({s.group for s in catalogue.services.values()})
     for group in groups:
         checks.refuse_unknown_keys({group: None}, known_groups, "(command line)", "--group")
 
-    def change(doc: Any, _: Loaded) -> None:
+
+def add_host(root: Path, loaded: Loaded, name: str, *, address: str, port: int, fqdn: str | None,
+             ram_mb: int, disk_gb: int, groups: tuple[str, ...]) -> None:
+    """Add a host with its connection facts, capacity and service groups to hosts.yml."""
+    from ruamel.yaml.comments import CommentedMap
+
+    check_new_host(loaded.catalogue, name, groups)
+
+    def change(doc: Any) -> None:
         everything = _block_map(doc, "all")
         hosts = _block_map(everything, "hosts")
         if name in hosts or any(name in (g.get("hosts") or {})
@@ -487,12 +463,12 @@ def add_host(root: Path, name: str, *, address: str, port: int, fqdn: str | None
             members = _block_map(children[group], "hosts")
             members[name] = None
 
-    _update_hosts(root, change, f"host add {name}")
+    _update_hosts(root, loaded, change)
 
 
-def remove_host(root: Path, name: str, applied_units: int = 0) -> None:
+def remove_host(root: Path, loaded: Loaded, name: str, applied_units: int = 0) -> None:
     """Remove a host from hosts.yml; refused while units are placed on it or applied there."""
-    def change(doc: Any, loaded: Loaded) -> None:
+    def change(doc: Any) -> None:
         placed = sorted(f"{m.slug}/{s}" for m in loaded.registry.members.values()
                         for s, h in m.placement.items() if h == name)
         if placed:
@@ -515,7 +491,7 @@ def remove_host(root: Path, name: str, applied_units: int = 0) -> None:
         if not found:
             raise UsageError(f"no host {name!r} in hosts.yml")
 
-    _update_hosts(root, change, f"host remove {name}")
+    _update_hosts(root, loaded, change)
 
 
 def record_placements(root: Path, placements: Mapping[tuple[str, str], str]) -> list[Path]:
@@ -524,6 +500,7 @@ def record_placements(root: Path, placements: Mapping[tuple[str, str], str]) -> 
     The caller holds the co-op lock (a deploy records where new units went before applying
     them, so a later host added to hosts.yml never moves them).
     """
+    require_held(root, "record_placements")
     by_member: dict[str, dict[str, str]] = {}
     for (slug, service_name), host in sorted(placements.items()):
         by_member.setdefault(slug, {})[service_name] = host

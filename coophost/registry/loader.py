@@ -250,6 +250,15 @@ def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True
         return Loaded(registry=registry, catalogue=base.catalogue, base=base, digests=digests)
 
 
+def with_hosts(loaded: Loaded) -> Registry:
+    """The co-op as `loaded` read it, with hosts.yml (read now if the load skipped it)."""
+    if loaded.registry.hosts:
+        return loaded.registry
+    from dataclasses import replace
+
+    return replace(loaded.registry, hosts=load_hosts(loaded.registry.root, loaded.catalogue))
+
+
 def _without_placement(member: Member) -> Member:
     from dataclasses import replace
 

@@ -5,6 +5,9 @@ host is now over capacity: moving is `coophost member move`). A new unit goes to
 its service's group with the most free declared capacity that fits it; ties go to the host
 name that sorts first. Units are placed in (service, member) order, so the same registry
 always gives the same placement.
+
+The commands that record a placement decide it here (`place_unit`, `check_move`) from the co-op
+they read under the lock, and hand the host to `registry.edit`, which only writes it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from coophost.errors import ConfigError
+from coophost.errors import ConfigError, UsageError
+from coophost.registry.catalogue import Catalogue
+from coophost.registry.model import Member, Registry
 
 RESOURCES = ("ram_mb", "disk_gb")
 
@@ -110,3 +115,71 @@ def _no_fit(demand: Demand, capacity: Mapping[str, Mapping[str, int]], result: P
                       f"{demand.group!r} group has {need} free ({left})",
                       hint="add a host, raise a host's declared capacity, or lower the "
                       "service's settings")
+
+
+def demands(members: Mapping[str, Member], catalogue: Catalogue) -> list[Demand]:
+    """One Demand per enabled service of `members`, with its cost and recorded host."""
+    found = []
+    for slug, member in members.items():
+        for name, settings in member.services.items():
+            service = catalogue.services[name]
+            found.append(Demand(slug, name, service.group, service.unit_cost(settings),
+                                member.placement.get(name)))
+    return found
+
+
+def place_unit(registry: Registry, catalogue: Catalogue, member: Member,
+               service_name: str) -> str:
+    """Where a new unit (`member`'s `service_name`, not recorded yet) goes.
+
+    `registry` is the co-op as read (with hosts.yml), `member` the member as it is about to be
+    written (its new settings decide the unit's cost). The unit is placed given every recorded
+    placement of the co-op; other members' units not yet recorded take no room yet. Raises
+    NoHostFits (exit 2) when no host of the service's group has room.
+    """
+    members = dict(registry.members)
+    members[member.slug] = member
+    wanted = (member.slug, service_name)
+    needed = [d for d in demands(members, catalogue)
+              if d.recorded is not None or (d.member, d.service) == wanted]
+    groups: dict[str, list[str]] = {}
+    for host in registry.hosts.values():
+        for group in host.groups:
+            groups.setdefault(group, []).append(host.name)
+    result = place(needed, {h.name: h.capacity for h in registry.hosts.values()}, groups)
+    return result.hosts[wanted]
+
+
+def check_move(registry: Registry, catalogue: Catalogue, slug: str, service_name: str,
+               host_name: str, force: bool = False) -> None:
+    """Refuse a move of a member's unit to `host_name` that cannot be recorded.
+
+    The unit must be enabled, the host in the service's group and (unless `force`) with room
+    for it beside what is recorded there. `registry` is the co-op as read, with hosts.yml.
+    UsageError or ConfigError (exit 2).
+    """
+    member = registry.members.get(slug)
+    if member is None or service_name not in member.services:
+        raise UsageError(f"{slug} does not have {service_name!r} enabled")
+    service = catalogue.services[service_name]
+    host = registry.hosts.get(host_name)
+    if host is None:
+        raise UsageError(f"no host {host_name!r} in hosts.yml")
+    if service.group not in host.groups:
+        raise UsageError(f"host {host_name!r} is not in the {service.group!r} group")
+    others = {s: m for s, m in registry.members.items() if s != slug}
+    used = dict.fromkeys(RESOURCES, 0)
+    for demand in demands(others, catalogue):
+        if demand.recorded == host_name:
+            for r in RESOURCES:
+                used[r] += demand.cost[r]
+    for other_service, other_host in member.placement.items():
+        if other_host == host_name and other_service != service_name:
+            cost = catalogue.services[other_service].unit_cost(member.services[other_service])
+            for r in RESOURCES:
+                used[r] += cost[r]
+    cost = service.unit_cost(member.services[service_name])
+    if not force and not fits(host.capacity, used, cost):
+        raise ConfigError(f"{host_name} has not enough free capacity for {slug}/"
+                          f"{service_name} (needs {cost['ram_mb']} MB RAM, "
+                          f"{cost['disk_gb']} GB disk)", hint="--force moves it anyway")

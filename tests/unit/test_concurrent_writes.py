@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from coophost.errors import ConflictError
+from coophost.lock import coop_lock
 from coophost.members.requests import _decide, file_request, get_request
 from coophost.registry import edit
+from coophost.registry.loader import load_registry
 
 SUSPEND = "s/^status: active/status: suspended/"
 
@@ -53,12 +55,12 @@ def _write_meanwhile(path: Path, old: str, new: str) -> None:
 def test_a_field_edit_refuses_a_change_made_between_its_read_and_its_write(coop: Path) -> None:
     member_file = coop / "members" / "ada-books.yml"
 
-    def change(doc: Any, _: Any) -> None:
+    def change(doc: Any) -> None:
         doc["name"] = "Renamed"
         _write_meanwhile(member_file, "status: active", "status: suspended")
 
-    with pytest.raises(ConflictError, match=r"members/ada-books\.yml changed"):
-        edit.update_member(coop, "ada-books", change, "test")
+    with pytest.raises(ConflictError, match=r"members/ada-books\.yml changed"), coop_lock(coop):
+        edit.update_member(coop, load_registry(coop, need_hosts=False), "ada-books", change)
     saved = member_file.read_text()
     assert "status: suspended" in saved and "Renamed" not in saved
 
@@ -74,7 +76,7 @@ def test_a_deploys_placement_write_refuses_a_concurrent_change(
         return text
 
     monkeypatch.setattr(edit, "rt_dump", dump_then_change)
-    with pytest.raises(ConflictError, match=r"members/bread-coop\.yml changed"):
+    with pytest.raises(ConflictError, match=r"members/bread-coop\.yml changed"), coop_lock(coop):
         edit.record_placements(coop, {("bread-coop", "mail"): "h1"})
     assert "status: suspended" in member_file.read_text()
 
@@ -90,9 +92,9 @@ def test_hosts_yml_write_refuses_a_concurrent_change(
         return text
 
     monkeypatch.setattr(edit, "rt_dump", dump_then_change)
-    with pytest.raises(ConflictError, match=r"hosts\.yml changed"):
-        edit.add_host(coop, "h4", address="127.0.0.1", port=40004, fqdn=None, ram_mb=1024,
-                      disk_gb=10, groups=("mail",))
+    with pytest.raises(ConflictError, match=r"hosts\.yml changed"), coop_lock(coop):
+        edit.add_host(coop, load_registry(coop, need_hosts=False), "h4", address="127.0.0.1",
+                      port=40004, fqdn=None, ram_mb=1024, disk_gb=10, groups=("mail",))
     assert hosts.read_text().endswith("# a sysadmin's note\n")
     assert "h4" not in hosts.read_text()
 

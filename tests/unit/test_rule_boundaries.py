@@ -116,28 +116,33 @@ def test_a_placement_on_a_host_removed_from_hosts_yml_is_refused_by_the_plan(
 
 
 def test_a_host_with_units_placed_on_it_cannot_be_removed(coop: Path) -> None:
+    from coophost.lock import coop_lock
     from coophost.registry.edit import remove_host
+    from coophost.registry.loader import load_registry
 
     units = [f"{file.removeprefix('members/').removesuffix('.yml')}/"
              f"{field.removeprefix('placement.')}" for file, field in _on_h1(coop)]
     before = (coop / "hosts.yml").read_text()
-    with pytest.raises(UsageError) as caught:
-        remove_host(coop, "h1")
+    with pytest.raises(UsageError) as caught, coop_lock(coop):
+        remove_host(coop, load_registry(coop, need_hosts=False), "h1")
     assert f"host 'h1' still runs {len(units)} unit(s): {', '.join(units)}" in str(
         caught.value)
     assert (coop / "hosts.yml").read_text() == before
 
 
 def test_a_host_with_units_applied_on_it_cannot_be_removed(coop: Path) -> None:
+    from coophost.lock import coop_lock
     from coophost.registry.edit import remove_host
+    from coophost.registry.loader import load_registry
 
     hosts = coop / "hosts.yml"
     hosts.write_text(hosts.read_text().replace(
         "  hosts:\n", "  hosts:\n    h4: {ansible_host: 127.0.0.1, ansible_port: 40004}\n", 1))
-    with pytest.raises(UsageError, match=r"state\.db still records 2 unit"):
-        remove_host(coop, "h4", applied_units=2)
+    with pytest.raises(UsageError, match=r"state\.db still records 2 unit"), coop_lock(coop):
+        remove_host(coop, load_registry(coop, need_hosts=False), "h4", applied_units=2)
     assert "h4:" in hosts.read_text()
-    remove_host(coop, "h4")  # nothing placed or applied there: removed
+    with coop_lock(coop):  # nothing placed or applied there: removed
+        remove_host(coop, load_registry(coop, need_hosts=False), "h4")
     assert "h4" not in hosts.read_text()
 
 
