@@ -33,8 +33,9 @@ demo: engine
 	@# the members' MX, SPF, DKIM and DMARC records, served by the lab DNS and checked
 	$(COOPHOST) -i inventories/$(LAB) lab dns sync --name $(LAB)
 	$(COOPHOST) -i inventories/$(LAB) dns check
-	@# a message from one member to a member on another host: delivered, DKIM-signed, over TLS
-	$(COOPHOST) -i inventories/$(LAB) lab mail-check --name $(LAB)
+	@# each service's own end-to-end probe; mail: a message from one member to a member on
+	@# another host, delivered, DKIM-signed, over TLS
+	$(COOPHOST) -i inventories/$(LAB) lab probe --name $(LAB)
 	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry;"
 	@echo "demo: its DNS answers every member record and mail between members on two hosts"
 	@echo "demo: arrived DKIM-signed over TLS (the checks above)."

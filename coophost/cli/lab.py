@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_argument, pass_app
+from coophost.cli.options import (
+    AppContext,
+    complete_service,
+    escape,
+    json_option,
+    name_argument,
+    pass_app,
+)
 from coophost.errors import EXIT_PENDING, ConfigError, EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -177,6 +184,55 @@ def mail_check(app: AppContext, name: str, sender: str | None, recipient: str | 
             mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
             app.out.print(f"  {mark} {check.name}: {check.detail}")
     return 0 if result.ok else EXIT_PENDING
+
+
+@lab.command("probe")
+@name_option
+@click.option("--service", "services", multiple=True, metavar="SERVICE",
+              shell_complete=complete_service,
+              help="Only this service's probe (repeatable) [default: every available service].")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=90.0, show_default=True,
+              help="Seconds each probe may wait (e.g. for a delivery).")
+@json_option
+@pass_app
+def probe(app: AppContext, name: str, services: tuple[str, ...], timeout: float,
+          as_json: bool) -> int:
+    """Prove each available service end to end on the lab, with the service's own probe.
+
+    Each service's hooks say what its probe does (mail: a message between members on two
+    hosts, delivered, DKIM-signed, over TLS); a service without a probe is listed as such.
+    Exits 1 when a check fails.
+    """
+    from coophost.registry.catalogue import load_catalogue
+    from coophost.services import probes
+
+    catalogue = load_catalogue()
+    for service_name in services:
+        catalogue.get(service_name, "(command line)", "--service")
+    the_lab = _lab(app, name)
+    report: dict[str, object] = {}
+    ok = True
+    for service_name, hooks in probes(catalogue).items():
+        if services and service_name not in services:
+            continue
+        result = hooks.probe(the_lab, timeout)
+        if result is None:
+            report[service_name] = None
+            if not as_json:
+                app.out.print(f"{service_name}: no end-to-end probe")
+            continue
+        ok = ok and result.ok
+        report[service_name] = {"summary": result.summary, "ok": result.ok,
+                                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
+                                           for c in result.checks]}
+        if not as_json:
+            app.out.print(escape(result.summary))
+            for check in result.checks:
+                mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+                app.out.print(f"  {mark} {escape(check.name)}: {escape(check.detail)}")
+    if as_json:
+        app.emit_json({"ok": ok, "services": report})
+    return 0 if ok else EXIT_PENDING
 
 
 commands = [lab]

@@ -12,7 +12,6 @@ The core never names a service: it asks the hooks.
 - `check_settings`: cross-field checks of resolved settings (mail: an alias is no mailbox).
 - `dns_placeholders` / `dns_values`: extra values for the service's DNS templates (mail:
   the DKIM selector and public key, from the unit's stored key).
-- `export_extras`: more files a member's export holds, made on the host (none by default).
 - `probe`: an end-to-end check of the service in the lab (mail: a message between members).
 """
 
@@ -35,14 +34,6 @@ class DnsValues:
 
     values: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ExportExtra:
-    """One more file of a member's export, made on the host by an argument list."""
-
-    name: str  # the file's name inside the export, under <service>/
-    argv: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -86,9 +77,6 @@ class ServiceHooks(Protocol):
         """Values of `dns_placeholders` for one unit (an empty list leaves its records out)."""
         ...
 
-    def export_extras(self, member: Member, settings: Mapping[str, Any]) -> list[ExportExtra]:
-        """More files a member's export holds for this unit."""
-        ...
 
     def probe(self, lab: Any, timeout: float) -> ProbeResult | None:
         """An end-to-end check of the service in lab `lab`; None when it has none."""
@@ -96,7 +84,7 @@ class ServiceHooks(Protocol):
 
 
 class DefaultHooks:
-    """The hooks of a service without hooks.py: no claims, checks, values, extras or probe."""
+    """The hooks of a service without hooks.py: no claims, checks, values or probe."""
 
     dns_placeholders: frozenset[str] = frozenset()
 
@@ -112,9 +100,6 @@ class DefaultHooks:
         """No extra DNS placeholders."""
         return DnsValues()
 
-    def export_extras(self, member: Member, settings: Mapping[str, Any]) -> list[ExportExtra]:
-        """The catalogue's data paths and dumps are the whole export."""
-        return []
 
     def probe(self, lab: Any, timeout: float) -> ProbeResult | None:
         """No end-to-end probe."""

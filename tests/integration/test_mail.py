@@ -144,6 +144,19 @@ def test_submission_delivers_to_another_member_on_another_host(mail: MailLab):
     assert report["from_host"] != report["to_host"]
 
 
+def test_lab_probe_runs_each_available_services_own_probe(mail: MailLab):
+    from coophost.registry.catalogue import load_catalogue
+
+    proof = mail.info.cli("lab", "probe", "--name", mail.info.name, "--json")
+    assert proof.returncode == 0, proof.stdout + proof.stderr
+    report = json.loads(proof.stdout)
+    assert set(report["services"]) == set(load_catalogue().available)
+    assert report["ok"] is True
+    checks = {c["name"]: c["ok"] for c in report["services"]["mail"]["checks"]}
+    assert checks == {"submission": True, "delivery": True, "dkim": True,
+                      "tls between hosts": True}
+
+
 def test_dkim_signature_verifies_against_the_published_key(mail: MailLab):
     raw = mail.first.delivered
     ok, domain = verify_dkim(raw, mail.dns())

@@ -66,3 +66,11 @@ def test_host_and_service_names_complete(coop: Path) -> None:
 def test_completion_of_a_coop_without_files_offers_nothing(tmp_path: Path, missing: str) -> None:
     kind = "member show" if missing == "members" else "deploy --host"
     assert complete(["-i", str(tmp_path), *kind.split()], "") == []
+
+
+@pytest.mark.parametrize(("service", "says"), [("mial", "did you mean"), ("git", "coming")])
+def test_lab_probe_refuses_an_unknown_or_coming_service(coop: Path, cli, service: str,
+                                                        says: str) -> None:
+    code, _, err = cli("-i", str(coop), "lab", "probe", "--service", service)
+    assert code == 2, err
+    assert says in err.lower()
