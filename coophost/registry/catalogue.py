@@ -40,7 +40,8 @@ DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host
 # What data paths may name: a domain of the unit, the member's slug, its life (owner).
 DATA_PLACEHOLDERS = frozenset({"domain", "slug", "owner"})
 _SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "needs_domain",
-                 "parameters", "cost", "secrets", "dns", "data", "ports", "suspension")
+                 "parameters", "cost", "secrets", "dns", "dns_placeholders", "data", "ports",
+                 "suspension")
 _DATA_KEYS = ("paths", "archive", "dumps")
 _DUMP_KEYS = ("kind", "engine", "name")
 PORT_PROTOCOLS = ("tcp", "udp")
@@ -125,8 +126,17 @@ class Service:
     ports: tuple[Port, ...] = ()
     suspension: Suspension | None = None
     folder: Path | None = field(default=None, compare=False)  # services/<name>/
-    # The service's hook object (a coophost.services.ServiceHooks), None without hooks.py.
-    hooks: Any = field(default=None, compare=False)
+    # Placeholders its DNS templates may name beyond DNS_PLACEHOLDERS; its hooks fill them.
+    dns_extra: frozenset[str] = frozenset()
+
+    @property
+    def hooks(self) -> Any:
+        """The service's hook object (a coophost.services.ServiceHooks), None without hooks.py.
+
+        Loaded on first use, so a command that never asks a hook (a warm `plan`) does not
+        import it.
+        """
+        return None if self.folder is None else load_hooks(self.folder, self.name)
 
     @property
     def available(self) -> bool:
@@ -292,10 +302,11 @@ def _suspension(raw: object, file: str, required: bool) -> Suspension | None:
     return Suspension(summary=str(summary), effects=tuple(effects))
 
 
-def parse_service(raw: bytes, file: str, hooks: Any = None) -> Service:
+def parse_service(raw: bytes, file: str) -> Service:
     """Check and build one service definition from the bytes of its file.
 
-    `hooks`: the service's hook object (its `dns_placeholders` are allowed in DNS templates).
+    `dns_placeholders` lists the placeholders its hooks supply (the contract test checks
+    that the hooks' `dns_placeholders` are the same); DNS templates may name them too.
     """
     data = checks.mapping(load_bytes(raw, file), file, "")
     checks.refuse_unknown_keys(data, _SERVICE_KEYS, file, "")
@@ -328,7 +339,13 @@ def parse_service(raw: bytes, file: str, hooks: Any = None) -> Service:
                                   length=int(spec.get("length", 32)),
                                   bits=int(spec.get("bits", 2048)),
                                   var=str(spec.get("var", ""))))
-    dns_known = DNS_PLACEHOLDERS | frozenset(getattr(hooks, "dns_placeholders", ()))
+    dns_extra = frozenset(str(name) for name in checks.sequence(
+        data.get("dns_placeholders", []), file, "dns_placeholders"))
+    for name in sorted(dns_extra):
+        if name in DNS_PLACEHOLDERS or not SECRET_NAME_RE.match(name):
+            checks.fail(file, "dns_placeholders", name, "must be a new lowercase identifier",
+                        hint=f"always known: {', '.join(sorted(DNS_PLACEHOLDERS))}")
+    dns_known = DNS_PLACEHOLDERS | dns_extra
     available = data["status"] == "available"
     ports = _ports(data.get("ports"), file)
     if available and not ports:
@@ -344,7 +361,7 @@ def parse_service(raw: bytes, file: str, hooks: Any = None) -> Service:
         data=_data(data.get("data"), params, file),
         digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
         ports=ports, suspension=_suspension(data.get("suspension"), file, available),
-        hooks=hooks,
+        dns_extra=dns_extra,
     )
 
 
@@ -353,6 +370,7 @@ def services_dir() -> Path:
     return layout.content_root() / layout.SERVICES_DIR
 
 
+@cache
 def load_hooks(folder: Path, name: str) -> Any:
     """The hook object of the service in `folder` (`HOOKS` in its hooks.py), or None.
 
@@ -398,12 +416,15 @@ def load_catalogue(directory: Path | None = None) -> Catalogue:
         folder = path.parent
         label = service_label(folder.name)
         raw = path.read_bytes()
-        hooks = load_hooks(folder, folder.name)
-        service = parse_service(raw, label, hooks)
+        service = parse_service(raw, label)
         if service.name != folder.name:
             raise ConfigError(f"{label}: name {service.name!r} must match the folder name")
         services[service.name] = replace(service, folder=folder)
         digest.update(folder.name.encode() + b"\0" + raw + b"\0")
-        if hooks is not None:
-            digest.update((folder / layout.HOOKS_FILE).read_bytes() + b"\0")
+        hooks_file = folder / layout.HOOKS_FILE
+        if hooks_file.is_file():
+            digest.update(hooks_file.read_bytes() + b"\0")
+        elif service.dns_extra:
+            raise ConfigError(f"{label}: dns_placeholders {sorted(service.dns_extra)} need a "
+                              f"{layout.HOOKS_FILE} to supply them")
     return Catalogue(services=services, digest=digest.hexdigest())

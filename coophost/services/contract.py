@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from coophost.errors import CoophostError
-from coophost.layout import SERVICE_FILE, SERVICES_DIR
+from coophost.layout import HOOKS_FILE, SERVICE_FILE, SERVICES_DIR
 from coophost.registry.catalogue import Service, load_hooks, parse_service, service_label
 
 ROLE_FILES = ("tasks/main.yml", "defaults/main.yml", "meta/main.yml")
@@ -138,10 +138,15 @@ def check_service(folder: Path, root: Path) -> list[str]:
     if not entry.is_file():
         return [f"{label}: missing (the service's catalogue entry)"]
     try:
-        service = parse_service(entry.read_bytes(), label, load_hooks(folder, name))
+        service = parse_service(entry.read_bytes(), label)
+        hooks = load_hooks(folder, name) if (folder / HOOKS_FILE).is_file() else None
     except CoophostError as exc:
         return [str(exc)]
     problems = []
+    supplied = frozenset(getattr(hooks, "dns_placeholders", ()))
+    if supplied != service.dns_extra:
+        problems.append(f"{label}: dns_placeholders {sorted(service.dns_extra)} must be what "
+                        f"its hooks supply ({sorted(supplied)})")
     if service.name != name:
         problems.append(f"{label}: name {service.name!r} must be the folder's name {name!r}")
     if service.role != name:

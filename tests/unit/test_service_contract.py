@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coophost.errors import ConfigError
 from coophost.registry.catalogue import load_catalogue
 from coophost.services import DefaultHooks, hooks_for
 from coophost.services.contract import check_service
@@ -81,6 +82,7 @@ parameters:
 cost: {{ram_mb: "64", disk_gb: "quota_gb"}}
 secrets:
   - {{name: db_password, kind: password, length: 32}}
+dns_placeholders: [fake_token]
 dns:
   - {{type: A, name: "{{vhost}}", value: "{{host_ipv4}}"}}
   - {{type: TXT, name: "{{vhost}}", value: "token={{fake_token}}"}}
@@ -226,6 +228,8 @@ def _edit(path: Path, old: str, new: str) -> None:
     ("services/fake/coophost.yml", "{type: int, default: 1", "{default: 1",
      "parameters.quota_gb.type"),
     ("services/fake/coophost.yml", "role: fake", "role: other", "role 'other' must be"),
+    ("services/fake/hooks.py", '{"fake_token"}', '{"fake_token", "more"}',
+     "dns_placeholders ['fake_token'] must be what its hooks supply (['fake_token', 'more'])"),
 ])
 def test_the_contract_names_what_is_wrong(tmp_path: Path, file: str, old: str, new: str,
                                           named: str) -> None:
@@ -259,3 +263,22 @@ def test_a_broken_entry_is_named_by_its_folder(tmp_path: Path) -> None:
         """))
     problems = check_service(root / "services" / "fake", root)
     assert problems and problems[0].startswith("services/fake/coophost.yml: status")
+
+
+def test_hooks_load_only_when_asked(tmp_path: Path) -> None:
+    import sys
+
+    root = make_root(tmp_path, "lazy")
+    sys.modules.pop("coophost_service_lazy", None)
+    service = load_catalogue(root / "services").services["lazy"]
+    assert "coophost_service_lazy" not in sys.modules  # a warm plan never imports hooks
+    assert service.hooks is not None and service.dns_extra == {"fake_token"}
+    assert "coophost_service_lazy" in sys.modules
+
+
+def test_a_dns_placeholder_without_hooks_is_refused(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    (root / "services" / "fake" / "hooks.py").unlink()
+    with pytest.raises(ConfigError, match=r"need a hooks\.py to supply them"):
+        load_catalogue(root / "services")
+
