@@ -131,12 +131,20 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     from coophost.registry.edit import assign_lives, record_placements
     from coophost.registry.hosts import connections
     from coophost.registry.loader import load_registry
-    from coophost.ssh import validate_known_hosts
     from coophost.state import StateDB
 
     if options.mode not in MODES:
         raise ConfigError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
-    validate_known_hosts(root / KNOWN_HOSTS_FILE)  # a line it cannot read: exit 2, nothing run
+
+    def check_known_hosts() -> bool:
+        # A known_hosts line coophost cannot read: exit 2 before anything is written or run.
+        # Only when something will be (a deploy with nothing to do never imports paramiko).
+        from coophost.ssh import validate_known_hosts
+
+        validate_known_hosts(root / KNOWN_HOSTS_FILE)
+        return True
+
+    known_hosts_checked = False
     for prefix in (RUN_FOLDER_PREFIX, JOB_FOLDER_PREFIX):  # left by a killed deploy
         sweep_dead_folders(prefix)
     selection = options.selection
@@ -148,6 +156,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             loaded = load_registry(root)
             # Before hashing, even in check mode (rendering needs them): a unit's data and
             # secrets are keyed by its member's life. Only members from before lives lack one.
+            if any(not member.life for member in loaded.registry.members.values()):
+                known_hosts_checked = check_known_hosts()  # before anything is written
             if assign_lives(root, loaded):
                 loaded = load_registry(root, base=loaded.base)  # the files just written
             desired = compute(loaded)
@@ -155,6 +165,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
                         hosts=sorted(selection.hosts), services=sorted(selection.services))
             decision = plan_jobs(desired, db.applied(), selection, resume)
             jobs = decision.jobs
+            if (jobs or decision.placements) and not known_hosts_checked:
+                known_hosts_checked = check_known_hosts()  # before anything is written or run
             if not options.check and decision.placements:
                 record_placements(root, decision.placements)
             if not jobs:
