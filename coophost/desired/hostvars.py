@@ -46,7 +46,9 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
         texts[name] = render_host_file(
             host=host, coop=registry.coop, units=per_host[name],
             service_names=catalogue.services, host_hash_value=desired.host_hashes[name],
-            vault=store.ciphertext)
+            vault=store.ciphertext,
+            service_ports={n: [p.port for p in s.ports if p.protocol == "tcp"]
+                           for n, s in catalogue.services.items()})
     return texts, store
 
 

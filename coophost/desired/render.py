@@ -163,8 +163,13 @@ def yaml_block(value: object, indent: int, vault: Callable[[SecretRef], str] | N
 
 def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[str, Any]]],
                      service_names: Iterable[str], host_hash_value: str,
-                     vault: Callable[[SecretRef], str]) -> str:
-    """Return the text of `host`'s Ansible vars file."""
+                     vault: Callable[[SecretRef], str],
+                     service_ports: Mapping[str, list[int]] | None = None) -> str:
+    """Return the text of `host`'s Ansible vars file.
+
+    `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
+    lists those of the services placed on the host, which roles/common opens.
+    """
     from jinja2 import Environment, StrictUndefined
 
     env = Environment(undefined=StrictUndefined, autoescape=False,  # noqa: S701 - YAML, not HTML
@@ -172,7 +177,9 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     env.filters["yaml_scalar"] = yaml_scalar
     env.filters["yaml_block"] = lambda value, indent: yaml_block(value, indent, vault)
     template = env.from_string(_template_source())
+    placed = sorted(s for s in units if units[s])
+    ports = {s: sorted(set((service_ports or {}).get(s, []))) for s in placed}
     return template.render(
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
-        coop=coop.as_vars(), services=sorted(s for s in units if units[s]),
+        coop=coop.as_vars(), services=placed, service_ports=ports,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value)

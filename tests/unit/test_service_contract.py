@@ -33,13 +33,33 @@ def test_every_service_folder_meets_the_contract(folder: Path) -> None:
     assert check_service(folder, REPO) == []
 
 
-def test_every_available_service_opens_its_ports_in_the_common_role() -> None:
-    """The firewall (roles/common) opens exactly the TCP ports the catalogue declares."""
-    opened = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
-    for name, service in load_catalogue().services.items():
-        declared = sorted(p.port for p in service.ports if p.protocol == "tcp")
-        if service.available:
-            assert sorted(opened["common_service_ports"][name]) == declared, name
+def test_each_host_gets_the_tcp_ports_of_the_services_placed_on_it(coop: Path) -> None:
+    """roles/common's firewall opens what render writes: the catalogue's ports, per host."""
+    from coophost.desired.hostvars import host_files
+
+    texts, _ = host_files(coop)
+    catalogue = load_catalogue()
+    seen = 0
+    for text in texts.values():
+        data = yaml.load(text, Loader=_AnsibleTags)
+        ports = data["coophost_service_ports"]
+        assert set(ports) == set(data["coophost_services"])
+        for name, opened in ports.items():
+            declared = sorted(p.port for p in catalogue.services[name].ports
+                              if p.protocol == "tcp")
+            assert opened == declared, name
+            seen += 1
+    assert seen, "no host runs a service"
+    common = (REPO / "roles/common/defaults/main.yml").read_text()
+    assert 'common_service_ports: "{{ coophost_service_ports | default({}) }}"' in common
+
+
+class _AnsibleTags(yaml.SafeLoader):
+    """Reads a rendered vars file: !unsafe strings as plain strings, !vault as its text."""
+
+
+_AnsibleTags.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+_AnsibleTags.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
 
 
 def test_mail_has_hooks_and_a_service_without_hooks_gets_the_defaults() -> None:
