@@ -41,6 +41,26 @@ def coop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def record_applied():
+    """record_applied(coop): state.db says the whole desired state was applied (a deploy's end)."""
+    return record_everything_applied
+
+
+def record_everything_applied(coop: Path) -> None:
+    """Record every host's and unit's current hash as applied, as a successful deploy does."""
+    from coophost.desired.units import compute
+    from coophost.state import StateDB
+
+    desired = compute(coop)
+    per_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.host_hashes}
+    for unit in desired.units.values():
+        per_host[unit.host].append((unit.member, unit.service, unit.hash))
+    with StateDB(coop) as state:
+        for host, units in per_host.items():
+            state.record_host_applied(host, desired.host_hashes[host], units)
+
+
+@pytest.fixture
 def cli():
     """Run the CLI in-process: cli(*args) -> (exit code, stdout, stderr)."""
     return run

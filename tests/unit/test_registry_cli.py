@@ -12,34 +12,22 @@ from coophost.cli.main import cli as root
 from coophost.secrets import SecretStore, parse_secrets_file
 
 
-def test_plan_exit_codes_and_json(coop: Path, cli) -> None:
+def test_plan_exit_codes_and_json(coop: Path, cli, record_applied) -> None:
     code, out, _ = cli("-i", str(coop), "plan")
     assert code == 1
     assert "+ ada-books/mail: add" in out
     code, out, _ = cli("-i", str(coop), "plan", "--json", "--member", "ada-books")
     data = json.loads(out)
     assert code == 1 and {c["member"] for c in data["changes"]} == {"ada-books"}
-    _record_everything_applied(coop)
+    record_applied(coop)
     code, out, _ = cli("-i", str(coop), "plan")
     assert code == 0 and out.startswith("No changes: the registry matches what was last applied")
     assert "hosts were not contacted" in out
 
 
-def _record_everything_applied(coop: Path) -> None:
-    from coophost.desired.units import compute
-    from coophost.state import StateDB
 
-    desired = compute(coop)
-    per_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.host_hashes}
-    for unit in desired.units.values():
-        per_host[unit.host].append((unit.member, unit.service, unit.hash))
-    with StateDB(coop) as state:
-        for host, units in per_host.items():
-            state.record_host_applied(host, desired.host_hashes[host], units)
-
-
-def test_plan_sees_one_member_change(coop: Path, cli) -> None:
-    _record_everything_applied(coop)
+def test_plan_sees_one_member_change(coop: Path, cli, record_applied) -> None:
+    record_applied(coop)
     assert cli("-i", str(coop), "member", "suspend", "dune-press")[0] == 0
     code, out, _ = cli("-i", str(coop), "plan")
     assert code == 1
@@ -127,11 +115,11 @@ def test_editor_rejection_keeps_the_edit_aside(coop: Path, cli, tmp_path: Path,
     assert (coop / ".coophost" / "rejected" / "ada-books.yml").exists()
 
 
-def test_member_move_records_and_plan_shows_it(coop: Path, cli) -> None:
+def test_member_move_records_and_plan_shows_it(coop: Path, cli, record_applied) -> None:
     assert cli("-i", str(coop), "service", "enable", "ada-books", "mail")[0] == 0
     placed = (coop / "members" / "ada-books.yml").read_text()
     target = "h1" if "mail: h1" not in placed else "h3"
-    _record_everything_applied(coop)
+    record_applied(coop)
     code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", target)
     assert code == 0, err
     code, out, _ = cli("-i", str(coop), "plan")

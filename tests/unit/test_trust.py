@@ -99,7 +99,8 @@ def test_a_malformed_known_hosts_stops_a_deploy_before_a_life_id_is_written(coop
     assert ada.read_text() == before, "no life id written"
 
 
-def test_a_deploy_with_nothing_to_do_contacts_no_host_and_loads_no_ssh(coop: Path) -> None:
+def test_a_deploy_with_nothing_to_do_contacts_no_host_and_loads_no_ssh(coop: Path,
+                                                                      record_applied) -> None:
     # a first deploy records lives and placements (its hosts are not there: exit 4)
     assert subprocess.run([sys.executable, "-m", "coophost", "-i", str(coop), "deploy"],
                           capture_output=True, check=False).returncode == 4
@@ -108,24 +109,12 @@ def test_a_deploy_with_nothing_to_do_contacts_no_host_and_loads_no_ssh(coop: Pat
             "    assert e.code == 0, e.code\n"
             "assert 'paramiko' not in sys.modules, 'paramiko imported'\n")
     (coop / "known_hosts").write_text("[127.0.0.1]:40002 x !\n")  # never read: nothing to do
-    _record_everything_applied(coop)
+    record_applied(coop)
     proc = subprocess.run([sys.executable, "-c", code, str(coop)], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Nothing to deploy" in proc.stdout
 
-
-def _record_everything_applied(coop: Path) -> None:
-    from coophost.desired.units import compute
-    from coophost.state import StateDB
-
-    desired = compute(coop)
-    per: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.host_hashes}
-    for unit in desired.units.values():
-        per[unit.host].append((unit.member, unit.service, unit.hash))
-    with StateDB(coop) as db:
-        for host, units in per.items():
-            db.record_host_applied(host, desired.host_hashes[host], units)
 
 
 HOLDER = textwrap.dedent("""
