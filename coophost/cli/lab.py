@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -180,9 +181,7 @@ def mail_check(app: AppContext, name: str, sender: str | None, recipient: str | 
     else:
         app.out.print(f"mail check: {first.mailbox.address} ({first.member}, {first.host}) -> "
                       f"{second.mailbox.address} ({second.member}, {second.host})")
-        for check in result.checks:
-            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-            app.out.print(f"  {mark} {check.name}: {check.detail}")
+        _print_checks(app, result.checks)
     return 0 if result.ok else EXIT_PENDING
 
 
@@ -227,12 +226,17 @@ def probe(app: AppContext, name: str, services: tuple[str, ...], timeout: float,
                                            for c in result.checks]}
         if not as_json:
             app.out.print(escape(result.summary))
-            for check in result.checks:
-                mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-                app.out.print(f"  {mark} {escape(check.name)}: {escape(check.detail)}")
+            _print_checks(app, result.checks)
     if as_json:
         app.emit_json({"ok": ok, "services": report})
     return 0 if ok else EXIT_PENDING
+
+
+def _print_checks(app: AppContext, checks: Iterable[Any]) -> None:
+    """One line per check of a probe (anything with name, ok, detail): ok or FAIL, and why."""
+    for check in checks:
+        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+        app.out.print(f"  {mark} {escape(check.name)}: {escape(check.detail)}")
 
 
 commands = [lab]
