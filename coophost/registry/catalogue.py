@@ -34,12 +34,15 @@ from coophost.registry.yamlio import load_bytes
 PARAM_TYPES = ("int", "bool", "choice", "text", "email", "localparts", "aliases",
                "member_domains", "vhost")
 SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")
+# How a `password` secret may be hashed for its role (the role then gets only the hash).
+SECRET_HASHES = ("bcrypt",)
 SECRET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # What every service's DNS templates may name; a service's hooks may add more (`dns_values`).
 DNS_PLACEHOLDERS = frozenset({"domain", "vhost", "host_fqdn", "host_ipv4", "host_ipv6", "slug"})
 # What data paths may name: a domain of the unit, the member's slug, its life (owner).
 DATA_PLACEHOLDERS = frozenset({"domain", "slug", "owner"})
 _SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "needs_domain",
+                 "member_ssh_keys",
                  "parameters", "cost", "secrets", "dns", "dns_placeholders", "data", "ports",
                  "suspension")
 _DATA_KEYS = ("paths", "archive", "dumps")
@@ -75,6 +78,8 @@ class SecretSpec:
 
     `per_mailbox_password` is one generated password per mailbox of the unit (its
     `mailboxes` setting); the role gets only their argon2id hashes, under `var`.
+    A `password` with `hash: bcrypt` reaches its role only as that hash (nginx's auth_basic
+    reads bcrypt), under `var`.
     """
 
     name: str
@@ -82,6 +87,7 @@ class SecretSpec:
     length: int = 32
     bits: int = 2048
     var: str = ""
+    hash: str = ""
 
     @property
     def var_name(self) -> str:
@@ -128,6 +134,8 @@ class Service:
     folder: Path | None = field(default=None, compare=False)  # services/<name>/
     # Placeholders its DNS templates may name beyond DNS_PLACEHOLDERS; its hooks fill them.
     dns_extra: frozenset[str] = frozenset()
+    # Whether the role gets the member's registered SSH keys (`member.ssh_keys`).
+    member_ssh_keys: bool = False
 
     @property
     def hooks(self) -> Any:
@@ -323,8 +331,8 @@ def parse_service(raw: bytes, file: str) -> Service:
     secrets = []
     for index, item in enumerate(checks.sequence(data.get("secrets"), file, "secrets")):
         spec = checks.mapping(item, file, f"secrets[{index}]")
-        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits", "var"), file,
-                                   f"secrets[{index}]")
+        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits", "var", "hash"),
+                                   file, f"secrets[{index}]")
         if spec.get("kind") not in SECRET_KINDS:
             checks.fail(file, f"secrets[{index}].kind", spec.get("kind"),
                         f"must be one of {', '.join(SECRET_KINDS)}")
@@ -335,10 +343,13 @@ def parse_service(raw: bytes, file: str) -> Service:
         if spec["kind"] == "per_mailbox_password" and "mailboxes" not in params:
             checks.fail(file, f"secrets[{index}].kind", spec["kind"],
                         "needs a `mailboxes` parameter")
+        if "hash" in spec and (spec["kind"] != "password" or spec["hash"] not in SECRET_HASHES):
+            checks.fail(file, f"secrets[{index}].hash", spec["hash"],
+                        f"a password may be hashed with {', '.join(SECRET_HASHES)}")
         secrets.append(SecretSpec(name=str(spec["name"]), kind=str(spec["kind"]),
                                   length=int(spec.get("length", 32)),
                                   bits=int(spec.get("bits", 2048)),
-                                  var=str(spec.get("var", ""))))
+                                  var=str(spec.get("var", "")), hash=str(spec.get("hash", ""))))
     dns_extra = frozenset(str(name) for name in checks.sequence(
         data.get("dns_placeholders", []), file, "dns_placeholders"))
     for name in sorted(dns_extra):
@@ -362,6 +373,8 @@ def parse_service(raw: bytes, file: str) -> Service:
         digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
         ports=ports, suspension=_suspension(data.get("suspension"), file, available),
         dns_extra=dns_extra,
+        member_ssh_keys=checks.boolean(data.get("member_ssh_keys", False), file,
+                                       "member_ssh_keys"),
     )
 
 
