@@ -31,6 +31,8 @@ from coophost.registry.model import VaultSettings
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 HASH_MARK = ".argon2id"  # after a per-mailbox secret's name: the entries holding hashes
+BCRYPT_MARK = ".bcrypt"  # after a hashed password's name: the entry holding its bcrypt hash
+BCRYPT_ROUNDS = 10  # nginx checks it on every authenticated request: about 60 ms here
 # dovecot verifies ARGON2ID with libsodium, which needs parallelism 1.
 ARGON2_TIME_COST = 3
 ARGON2_MEMORY_KIB = 65536
@@ -53,7 +55,14 @@ def item_keys(name: str, item: str) -> tuple[str, str]:
 
 def is_hash_entry(key: str) -> bool:
     """Whether a secrets-file entry holds a derived hash (never shown by `secrets show`)."""
-    return HASH_MARK + "/" in key
+    return HASH_MARK + "/" in key or key.endswith(BCRYPT_MARK)
+
+
+def bcrypt_hash(password: str) -> str:
+    """Return `password`'s bcrypt hash (`$2b$...`), as nginx's auth_basic reads it."""
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
 
 
 def vault_password(root: Path, settings: VaultSettings) -> bytes:
@@ -153,6 +162,7 @@ class SecretRef:
     service: str
     name: str
     item: str = ""  # the mailbox, for a secret kept per mailbox
+    hashed: bool = False  # render the secret's stored hash (its spec's `hash`), not the secret
 
     @property
     def key(self) -> str:
@@ -208,8 +218,20 @@ class SecretStore:
             return self._item_hash(ref, stored)
         if ref.name not in stored:
             stored[ref.name] = self.vault.encrypt(generate(self._spec(ref))).decode()
+            stored.pop(ref.name + BCRYPT_MARK, None)
             self._dirty.add(ref.member)
+        if ref.hashed:
+            return self._derived_hash(ref, stored)
         return stored[ref.name]
+
+    def _derived_hash(self, ref: SecretRef, stored: dict[str, str]) -> str:
+        """A hashed password renders as its stored bcrypt hash's ciphertext (made once)."""
+        hash_key = ref.name + BCRYPT_MARK
+        if hash_key not in stored:
+            password = self.vault.decrypt(stored[ref.name]).decode()
+            stored[hash_key] = self.vault.encrypt(bcrypt_hash(password)).decode()
+            self._dirty.add(ref.member)
+        return stored[hash_key]
 
     def _spec(self, ref: SecretRef) -> SecretSpec:
         return next(s for s in self.catalogue.services[ref.service].secrets

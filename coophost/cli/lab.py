@@ -58,6 +58,10 @@ def up(app: AppContext, name: str, hosts: int | None, mirror: str | None,
             app.err.print(f"[dim]lab[/] {msg}")
 
     state = the_lab.up(hosts, mirror, progress=say)
+    from coophost.lab.memberkeys import ensure_member_keys
+
+    for slug in ensure_member_keys(the_lab.workdir, the_lab.inventory):
+        say(f"member {slug}: the lab's key for it registered in members/{slug}.yml")
     if as_json:
         app.emit_json(the_lab.status())
         return

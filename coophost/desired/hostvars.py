@@ -48,7 +48,9 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
             service_names=catalogue.services, host_hash_value=desired.host_hashes[name],
             vault=store.ciphertext,
             service_ports={n: [p.port for p in s.ports if p.protocol == "tcp"]
-                           for n, s in catalogue.services.items()})
+                           for n, s in catalogue.services.items()},
+            vhost_params={n: [p.name for p in s.parameters.values() if p.type == "vhost"]
+                          for n, s in catalogue.services.items()})
     return texts, store
 
 

@@ -46,7 +46,8 @@ def _unit_secrets(member: Member, service: Service, settings: Mapping[str, Any]
                 (mailbox, SecretRef(member.owner, service.name, spec.name, mailbox))
                 for mailbox in settings.get("mailboxes", ()))
         else:
-            secrets[spec.var_name] = SecretRef(member.owner, service.name, spec.name)
+            secrets[spec.var_name] = SecretRef(member.owner, service.name, spec.name,
+                                               hashed=bool(spec.hash))
     return secrets
 
 
@@ -56,10 +57,13 @@ def unit_vars(member: Member, service: Service) -> dict[str, Any]:
     if "aliases" in settings:  # member-chosen names never become mapping keys in Ansible
         settings["aliases"] = [{"name": name, "targets": targets}
                                for name, targets in sorted(settings["aliases"].items())]
+    about = {"slug": member.slug, "owner": member.owner, "name": member.name,
+             "contact": member.contact, "status": member.status,
+             "domains": [d.ascii for d in member.domains]}
+    if service.member_ssh_keys:  # only for services that use them: a new key redeploys those
+        about["ssh_keys"] = list(member.ssh_keys)
     return {
-        "member": {"slug": member.slug, "owner": member.owner, "name": member.name,
-                   "contact": member.contact,
-                   "status": member.status, "domains": [d.ascii for d in member.domains]},
+        "member": about,
         "settings": settings,
         "secrets": _unit_secrets(member, service, settings),
     }
@@ -164,11 +168,14 @@ def yaml_block(value: object, indent: int, vault: Callable[[SecretRef], str] | N
 def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[str, Any]]],
                      service_names: Iterable[str], host_hash_value: str,
                      vault: Callable[[SecretRef], str],
-                     service_ports: Mapping[str, list[int]] | None = None) -> str:
+                     service_ports: Mapping[str, list[int]] | None = None,
+                     vhost_params: Mapping[str, Iterable[str]] | None = None) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
     lists those of the services placed on the host, which roles/common opens.
+    `vhost_params`: each service's parameters of type vhost; their values in the host's units
+    are listed as `coophost_tls_vhosts`, which roles/tls gets certificates for.
     """
     from jinja2 import Environment, StrictUndefined
 
@@ -179,7 +186,10 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     template = env.from_string(_template_source())
     placed = sorted(s for s in units if units[s])
     ports = {s: sorted(set((service_ports or {}).get(s, []))) for s in placed}
+    vhosts = sorted({unit["settings"][name] for s in placed for unit in units[s]
+                     for name in (vhost_params or {}).get(s, ())
+                     if unit["settings"].get(name)})
     return template.render(
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
-        coop=coop.as_vars(), services=placed, service_ports=ports,
+        coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value)
