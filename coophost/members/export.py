@@ -15,7 +15,10 @@ a second copy: the only copy made is the archive itself. MANIFEST.json (member, 
 file with size and checksum) and SHA256SUMS (`sha256sum -c` checks an extracted archive) close
 the archive.
 
-Inside the archive, files sit under `<service>/<host>/<path on the host>`.
+Inside the archive, files sit under `<service>/<host>/<path on the host>`. A service whose
+catalogue entry has `data.export` (a command on the host writing a tar stream: git bundles
+one bundle per repository) adds what that command writes under `<service>/<host>/export/`,
+for each unit deployed on the host; a failing command fails the export.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Source:
     expected: bool = False
     archive: str = ""
     owner: str = ""
+    export: tuple[str, ...] = ()  # the catalogue's export command, filled in
 
 
 @dataclass
@@ -129,12 +133,14 @@ def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
                 if path not in paths:
                     paths.append(path)
         archive = _plain_path(service_name, data["archive"]) if data.get("archive") else ""
+        export = tuple(word.format(slug=slug, owner=member.owner)
+                       for word in data.get("export", ()))
         unit = units.get((slug, service_name))
         for host in sorted(loaded.registry.hosts):
             deployed = unit is not None and unit.host == host and \
                 (host, slug, service_name) in applied
             sources.append(Source(service_name, host, tuple(paths), deployed, archive,
-                                  member.owner))
+                                  member.owner, export if deployed else ()))
     return sources
 
 
@@ -176,6 +182,16 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
     command = shlex.join(["sudo", "-n", "tar", "--create", "--file=-", "--directory=/",
                           "--numeric-owner", "--one-file-system", "--hard-dereference",
                           "--", *[p.lstrip("/") for p in existing]])
+    _copy_stream(client, command, f"{source.service}/{source.host}", source, outer, manifest)
+    if source.export:
+        _copy_stream(client, shlex.join(["sudo", "-n", *source.export]),
+                     f"{source.service}/{source.host}/export", source, outer, manifest)
+        manifest.sources[-1]["export"] = list(source.export)
+
+
+def _copy_stream(client: Any, command: str, prefix: str, source: Source,
+                 outer: tarfile.TarFile, manifest: Manifest) -> None:
+    """Copy the tar stream `command` writes on the host into `outer`, under `prefix`."""
     channel = client.get_transport().open_session()
     channel.exec_command(command)
     stream = channel.makefile("rb")
@@ -190,7 +206,7 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
                     raise ExternalCommandError(
                         f"export: {source.host}:/{name} is neither a file, a folder nor a "
                         "symbolic link; nothing was exported")
-                copied = tarfile.TarInfo(f"{source.service}/{source.host}/{name}")
+                copied = tarfile.TarInfo(f"{prefix}/{name}")
                 copied.mode, copied.mtime = item.mode, item.mtime
                 copied.type, copied.linkname = item.type, item.linkname
                 if item.isfile():
@@ -208,7 +224,7 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
         errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
         channel.close()
     if status != 0:
-        raise ExternalCommandError(f"export: tar on {source.host} exited {status}: "
+        raise ExternalCommandError(f"export: `{command}` on {source.host} exited {status}: "
                                    f"{errors[-300:]}")
 
 

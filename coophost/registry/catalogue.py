@@ -45,7 +45,9 @@ _SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "n
                  "member_ssh_keys",
                  "parameters", "cost", "secrets", "dns", "dns_placeholders", "data", "ports",
                  "suspension")
-_DATA_KEYS = ("paths", "archive", "dumps")
+_DATA_KEYS = ("paths", "archive", "dumps", "export")
+# What an export command may name: the member's slug and its life (owner), both plain names.
+EXPORT_PLACEHOLDERS = frozenset({"slug", "owner"})
 _DUMP_KEYS = ("kind", "engine", "name")
 PORT_PROTOCOLS = ("tcp", "udp")
 # What a service's role does for a suspended member (machine-readable `does:` entries).
@@ -270,6 +272,17 @@ def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
             if not isinstance(dump.get(key), str):
                 checks.fail(file, f"{where}.{key}", dump.get(key), "required string")
             _known(str(dump[key]), {*DATA_PLACEHOLDERS, *params}, file, f"{where}.{key}")
+    if "export" in data:
+        # A command on the unit's host (run with sudo) writing a tar stream of takeout
+        # material made from the data (git: one bundle per repository); argv, no shell.
+        argv = checks.sequence(data["export"], file, "data.export", 20)
+        if not argv or not isinstance(argv[0], str) or not argv[0].startswith("/"):
+            checks.fail(file, "data.export", data["export"],
+                        "must be a command (a list) starting with an absolute path")
+        for index, word in enumerate(argv):
+            if not isinstance(word, str):
+                checks.fail(file, f"data.export[{index}]", word, "must be a string")
+            _known(str(word), EXPORT_PLACEHOLDERS, file, f"data.export[{index}]")
     return data
 
 
