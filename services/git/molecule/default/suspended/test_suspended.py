@@ -82,6 +82,8 @@ def test_departed_unit_is_archived_not_deleted(host):
     assert "git.gamma.test" not in host.file("/etc/nginx/conf.d/coophost-git.conf").content_string
     assert not host.file("/etc/coophost-git/gamma.htpasswd").exists
     assert not host.file("/run/coophost-git/gamma.sock").exists
+    assert not host.service("coophost-git-fcgiwrap@gamma.socket").is_enabled
+    assert not host.service("coophost-git-fcgiwrap@gamma.service").is_running
 
 
 def test_beta_new_repo_cannot_be_created_while_suspended(host):
