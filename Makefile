@@ -24,6 +24,9 @@ engine: setup
 demo: engine
 	$(COOPHOST) lab up --name $(LAB) --hosts $(HOSTS)
 	$(COOPHOST) -i inventories/$(LAB) host check
+	@# members' names (git.cycle-works.test, ...) resolve before deploy: the lab ACME CA checks
+	@# them when the hosts ask for each vhost's certificate
+	$(COOPHOST) -i inventories/$(LAB) lab dns sync --name $(LAB)
 	@# plan exits 1 when changes are pending, which they are on a new lab
 	-$(COOPHOST) -i inventories/$(LAB) plan
 	$(COOPHOST) -i inventories/$(LAB) deploy
@@ -34,11 +37,13 @@ demo: engine
 	$(COOPHOST) -i inventories/$(LAB) lab dns sync --name $(LAB)
 	$(COOPHOST) -i inventories/$(LAB) dns check
 	@# each service's own end-to-end probe; mail: a message from one member to a member on
-	@# another host, delivered, DKIM-signed, over TLS
+	@# another host, delivered, DKIM-signed, over TLS; git: a push over SSH with the member's
+	@# key, the same commits cloned over HTTPS from its vhost, its cgit page
 	$(COOPHOST) -i inventories/$(LAB) lab probe --name $(LAB)
 	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry;"
 	@echo "demo: its DNS answers every member record and mail between members on two hosts"
-	@echo "demo: arrived DKIM-signed over TLS (the checks above)."
+	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
+	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above)."
 	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
 	@echo "demo: 'coophost lab down' removes the lab."
 
