@@ -118,8 +118,18 @@ def ssh(app: AppContext, name: str, host: str, command: tuple[str, ...]) -> None
 @json_option
 @pass_app
 def down(app: AppContext, name: str, as_json: bool) -> None:
-    """Remove the lab's containers, network, volumes and generated files; nothing else."""
-    removed = _lab(app, name).down()
+    """Remove the lab's containers, network, volumes and generated files; nothing else.
+
+    The keys `lab up` registered for members (to play them) are taken out of their records.
+    """
+    the_lab = _lab(app, name)
+    from coophost.lab.memberkeys import forget_member_keys
+
+    for slug in forget_member_keys(the_lab.workdir, the_lab.inventory):
+        if not as_json:
+            app.err.print(f"[dim]lab[/] member {slug}: the lab's key for it removed from "
+                          f"members/{slug}.yml")
+    removed = the_lab.down()
     if as_json:
         app.emit_json(removed)
     else:

@@ -80,7 +80,11 @@ def git_units(root: Path, state: LabState, workdir: Path) -> list[GitUnit]:
 
 
 def ssh_command(key: Path, known_hosts: Path) -> str:
-    """GIT_SSH_COMMAND for one key, against the pinned known_hosts only."""
+    """GIT_SSH_COMMAND for one key, against the pinned known_hosts only.
+
+    Both paths are made absolute: git runs ssh from the repository's folder.
+    """
+    key, known_hosts = key.absolute(), known_hosts.absolute()
     return shlex.join(["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes",
                        "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
                        "-o", f"UserKnownHostsFile={known_hosts}",

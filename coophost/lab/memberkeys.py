@@ -56,3 +56,29 @@ def ensure_member_keys(workdir: Path, inventory: Path) -> list[str]:
         for slug in missing:
             edit.edit_fields(inventory, loaded, slug, add_keys=(public[slug],))
     return missing
+
+
+def forget_member_keys(workdir: Path, inventory: Path) -> list[str]:
+    """Take the lab's keys back out of the member records (`lab down`: its key pairs go).
+
+    Returns the slugs whose record lost a key. Keys the lab did not make are never touched.
+    """
+    from coophost.lock import coop_lock
+    from coophost.registry import edit
+    from coophost.registry.loader import load_registry
+
+    folder = workdir / KEYS_DIR
+    if not folder.is_dir() or not (inventory / MEMBERS_DIR).is_dir():
+        return []
+    ours = {pub.read_text().strip() for pub in folder.glob("*.pub")}
+    loaded = load_registry(inventory, need_hosts=False)
+    holding = {m.slug: tuple(k for k in m.ssh_keys if k in ours)
+               for m in loaded.registry.members.values()}
+    holding = {slug: keys for slug, keys in holding.items() if keys}
+    if not holding:
+        return []
+    with coop_lock(inventory, purpose="lab down: members' lab keys"):
+        loaded = load_registry(inventory, need_hosts=False)
+        for slug, keys in holding.items():
+            edit.edit_fields(inventory, loaded, slug, remove_keys=keys)
+    return sorted(holding)

@@ -134,3 +134,30 @@ def test_forgetting_without_a_state_db_writes_nothing(tmp_path: Path) -> None:
 
     Lab("t", tmp_path)._forget_applied(["h1"])
     assert not any(tmp_path.iterdir())
+
+
+def test_lab_member_keys_registered_on_up_and_removed_on_down(coop: Path, tmp_path: Path) -> None:
+    """lab up registers one key per git member; lab down takes exactly that key back out."""
+    from coophost.lab.memberkeys import ensure_member_keys, forget_member_keys, key_path
+    from coophost.registry.loader import load_registry
+
+    workdir = tmp_path / "labwork"
+    record = coop / "members" / "cycle-works.yml"
+    before = record.read_text()
+    own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGld4HyORXSmfnIYueDMq/76OArznQnuwnvGSeXCP9Z5 own"
+    from coophost.lock import coop_lock
+    from coophost.registry import edit
+
+    with coop_lock(coop, purpose="test"):
+        edit.edit_fields(coop, load_registry(coop, need_hosts=False), "cycle-works",
+                         add_keys=(own,))
+    assert ensure_member_keys(workdir, coop) == ["cycle-works"]
+    assert ensure_member_keys(workdir, coop) == []  # idempotent
+    lab_pub = key_path(workdir, "cycle-works").with_suffix(".pub").read_text().strip()
+    keys = load_registry(coop, need_hosts=False).registry.members["cycle-works"].ssh_keys
+    assert lab_pub in keys and own in keys
+    assert not key_path(workdir, "ada-books").exists()  # no git: no key
+    assert forget_member_keys(workdir, coop) == ["cycle-works"]
+    keys = load_registry(coop, need_hosts=False).registry.members["cycle-works"].ssh_keys
+    assert list(keys) == [own]
+    assert record.read_text() != before  # the member's own key stayed
