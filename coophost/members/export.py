@@ -195,6 +195,7 @@ def _copy_stream(client: Any, command: str, prefix: str, source: Source,
     channel = client.get_transport().open_session()
     channel.exec_command(command)
     stream = channel.makefile("rb")
+    unreadable: tarfile.ReadError | None = None
     try:
         with tarfile.open(fileobj=stream, mode="r|") as inner:
             for item in inner:
@@ -219,6 +220,8 @@ def _copy_stream(client: Any, command: str, prefix: str, source: Source,
                                            "sha256": reader.sha256.hexdigest()})
                 else:
                     outer.addfile(copied)
+    except tarfile.ReadError as exc:  # reported below, after the command's own error if any
+        unreadable = exc
     finally:
         status = channel.recv_exit_status()
         errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
@@ -226,6 +229,9 @@ def _copy_stream(client: Any, command: str, prefix: str, source: Source,
     if status != 0:
         raise ExternalCommandError(f"export: `{command}` on {source.host} exited {status}: "
                                    f"{errors[-300:]}")
+    if unreadable is not None:
+        raise ExternalCommandError(f"export: `{command}` on {source.host} did not write a "
+                                   f"tar stream ({unreadable}): {errors[-300:]}")
 
 
 def sums_line(digest: str, name: str) -> bytes:
