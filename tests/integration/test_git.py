@@ -11,6 +11,7 @@ lab DNS and ACME) and to the lab hosts on the lab network.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import shlex
 import subprocess
@@ -205,6 +206,18 @@ def test_anonymous_https_clone_of_a_public_repository_is_byte_identical(gitlab: 
     assert status == 200 and b"public-repo 4" in body
 
 
+def test_plain_http_to_the_vhost_is_redirected_to_https(gitlab: GitLab):
+    conn = http.client.HTTPConnection(gitlab.address(A), 80, timeout=20)
+    try:
+        conn.request("GET", "/public-repo/log/?h=main", headers={"Host": gitlab.unit(A).vhost})
+        answer = conn.getresponse()
+        location = answer.getheader("Location")
+    finally:
+        conn.close()
+    assert answer.status == 301
+    assert location == f"https://{gitlab.unit(A).vhost}/public-repo/log/?h=main"
+
+
 def test_private_repository_is_hidden_over_https_and_in_cgit(gitlab: GitLab):
     work = gitlab.new_repo("secret-plans", {"plan.txt": b"private "})
     assert gitlab.push(A, A, work, "secret-plans").returncode == 0
@@ -341,8 +354,10 @@ def test_export_bundles_verify_and_clone_back_to_the_same_commits(gitlab: GitLab
                                      if m.name.startswith(prefix)], filter="data")
     by_repo = {Path(n).name.removesuffix(".bundle"): out / n for n in bundles}
     assert {"take-me-out", "public-repo", "gitolite-admin"} <= set(by_repo), sorted(by_repo)
+    verifier = gitlab.scratch / "verifier"  # git bundle verify runs inside some repository
+    assert git("init", "-q", str(verifier), cwd=gitlab.scratch).returncode == 0
     for repo, bundle in by_repo.items():
-        verified = git("bundle", "verify", str(bundle), cwd=gitlab.scratch)
+        verified = git("bundle", "verify", str(bundle), cwd=verifier)
         assert verified.returncode == 0, (repo, verified.stderr)
     restored = gitlab.scratch / "restored"
     assert git("clone", "-q", str(by_repo["take-me-out"]), str(restored),
