@@ -99,8 +99,9 @@ def test_first_deploy_applies_every_host_and_records_placements(lab: LabInfo) ->
     assert all(h["status"] == "ok" for h in hosts.values())
     assert cli(lab, "plan").returncode == 0
     placed = where(lab)
-    # The sample co-op's four members have mail (their Nextcloud and Git are still coming).
-    assert len(placed) == 4 and set(placed.values()) == {"h1", "h2", "h3"}, placed
+    # The sample co-op's four members have mail, and cycle-works Git hosting (on h1).
+    assert len(placed) == 5 and set(placed.values()) == {"h1", "h2", "h3"}, placed
+    assert placed["cycle-works/git"] == "h1", placed
     runs = json.loads(cli(lab, "runs", "list", "--json").stdout)
     assert runs[0]["status"] == "ok" and runs[0]["hosts"] == {"h1": "ok", "h2": "ok", "h3": "ok"}
 
