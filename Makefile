@@ -71,6 +71,7 @@ bench: engine
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/git.py
 
 clean-lab: setup
 	$(COOPHOST) lab down --name $(LAB)
