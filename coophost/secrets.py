@@ -151,7 +151,36 @@ def generate(spec: SecretSpec) -> str:
         return key.private_bytes(serialization.Encoding.PEM,
                                  serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()).decode()
+    if spec.kind == "ssh_ed25519_key":
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption()).decode()
     raise ConfigError(f"unknown secret kind {spec.kind!r}")  # pragma: no cover
+
+
+def ssh_public_key(private_key: str) -> str:
+    """The OpenSSH public key line (`ssh-ed25519 AAAA...`) of an OpenSSH private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_ssh_private_key(private_key.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode()
+
+
+# Secrets of the co-op's own machinery rather than of a catalogue service, by the section
+# (the `service` of their SecretRef) they are kept under. Section names start with "_", which
+# no catalogue service name can.
+COOP_OWNER = "_coop"  # secrets/_coop.yml: host-level secrets (no member slug starts with "_")
+BACKUP_SECTION = "_backup"  # in a member's secrets file: its backup passphrase
+INTERNAL_SPECS = {
+    BACKUP_SECTION: SecretSpec(name="passphrase", kind="password", length=40),
+    "_backup_client_keys": SecretSpec(name="client_key", kind="ssh_ed25519_key"),
+    "_backup_host_keys": SecretSpec(name="host_key", kind="ssh_ed25519_key"),
+    "_backup_admin": SecretSpec(name="admin_key", kind="ssh_ed25519_key"),
+}
 
 
 @dataclass(frozen=True)
@@ -234,6 +263,8 @@ class SecretStore:
         return stored[hash_key]
 
     def _spec(self, ref: SecretRef) -> SecretSpec:
+        if ref.service in INTERNAL_SPECS:
+            return INTERNAL_SPECS[ref.service]
         return next(s for s in self.catalogue.services[ref.service].secrets
                     if s.name == ref.name)
 
@@ -258,6 +289,14 @@ class SecretStore:
         """
         text = self._load(member).get(service, {}).get(name)
         return None if text is None else str(self.vault.decrypt(text).decode())
+
+    def value(self, ref: SecretRef) -> str:
+        """`ref`'s clear value, generated (and kept for `save`) on first need. Never printed."""
+        return str(self.vault.decrypt(self.ciphertext(ref)).decode())
+
+    def public_key(self, ref: SecretRef) -> str:
+        """The OpenSSH public key of an ssh_ed25519_key secret (generated on first need)."""
+        return ssh_public_key(self.value(ref))
 
     def reveal(self, member: str) -> dict[str, dict[str, str]]:
         """Every secret of `member`, decrypted (for `coophost secrets show` only).

@@ -39,6 +39,11 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
             continue
         variables = unit_vars(registry.members[slug], catalogue.services[service_name])
         per_host[unit.host].setdefault(service_name, []).append(variables)
+    from coophost.backup.render import backup_vars
+
+    placed = {h: [(slug, service) for (slug, service), unit in desired.units.items()
+                  if unit.host == h] for h in registry.hosts}
+    backup = backup_vars(registry.hosts, registry.members, catalogue, placed, store.public_key)
     texts = {}
     for name, host in registry.hosts.items():
         if only_host is not None and name != only_host:
@@ -46,7 +51,7 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
         texts[name] = render_host_file(
             host=host, coop=registry.coop, units=per_host[name],
             service_names=catalogue.services, host_hash_value=desired.host_hashes[name],
-            vault=store.ciphertext,
+            vault=store.ciphertext, backup=backup[name],
             service_ports={n: [p.port for p in s.ports if p.protocol == "tcp"]
                            for n, s in catalogue.services.items()},
             vhost_params={n: [p.name for p in s.parameters.values() if p.type == "vhost"]

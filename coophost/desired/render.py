@@ -169,13 +169,15 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      service_names: Iterable[str], host_hash_value: str,
                      vault: Callable[[SecretRef], str],
                      service_ports: Mapping[str, list[int]] | None = None,
-                     vhost_params: Mapping[str, Iterable[str]] | None = None) -> str:
+                     vhost_params: Mapping[str, Iterable[str]] | None = None,
+                     backup: Mapping[str, Any] | None = None) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
     lists those of the services placed on the host, which roles/common opens.
     `vhost_params`: each service's parameters of type vhost; their values in the host's units
     are listed as `coophost_tls_vhosts`, which roles/tls gets certificates for.
+    `backup`: the host's part of the backup setup (coophost.backup.render.backup_vars).
     """
     from jinja2 import Environment, StrictUndefined
 
@@ -192,4 +194,5 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     return template.render(
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
         coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
-        catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value)
+        catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value,
+        backup=backup or {"server": {}, "client": {}, "units": [], "host_ports": []})

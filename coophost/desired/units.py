@@ -16,6 +16,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from coophost.backup.render import backup_hash_input
 from coophost.desired.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
 from coophost.errors import EnvironmentProblem
 from coophost.layout import HOOKS_FILE, SERVICE_FILE, STATE_DIR, roles_paths
@@ -230,7 +231,8 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
         base = load_base(root)
     catalogue = base.catalogue
     versions = role_versions(catalogue)
-    salt = f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
+    salt = (f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
+            + f"\0backup {role_version('backup')}")
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
     key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
@@ -309,9 +311,14 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     for member, service, where, digest, _ in rows:
         on_host[where].append((member, service, digest))
     host_hashes = {}
+    has_units = {name: bool(units) for name, units in on_host.items()}
+    backup_role = role_version("backup")
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
         own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest}
+        backup = backup_hash_input(host, base.hosts, has_units, backup_role)
+        if backup:
+            own["backup"] = backup
         host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
     return rows, placed.usage, host_hashes

@@ -33,7 +33,7 @@ from coophost.registry.yamlio import load_bytes
 
 PARAM_TYPES = ("int", "bool", "choice", "text", "email", "localparts", "aliases",
                "member_domains", "vhost")
-SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password")
+SECRET_KINDS = ("password", "rsa_private_key", "per_mailbox_password", "ssh_ed25519_key")
 # How a `password` secret may be hashed for its role (the role then gets only the hash).
 SECRET_HASHES = ("bcrypt",)
 SECRET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

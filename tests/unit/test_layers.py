@@ -18,10 +18,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("coophost", "coophost.errors", "coophost.fsutil", "coophost.layout", "coophost.lock",
      "coophost.state"),
     ("coophost.registry",),
-    ("coophost.secrets", "coophost.ssh", "coophost.remote", "coophost.services"),
+    ("coophost.secrets", "coophost.ssh", "coophost.remote", "coophost.services",
+     "coophost.backup.model", "coophost.backup.render"),
     ("coophost.desired",),
     ("coophost.deploy", "coophost.dns"),
-    ("coophost.members",),
+    ("coophost.members", "coophost.backup"),
     ("coophost.lab",),
     ("coophost.cli", "coophost.__main__"),
 ]

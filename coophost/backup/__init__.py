@@ -1,0 +1,1 @@
+"""Backups: borg repositories on the co-op's backup hosts, runs, restores and drills."""
