@@ -42,7 +42,7 @@ def repo_path(client: str, owner: str) -> str:
 
 
 def repo_url(address: str, client: str, owner: str) -> str:
-    """borg's URL of that repository on the backup host at `address`."""
+    """The borg URL of that repository on the backup host at `address`."""
     host = f"[{address}]" if ":" in address else address
     return f"ssh://{BORG_USER}@{host}:{BORG_PORT}{repo_path(client, owner)}"
 

@@ -24,7 +24,7 @@ from coophost.registry.catalogue import Catalogue
 from coophost.registry.model import Host, Member
 from coophost.secrets import BACKUP_SECTION, COOP_OWNER, SecretRef
 
-PASSPHRASE = "passphrase"
+PASSPHRASE = "passphrase"  # noqa: S105 - an entry name, not a secret
 
 
 def client_key(host: str) -> SecretRef:
@@ -63,7 +63,7 @@ def backup_vars(hosts: Mapping[str, Host], members: Mapping[str, Member],
     servers = backup_hosts(hosts)
     clients = sorted(h for h in hosts if placed.get(h))
     result: dict[str, dict[str, Any]] = {}
-    for name, host in hosts.items():
+    for name in hosts:
         entry: dict[str, Any] = {"server": {}, "client": {}, "units": [], "host_ports": []}
         if name in servers:
             entry["server"] = {
