@@ -63,6 +63,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, host)
     ) WITHOUT ROWID;
     """,
+    # 3: backup drills: each unit's latest archive restored and compared with its manifest.
+    """
+    CREATE TABLE backup_drill (
+        id         INTEGER PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        host       TEXT NOT NULL,
+        archive    TEXT NOT NULL,
+        drilled_at REAL NOT NULL,
+        ok         INTEGER NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX backup_drill_unit ON backup_drill (owner, service);
+    """,
 )
 
 

@@ -82,12 +82,27 @@ def authorized_keys(clients: Mapping[str, str], admin_key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """One manifest line: a file's SHA-256 (or `L<target>` for a symlink), size and mtime."""
+
+    value: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class ManifestDiff:
-    """How restored files differ from a manifest."""
+    """How restored files differ from a manifest.
+
+    `moving`: files whose restored mtime differs from the manifest's: they changed between
+    being hashed and being archived (a live service writes while it is backed up), so their
+    content cannot be checked against this manifest. Not a failure; the next backup has them.
+    """
 
     missing: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
+    moving: tuple[str, ...] = ()
     checked: int = 0
 
     @property
@@ -99,29 +114,50 @@ class ManifestDiff:
         """One line naming what differs (the first few paths of each kind)."""
         parts = []
         for label, paths in (("missing", self.missing), ("changed", self.changed),
-                             ("unexpected", self.extra)):
+                             ("unexpected", self.extra),
+                             ("written while archived (not checked)", self.moving)):
             if paths:
                 shown = ", ".join(paths[:limit]) + (" ..." if len(paths) > limit else "")
-                parts.append(f"{len(paths)} {label} ({shown})")
-        return "; ".join(parts) if parts else f"{self.checked} files identical"
+                parts.append(f"{len(paths)} {label}: {shown}")
+        same = f"{self.checked - len(self.moving) - len(self.changed) - len(self.missing)}" \
+            " files identical"
+        return "; ".join([same, *parts])
 
 
-def parse_manifest(text: str) -> dict[str, str]:
-    """Path -> sha256 hex (or `L <target>` for a symlink), from a manifest's lines."""
-    entries: dict[str, str] = {}
+def parse_manifest(text: str) -> dict[str, Entry]:
+    """Path -> Entry, from a manifest's lines (`<value>  <size> <mtime_ns>  <path>`)."""
+    entries: dict[str, Entry] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
             continue
-        value, sep, path = line.partition("  ")
-        if not sep or not path.startswith("/"):
-            raise ValueError(f"manifest line {number} is malformed: {line[:60]!r}")
-        entries[path] = value
+        parts = line.split("  ", 2)
+        try:
+            value, meta, path = parts
+            size, mtime = (int(x) for x in meta.split(" "))
+        except ValueError:
+            raise ValueError(f"manifest line {number} is malformed: {line[:60]!r}") from None
+        if not path.startswith("/"):
+            raise ValueError(f"manifest line {number} names no absolute path: {line[:60]!r}")
+        entries[path] = Entry(value, size, mtime)
     return entries
 
 
-def compare(manifest: Mapping[str, str], found: Mapping[str, str]) -> ManifestDiff:
-    """Compare what a manifest lists with what a restore produced (same shape of mapping)."""
+def compare(manifest: Mapping[str, Entry], found: Mapping[str, Entry]) -> ManifestDiff:
+    """Compare a manifest with what a restore produced (the same mapping, made from the files).
+
+    A file whose mtime moved was written while it was archived (see ManifestDiff.moving); a
+    file whose mtime is the manifest's must have the manifest's content.
+    """
     missing = sorted(set(manifest) - set(found))
     extra = sorted(set(found) - set(manifest))
-    changed = sorted(p for p in set(manifest) & set(found) if manifest[p] != found[p])
-    return ManifestDiff(tuple(missing), tuple(changed), tuple(extra), len(manifest))
+    changed, moving = [], []
+    for path in sorted(set(manifest) & set(found)):
+        want, got = manifest[path], found[path]
+        if want.value == got.value:
+            continue
+        if want.mtime_ns != got.mtime_ns and not want.value.startswith("L"):
+            moving.append(path)
+        else:
+            changed.append(path)
+    return ManifestDiff(tuple(missing), tuple(changed), tuple(extra), tuple(moving),
+                        len(manifest))

@@ -43,13 +43,16 @@ def lab() -> None:
 @lab.command()
 @name_option
 @click.option("--hosts", type=int, default=None,
-              help="How many hosts [default: 3 for a new lab, else the current count].")
+              help="How many service hosts [default: 3 for a new lab, else the current count].")
+@click.option("--backup-hosts", type=int, default=None,
+              help="How many backup hosts (group backup) [default: 1 for a new lab, else the "
+                   "current count].")
 @click.option("--mirror", envvar="COOPHOST_DEBIAN_MIRROR",
               help="Debian mirror for the base image [default: the one apt uses here].")
 @json_option
 @pass_app
-def up(app: AppContext, name: str, hosts: int | None, mirror: str | None,
-       as_json: bool) -> None:
+def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
+       mirror: str | None, as_json: bool) -> None:
     """Build (once) the base image and bring the lab up; running it again changes nothing."""
     the_lab = _lab(app, name)
 
@@ -57,7 +60,7 @@ def up(app: AppContext, name: str, hosts: int | None, mirror: str | None,
         if not as_json:
             app.err.print(f"[dim]lab[/] {msg}")
 
-    state = the_lab.up(hosts, mirror, progress=say)
+    state = the_lab.up(hosts, mirror, progress=say, backup_hosts=backup_hosts)
     from coophost.lab.memberkeys import ensure_member_keys
 
     for slug in ensure_member_keys(the_lab.workdir, the_lab.inventory):

@@ -19,7 +19,7 @@ from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, Coophost
 # (`--help`, shell completion) needs their help text.
 COMMAND_MODULES: dict[str, str] = {name: "coophost.cli." + name.replace("-", "_") for name in (
     "init", "member", "service", "secrets", "host", "plan", "render", "deploy", "runs", "drift",
-    "dns", "requests", "members", "member-shell", "lab")}
+    "dns", "requests", "members", "member-shell", "lab", "backup")}
 
 
 class LazyGroup(click.Group):

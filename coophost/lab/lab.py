@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coophost.backup.model import BACKUP_GROUP
 from coophost.errors import ExternalCommandError, UsageError
 from coophost.fsutil import atomic_write
 from coophost.lab import docker, image
@@ -87,6 +88,16 @@ class LabState:
         data = json.loads(text)
         data["hosts"] = [LabHost(**h) for h in data.get("hosts", [])]
         return cls(**data)
+
+
+def is_service_host(name: str) -> bool:
+    """Whether a lab host name is a service host's (h1, h2, ...)."""
+    return name[:1] == "h" and name[1:].isdigit()
+
+
+def is_backup_host(name: str) -> bool:
+    """Whether a lab host name is a backup host's (b1, ...)."""
+    return name[:1] == "b" and name[1:].isdigit()
 
 
 def check_name(name: str) -> str:
@@ -170,14 +181,24 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, hosts: int | None, mirror: str | None = None,
-           progress: Any = None) -> LabState:
-        """Bring the lab to `hosts` running hosts (keeping the current count when None)."""
+           progress: Any = None, backup_hosts: int | None = None) -> LabState:
+        """Bring the lab to `hosts` service hosts and `backup_hosts` backup hosts.
+
+        None keeps the current counts (3 service hosts and 1 backup host for a new lab).
+        Service hosts are h1..hN, in every service group; backup hosts b1..bM, in `backup`.
+        """
         say = progress or (lambda _msg: None)
         docker.require_engine()
         previous = self.load_state()
-        count = hosts if hosts is not None else (len(previous.hosts) if previous else 3)
+        before = [h.name for h in previous.hosts] if previous else []
+        count = hosts if hosts is not None else (
+            sum(is_service_host(n) for n in before) if previous else 3)
+        backups = backup_hosts if backup_hosts is not None else (
+            sum(is_backup_host(n) for n in before) if previous else 1)
         if not 1 <= count <= 20:
             raise UsageError(f"--hosts {count}: a lab has between 1 and 20 hosts")
+        if not 0 <= backups <= 3:
+            raise UsageError(f"--backup-hosts {backups}: a lab has between 0 and 3 backup hosts")
         say("image: checking the cached base image")
         base, services, built = image.ensure_images(self.recipe, mirror)
         say(f"image: {'built' if built else 'cached'} {base}")
@@ -188,8 +209,8 @@ class Lab:
         state = LabState(self.name, self.network, self.domain, gateway=self._gateway())
         self._ensure_dns(services, state)
         self._ensure_acme(services, ca, state)
-        for index in range(1, count + 1):
-            name = f"h{index}"
+        names = [f"h{i}" for i in range(1, count + 1)] + [f"b{i}" for i in range(1, backups + 1)]
+        for name in names:
             host = LabHost(name, self.container(name), f"{name}.{self.domain}",
                            self._published(self.container(name), "22/tcp") or free_port())
             self._ensure_host(base, host, client_key, ca, state.dns_ip)
@@ -197,14 +218,15 @@ class Lab:
             say(f"host {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
         self._ensure_control(base, state, previous)
         say(f"control host: member shell on 127.0.0.1:{state.control_port}")
-        removed = self._remove_extra_hosts(count)
+        removed = self._remove_extra_hosts(count, backups)
         self._forget_applied([h.name for h in state.hosts if h.state == "created"] + removed)
         self._write_dns_hosts(state)
         self._write_inventory(state)
         atomic_write(self.state_file, state.to_json())
         for port in [h.ssh_port for h in state.hosts] + [state.control_port]:
             wait_for_ssh(port)
-        say(f"{count} hosts up; inventory {self.inventory / HOSTS_FILE}")
+        say(f"{count} hosts and {backups} backup hosts up; inventory "
+            f"{self.inventory / HOSTS_FILE}")
         return state
 
     def _forget_applied(self, hosts: list[str]) -> None:
@@ -479,12 +501,13 @@ class Lab:
                 return int(binding["HostPort"])
         return 0
 
-    def _remove_extra_hosts(self, count: int) -> list[str]:
+    def _remove_extra_hosts(self, count: int, backups: int) -> list[str]:
         removed = []
         for cid in docker.ids_by_label("container", f"{LABEL}={self.name}"):
             found = docker.inspect("container", [cid])
             label = found[0]["Config"]["Labels"].get("coophost.host", "") if found else ""
-            if label.startswith("h") and label[1:].isdigit() and int(label[1:]) > count:
+            limit = count if is_service_host(label) else backups if is_backup_host(label) else 0
+            if (is_service_host(label) or is_backup_host(label)) and int(label[1:]) > limit:
                 docker.docker("rm", "-f", cid)
                 removed.append(label)
         return removed
@@ -524,8 +547,13 @@ class Lab:
                 "coophost_fqdn": h.fqdn, "coophost_lab_ip": h.ip,
                 "coophost_capacity": dict(DEFAULT_CAPACITY),
             } for h in state.hosts},
-            "children": {g: {"hosts": {h.name: None for h in state.hosts}}
-                         for g in service_groups()},
+            "children": {
+                **{g: {"hosts": {h.name: None for h in state.hosts if is_service_host(h.name)}}
+                   for g in service_groups()},
+                **({BACKUP_GROUP: {"hosts": {h.name: None for h in state.hosts
+                                             if is_backup_host(h.name)}}}
+                   if any(is_backup_host(h.name) for h in state.hosts) else {}),
+            },
         }}
         atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))
         pinned = [f"[127.0.0.1]:{h.ssh_port} {h.host_key}" for h in state.hosts]

@@ -1,0 +1,474 @@
+"""Backups from the controller: run them on the service hosts, list, restore and drill.
+
+`run` asks each service host's coophost-backup (roles/backup) to push its units, hosts in
+parallel. The other commands run borg here, on the controller, against the backup host's
+borg sshd with the controller's key (pinned host key, passphrases from the vault, given to
+borg through its environment, never in argv): `list` reads the repositories, `drill`
+restores the latest archive of each unit into a scratch folder and compares every file with
+the manifest the archive carries (and runs `git fsck` on each Git repository in it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coophost.backup.model import (
+    Entry,
+    ManifestDiff,
+    backup_hosts,
+    compare,
+    manifest_path,
+    parse_manifest,
+    repo_url,
+    server_address,
+    unit_paths,
+)
+from coophost.backup.render import admin_key, known_host_line, passphrase, server_host_key
+from coophost.errors import ConfigError, UsageError
+from coophost.fsutil import atomic_write
+from coophost.layout import KNOWN_HOSTS_FILE, STATE_DIR
+from coophost.registry.loader import Loaded
+from coophost.secrets import SecretStore
+
+HOST_COMMAND = "/usr/local/sbin/coophost-backup"
+DEFAULT_MAX_AGE_HOURS = 26  # a daily backup, and two hours of slack
+SCRATCH = "backup-scratch"  # under .coophost/: drills' and local restores' work folders
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One deployed unit whose data is backed up: who, what, on which service host."""
+
+    slug: str
+    owner: str
+    service: str
+    host: str
+    paths: tuple[str, ...] = ()  # its data paths on the host
+
+    @property
+    def name(self) -> str:
+        """`slug/service`, as the CLI prints units."""
+        return f"{self.slug}/{self.service}"
+
+
+def units(loaded: Loaded, member: str | None = None) -> list[Unit]:
+    """The co-op's placed units that have data paths (optionally one member's), sorted."""
+    from coophost.desired.units import compute
+
+    registry, catalogue = loaded.registry, loaded.catalogue
+    if member is not None and member not in registry.members:
+        raise UsageError(f"no member {member!r}")
+    found = []
+    for (slug, service), unit in sorted(compute(loaded).units.items()):
+        if member is not None and slug != member:
+            continue
+        member_ = registry.members[slug]
+        paths = unit_paths(catalogue.services[service], member_.owner, slug,
+                           [d.ascii for d in member_.domains])
+        if paths:
+            found.append(Unit(slug, member_.owner, service, unit.host, tuple(paths)))
+    return found
+
+
+def backup_server(loaded: Loaded) -> str:
+    """The backup host the controller reads (the first of group `backup`)."""
+    servers = backup_hosts(loaded.registry.hosts)
+    if not servers:
+        raise ConfigError(f"{loaded.root / 'hosts.yml'}: no host in group `backup`",
+                          hint="add a backup host (`coophost lab up` makes b1 in the lab)")
+    return servers[0]
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class HostRun:
+    """What one service host's coophost-backup reported."""
+
+    host: str
+    ok: bool = False
+    seconds: float = 0.0
+    archives: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {"host": self.host, "ok": self.ok, "seconds": round(self.seconds, 2),
+                "archives": self.archives, "error": self.error}
+
+
+def run(loaded: Loaded, member: str | None = None, hosts: frozenset[str] = frozenset(),
+        progress: Any = None) -> list[HostRun]:
+    """Back up the units on each service host now, all hosts at once; one report per host."""
+    from coophost.registry.hosts import connections
+
+    say = progress or (lambda _msg: None)
+    chosen = [u for u in units(loaded, member) if not hosts or u.host in hosts]
+    unknown = hosts - set(loaded.registry.hosts)
+    if unknown:
+        raise UsageError(f"no host {sorted(unknown)[0]!r} in hosts.yml")
+    backup_server(loaded)
+    on_host: dict[str, list[Unit]] = {}
+    for unit in chosen:
+        on_host.setdefault(unit.host, []).append(unit)
+    entries = connections(loaded.registry.hosts)
+    owner = loaded.registry.members[member].owner if member else None
+
+    def one(host: str) -> HostRun:
+        from coophost.errors import CoophostError
+        from coophost.ssh import connect, run_argv
+
+        report = HostRun(host)
+        started = time.monotonic()
+        argv = ["sudo", "-n", HOST_COMMAND, "create", *(["--owner", owner] if owner else [])]
+        try:
+            with connect(entries[host], loaded.root / KNOWN_HOSTS_FILE) as client:
+                status, out, err = run_argv(client, argv, timeout=3600)
+        except CoophostError as exc:
+            report.error = exc.message
+        else:
+            report.archives = [json.loads(line) for line in out.splitlines()
+                               if line.startswith("{")]
+            report.ok = status == 0 and all(a.get("ok") for a in report.archives)
+            if status != 0 and not report.error:
+                failed = [a for a in report.archives if not a.get("ok")]
+                report.error = failed[0].get("error", "") if failed else err.strip()[-300:]
+        report.seconds = time.monotonic() - started
+        say(f"{host}: {'ok' if report.ok else 'FAILED'} ({len(report.archives)} archives, "
+            f"{report.seconds:.1f} s)")
+        return report
+
+    if not on_host:
+        return []
+    with ThreadPoolExecutor(max_workers=len(on_host)) as pool:
+        return list(pool.map(one, sorted(on_host)))
+
+
+# ---- borg on the controller ------------------------------------------------------------------
+
+
+class Borg:
+    """borg on the controller, reaching one backup host's borg sshd with the controller key."""
+
+    def __init__(self, loaded: Loaded, server: str | None = None) -> None:
+        self.loaded = loaded
+        self.server = server or backup_server(loaded)
+        self.address = server_address(loaded.registry.hosts[self.server])
+        self.store = SecretStore(loaded.root, loaded.registry.coop.vault, loaded.catalogue)
+        self._dir: Path | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[Borg]:
+        """Write the key and pinned host key to a private folder for the session's commands."""
+        base = self.loaded.root / STATE_DIR
+        base.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="borg-ssh-", dir=base)).resolve()
+        try:
+            atomic_write(folder / "key", self.store.value(admin_key()), 0o600)
+            atomic_write(folder / "known_hosts", known_host_line(
+                self.address, self.store.public_key(server_host_key(self.server))) + "\n", 0o600)
+            self._dir = folder
+            yield self
+        finally:
+            self._dir = None
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def env(self, owner: str) -> dict[str, str]:
+        """The borg environment for one member life's repository."""
+        assert self._dir is not None, "use Borg.session()"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+        env.update({
+            "BORG_RSH": (f"ssh -i {self._dir / 'key'} -o UserKnownHostsFile="
+                         f"{self._dir / 'known_hosts'} -o StrictHostKeyChecking=yes "
+                         "-o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=20"),
+            "BORG_PASSPHRASE": self.store.value(passphrase(owner)),
+            "BORG_BASE_DIR": str((self.loaded.root / STATE_DIR / "borg").resolve()),
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
+            "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
+            "LANG": "C.UTF-8",
+        })
+        return env
+
+    def repo(self, unit: Unit) -> str:
+        """The unit's repository URL on this backup host."""
+        return repo_url(self.address, unit.host, unit.owner)
+
+    def call(self, unit: Unit, args: list[str], cwd: Path | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        """Run `borg ARGS` for the unit's repository (the caller puts the URL in ARGS)."""
+        if shutil.which("borg") is None:
+            raise ConfigError("borg is not installed on the controller",
+                              hint="apt install borgbackup (scripts/setup-host does)")
+        return subprocess.run(["borg", *args], env=self.env(unit.owner), cwd=cwd, text=True,
+                              capture_output=True, check=False, timeout=3600)
+
+    def archives(self, unit: Unit) -> tuple[list[dict[str, Any]], str]:
+        """The unit's archives, oldest first, and an error text ("" when listed)."""
+        done = self.call(unit, ["list", "--json", "--glob-archives", f"{unit.service}-*",
+                                self.repo(unit)])
+        if done.returncode != 0:
+            if "does not exist" in done.stderr:
+                return [], ""
+            return [], borg_error(done.stderr)
+        return list(json.loads(done.stdout)["archives"]), ""
+
+
+def borg_error(stderr: str) -> str:
+    """The last meaningful line of borg's stderr."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "borg failed"
+
+
+# ---- list -----------------------------------------------------------------------------------
+
+
+def max_age_hours(loaded: Loaded) -> int:
+    """How old a unit's last backup may be (coop.yml retention.backup_max_age_hours)."""
+    return int(loaded.registry.coop.retention.get("backup_max_age_hours",
+                                                   DEFAULT_MAX_AGE_HOURS))
+
+
+def listing(loaded: Loaded, member: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Each unit's archives, last backup's age and last drill; exit 1 when one is too old."""
+    from coophost.state import StateDB
+
+    chosen = units(loaded, member)
+    limit = max_age_hours(loaded)
+    rows = []
+    code = 0
+    with StateDB(loaded.root) as db:
+        drills = last_drills(db)
+    borg = Borg(loaded)
+    with borg.session():
+        for unit in chosen:
+            archives, error = borg.archives(unit)
+            last = archives[-1] if archives else None
+            age = (time.time() - parse_time(last["start"])) / 3600 if last else None
+            fresh = age is not None and age <= limit and not error
+            code = code if fresh else 1
+            rows.append({"member": unit.slug, "service": unit.service, "host": unit.host,
+                         "archives": len(archives), "last": last["archive"] if last else None,
+                         "age_hours": None if age is None else round(age, 2),
+                         "fresh": fresh, "error": error,
+                         "drill": drills.get((unit.owner, unit.service))})
+    return rows, code
+
+
+def parse_time(text: str) -> float:
+    """An archive time (local, without zone, as borg prints it) as epoch seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def last_drills(db: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last drill of each unit: (owner, service) -> {archive, at, ok, detail}."""
+    rows = db.conn.execute(
+        "SELECT owner, service, archive, drilled_at, ok, detail FROM backup_drill "
+        "WHERE id IN (SELECT MAX(id) FROM backup_drill GROUP BY owner, service)").fetchall()
+    return {(o, s): {"archive": a, "at": t, "ok": bool(ok), "detail": d}
+            for o, s, a, t, ok, d in rows}
+
+
+# ---- drill and restore to a folder ------------------------------------------------------------
+
+
+@dataclass
+class Drill:
+    """One unit's drill: its latest archive restored and compared with its manifest."""
+
+    unit: Unit
+    archive: str = ""
+    ok: bool = False
+    detail: str = ""
+    files: int = 0
+    seconds: float = 0.0
+    diff: ManifestDiff | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape."""
+        return {"member": self.unit.slug, "service": self.unit.service, "host": self.unit.host,
+                "archive": self.archive, "ok": self.ok, "detail": self.detail,
+                "files": self.files, "seconds": round(self.seconds, 2)}
+
+
+def scan(root: Path, paths: list[str]) -> dict[str, Entry]:
+    """Manifest entries of the files restored under `root` for the original `paths`."""
+    found: dict[str, Entry] = {}
+    for original in paths:
+        top = root / original.lstrip("/")
+        if not top.exists() and not top.is_symlink():
+            continue
+        for folder, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in [*dirs, *files]:
+                path = Path(folder) / name
+                st = path.lstat()
+                key = "/" + str(path.relative_to(root))
+                if stat.S_ISLNK(st.st_mode):
+                    found[key] = Entry("L" + os.readlink(path), st.st_size, st.st_mtime_ns)
+                elif stat.S_ISREG(st.st_mode):
+                    found[key] = Entry(sha256_file(path), st.st_size, st.st_mtime_ns)
+    return found
+
+
+def sha256_file(path: Path) -> str:
+    """A file's SHA-256, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bare_repositories(root: Path) -> list[Path]:
+    """Git repositories (bare) restored under `root`."""
+    return sorted(p.parent for p in root.rglob("HEAD")
+                  if (p.parent / "objects").is_dir() and (p.parent / "refs").is_dir())
+
+
+def extract_and_check(borg: Borg, unit: Unit, archive: str, target: Path) -> Drill:
+    """Extract `archive` of `unit` into `target` and compare it with the archive's manifest."""
+    drill = Drill(unit, archive)
+    started = time.monotonic()
+    target.mkdir(parents=True, exist_ok=True)
+    done = borg.call(unit, ["extract", "--numeric-ids", f"{borg.repo(unit)}::{archive}"],
+                     cwd=target)
+    if done.returncode != 0:
+        drill.detail = f"borg extract failed: {borg_error(done.stderr)}"
+    else:
+        manifest_file = target / manifest_path(unit.owner, unit.service).lstrip("/")
+        try:
+            manifest = parse_manifest(manifest_file.read_text())
+        except (OSError, ValueError) as exc:
+            drill.detail = f"the archive's manifest is unreadable: {exc}"
+        else:
+            found = scan(target, list(unit.paths))
+            drill.diff = compare(manifest, found)
+            drill.files = len(manifest)
+            drill.ok = drill.diff.ok
+            drill.detail = drill.diff.summary()
+            if drill.ok:
+                broken = fsck_all(target)
+                if broken:
+                    drill.ok = False
+                    drill.detail += f"; git fsck failed: {broken}"
+    drill.seconds = time.monotonic() - started
+    return drill
+
+
+def fsck_all(root: Path) -> str:
+    """`git fsck` every bare repository under `root`; "" when all pass, else the first failure."""
+    for repo in bare_repositories(root):
+        done = subprocess.run(["git", "-c", "safe.directory=*", "fsck", "--no-progress",
+                               "--no-dangling"], cwd=repo, capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            return f"{repo.relative_to(root)}: {borg_error(done.stderr or done.stdout)}"
+    return ""
+
+
+def drill(loaded: Loaded, member: str | None = None, progress: Any = None
+          ) -> tuple[list[Drill], int]:
+    """Restore each unit's latest archive into a scratch folder, compare it, record it.
+
+    Exit status 1 on any difference, and for a unit that has no archive yet.
+    """
+    from coophost.state import StateDB
+
+    say = progress or (lambda _msg: None)
+    results = []
+    scratch_root = loaded.root / STATE_DIR / SCRATCH
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    borg = Borg(loaded)
+    with borg.session():
+        for unit in units(loaded, member):
+            archives, error = borg.archives(unit)
+            if not archives:
+                result = Drill(unit, detail=error or "no archive to drill")
+            else:
+                work = Path(tempfile.mkdtemp(prefix="drill-", dir=scratch_root))
+                try:
+                    result = extract_and_check(borg, unit, archives[-1]["archive"], work)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+            say(result)
+            results.append(result)
+    with StateDB(loaded.root) as db, db.transaction() as conn:
+        for result in results:
+            conn.execute("INSERT INTO backup_drill (owner, service, host, archive, drilled_at, "
+                         "ok, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (result.unit.owner, result.unit.service, result.unit.host,
+                          result.archive, time.time(), int(result.ok), result.detail))
+    return results, 0 if results and all(r.ok for r in results) else 1
+
+
+def find_unit(loaded: Loaded, member: str, service: str) -> Unit:
+    """The member's unit of `service` (exit 2 when it has none with data)."""
+    for unit in units(loaded, member):
+        if unit.service == service:
+            return unit
+    raise UsageError(f"member {member} has no {service} unit with data to restore")
+
+
+def pick_archive(borg: Borg, unit: Unit, archive: str | None) -> str:
+    """`archive` when the unit's repository has it, else the latest (exit 2 when none)."""
+    archives, error = borg.archives(unit)
+    if error:
+        raise ConfigError(f"{unit.name}: cannot list its backups: {error}")
+    names = [a["archive"] for a in archives]
+    if not names:
+        raise UsageError(f"{unit.name} has no backup yet (`coophost backup run`)")
+    if archive is None:
+        return names[-1]
+    if archive not in names:
+        raise UsageError(f"{unit.name} has no archive {archive!r} (latest: {names[-1]})")
+    return archive
+
+
+def restore_to_path(loaded: Loaded, member: str, service: str, archive: str | None,
+                    to: Path) -> Drill:
+    """Restore an archive of the unit into the local folder `to` (new or empty), checked."""
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise UsageError(f"--to {to}: must be a new or empty folder")
+    unit = find_unit(loaded, member, service)
+    borg = Borg(loaded)
+    with borg.session():
+        name = pick_archive(borg, unit, archive)
+        return extract_and_check(borg, unit, name, to)
+
+
+def restore_on_host(loaded: Loaded, member: str, service: str, archive: str | None
+                    ) -> dict[str, Any]:
+    """Put an archive of the unit back in place on its host (the current data is kept aside)."""
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect, run_argv
+
+    unit = find_unit(loaded, member, service)
+    borg = Borg(loaded)
+    with borg.session():
+        name = pick_archive(borg, unit, archive)
+    entry = connections(loaded.registry.hosts)[unit.host]
+    with connect(entry, loaded.root / KNOWN_HOSTS_FILE) as client:
+        status, out, err = run_argv(client, ["sudo", "-n", HOST_COMMAND, "restore",
+                                             unit.owner, service, name], timeout=3600)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {
+        "ok": False, "error": err.strip()[-300:] or f"exit {status}"}
+    result.update(member=member, service=service, host=unit.host, archive=name)
+    return result

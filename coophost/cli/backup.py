@@ -1,0 +1,170 @@
+"""`coophost backup ...`: back up member units now, list backups, restore, and drill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from coophost.cli.options import AppContext, json_option, name_argument, name_option, pass_app
+from coophost.errors import EXIT_OK, EXIT_PENDING
+
+if TYPE_CHECKING:
+    from coophost.registry.loader import Loaded
+
+
+@click.group()
+def backup() -> None:
+    """Backups of member units on the co-op's backup hosts (borg, encrypted per member)."""
+
+
+def _loaded(app: AppContext) -> Loaded:
+    from coophost.registry.loader import load_registry
+
+    return load_registry(app.inventory)
+
+
+@backup.command("run")
+@name_option("member", "Only this member's units.", dest="member")
+@name_option("host", "Only the units on this host (repeatable).", dest="hosts", multiple=True)
+@json_option
+@pass_app
+def run_cmd(app: AppContext, member: str | None, hosts: tuple[str, ...], as_json: bool) -> int:
+    """Back up units now, every service host at once; exit 1 when one failed.
+
+    Each host's coophost-backup (the same the daily timer runs) writes each unit's manifest
+    and pushes an archive of its data, append-only, to the backup hosts.
+    """
+    from coophost.backup.ops import run
+    from coophost.cli.options import escape
+
+    def say(text: str) -> None:
+        if not as_json:
+            app.err.print(f"[dim]backup[/] {text}")
+
+    reports = run(_loaded(app), member, frozenset(hosts), progress=say)
+    code = EXIT_OK if all(r.ok for r in reports) else EXIT_PENDING
+    if as_json:
+        app.emit_json({"exit_code": code, "hosts": [r.as_dict() for r in reports]})
+        return code
+    for report in reports:
+        for item in report.archives:
+            state = "[green]ok[/]" if item.get("ok") else "[red]FAILED[/]"
+            size = item.get("deduplicated_size")
+            added = (f"{size / 1e3:.1f} kB new" if isinstance(size, int)
+                     else escape(str(item.get("error", ""))))
+            app.out.print(f"{state} {report.host}  {item['owner']} {item['service']}  "
+                          f"{item['archive']}  {item.get('files', 0)} files, {added}")
+        if report.error and not report.archives:
+            app.out.print(f"[red]FAILED[/] {report.host}  {report.error}")
+    if not reports:
+        app.out.print("no unit to back up")
+    return code
+
+
+@backup.command("list")
+@name_option("member", "Only this member's units.", dest="member")
+@json_option
+@pass_app
+def list_cmd(app: AppContext, member: str | None, as_json: bool) -> int:
+    """Each unit's archives, its last backup's age and its last drill.
+
+    Exit 1 when a unit's last backup is older than coop.yml allows
+    (retention.backup_max_age_hours, 26 by default) or it has none.
+    """
+    from coophost.backup.ops import listing
+
+    rows, code = listing(_loaded(app), member)
+    if as_json:
+        app.emit_json({"exit_code": code, "units": rows})
+        return code
+    from coophost.cli.options import table
+
+    table(app, ["unit", "host", "archives", "last", "age", "last drill"], [[
+        f"{r['member']}/{r['service']}", r["host"], str(r["archives"]), r["last"] or "-",
+        (f"{r['age_hours']:.1f} h" if r["age_hours"] is not None else "-")
+        + ("" if r["fresh"] else " (too old)" if r["last"] else " (none)"),
+        ("-" if not r["drill"] else ("ok " if r["drill"]["ok"] else "FAILED ")
+         + r["drill"]["archive"]),
+    ] for r in rows])
+    for r in rows:
+        if r["error"]:
+            app.err.print(f"{r['member']}/{r['service']}: {r['error']}")
+    return code
+
+
+@backup.command("restore")
+@name_argument("member")
+@click.argument("service")
+@click.option("--archive", help="The archive to restore [default: the latest].")
+@click.option("--to", "to", type=click.Path(path_type=Path, file_okay=False),
+              help="Restore into this new or empty folder here instead of on the host.")
+@json_option
+@pass_app
+def restore_cmd(app: AppContext, member: str, service: str, archive: str | None,
+                to: Path | None, as_json: bool) -> int:
+    """Restore a unit's archive, checked file by file against its manifest.
+
+    On the unit's host (default): the current data is kept in the service's archive folder
+    and the restored data takes its place, only once it matched the manifest. With --to:
+    into a local folder, nothing on the host changes.
+    """
+    from coophost.backup.ops import restore_on_host, restore_to_path
+
+    loaded = _loaded(app)
+    if to is not None:
+        result = restore_to_path(loaded, member, service, archive, to)
+        data = {**result.as_dict(), "to": str(to)}
+    else:
+        data = restore_on_host(loaded, member, service, archive)
+    code = EXIT_OK if data["ok"] else EXIT_PENDING
+    if as_json:
+        app.emit_json({"exit_code": code, **data})
+        return code
+    if data["ok"]:
+        where = data.get("to") or data["host"]
+        app.out.print(f"[green]restored[/] {member}/{service} from {data['archive']} on {where}"
+                      + (f" ({data.get('detail')})" if data.get("detail") else ""))
+        for kept in data.get("previous_data", []):
+            app.out.print(f"  the data it replaced is kept in {kept}")
+    else:
+        app.out.print(f"[red]not restored[/] {member}/{service}: "
+                      f"{data.get('error') or data.get('detail')}")
+        for problem in data.get("problems", []):
+            app.out.print(f"  {problem}")
+    return code
+
+
+@backup.command("drill")
+@name_option("member", "Only this member's units.", dest="member")
+@click.option("--all", "everyone", is_flag=True, help="Every unit of the co-op (the default).")
+@json_option
+@pass_app
+def drill_cmd(app: AppContext, member: str | None, everyone: bool, as_json: bool) -> int:
+    """Restore each unit's latest archive into a scratch folder and compare every file.
+
+    Each file's SHA-256 against the archive's manifest, `git fsck` on each repository; the
+    result is recorded (shown by `backup list`). Exit 1 on any difference.
+    """
+    from coophost.backup.ops import Drill, drill
+    from coophost.cli.options import escape
+
+    if member and everyone:
+        raise click.UsageError("--member and --all exclude each other")
+
+    def say(result: Drill) -> None:  # each unit as soon as it is drilled
+        if not as_json:
+            state = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+            app.out.print(f"{state} {result.unit.name} {result.archive or '-'}  "
+                          f"{escape(result.detail)}")
+
+    results, code = drill(_loaded(app), member, progress=say)
+    if as_json:
+        app.emit_json({"exit_code": code, "units": [r.as_dict() for r in results]})
+    elif not results:
+        app.out.print("no unit to drill")
+    return code
+
+
+commands: list[click.Command] = [backup]
