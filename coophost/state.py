@@ -63,7 +63,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, host)
     ) WITHOUT ROWID;
     """,
-    # 3: backup drills: each unit's latest archive restored and compared with its manifest.
+    # 3: backup drills (each unit's latest archive restored and compared with its manifest),
+    # and every archive the controller has seen (one that vanishes was not pruned by it).
     """
     CREATE TABLE backup_drill (
         id         INTEGER PRIMARY KEY,
@@ -76,6 +77,16 @@ MIGRATIONS: tuple[str, ...] = (
         detail     TEXT NOT NULL
     );
     CREATE INDEX backup_drill_unit ON backup_drill (owner, service);
+    CREATE TABLE backup_archive (
+        repo       TEXT NOT NULL,
+        archive    TEXT NOT NULL,
+        archive_id TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        seen_at    REAL NOT NULL,
+        pruned_at  REAL,
+        PRIMARY KEY (repo, archive_id)
+    ) WITHOUT ROWID;
     """,
 )
 

@@ -32,6 +32,7 @@ from coophost.backup.model import (
     compare,
     manifest_path,
     parse_manifest,
+    repo_path,
     repo_url,
     server_address,
     unit_paths,
@@ -204,6 +205,17 @@ class Borg:
         })
         return env
 
+    def repo_key(self, unit: Unit) -> str:
+        """The repository's name in state.db: backup host and path."""
+        return f"{self.server}:{repo_path(unit.host, unit.owner)}"
+
+    def forget(self, repo_id: str) -> None:
+        """Drop the controller's cache and security record of a repository (after a rollback)."""
+        base = self.loaded.root / STATE_DIR / "borg"
+        for folder in (base / ".config" / "borg" / "security" / repo_id,
+                       base / ".cache" / "borg" / repo_id):
+            shutil.rmtree(folder, ignore_errors=True)
+
     def repo(self, unit: Unit) -> str:
         """The unit's repository URL on this backup host."""
         return repo_url(self.address, unit.host, unit.owner)
@@ -251,22 +263,46 @@ def listing(loaded: Loaded, member: str | None = None) -> tuple[list[dict[str, A
     limit = max_age_hours(loaded)
     rows = []
     code = 0
-    with StateDB(loaded.root) as db:
-        drills = last_drills(db)
     borg = Borg(loaded)
-    with borg.session():
+    with StateDB(loaded.root) as db, borg.session():
+        drills = last_drills(db)
         for unit in chosen:
             archives, error = borg.archives(unit)
+            vanished = [] if error else remember(db, borg, unit, archives)
             last = archives[-1] if archives else None
             age = (time.time() - parse_time(last["start"])) / 3600 if last else None
             fresh = age is not None and age <= limit and not error
-            code = code if fresh else 1
+            if vanished:
+                error = (f"{len(vanished)} archive(s) vanished without a prune by coophost "
+                         f"({', '.join(vanished[:3])}): deleted with the service host's key? "
+                         f"`coophost backup rollback {unit.slug} {unit.service}` brings them "
+                         "back")
+            code = code if fresh and not vanished else 1
             rows.append({"member": unit.slug, "service": unit.service, "host": unit.host,
                          "archives": len(archives), "last": last["archive"] if last else None,
                          "age_hours": None if age is None else round(age, 2),
-                         "fresh": fresh, "error": error,
+                         "fresh": fresh, "vanished": vanished, "error": error,
                          "drill": drills.get((unit.owner, unit.service))})
     return rows, code
+
+
+def remember(db: Any, borg: Borg, unit: Unit, archives: list[dict[str, Any]]) -> list[str]:
+    """Record the archives seen in the unit's repository; return the vanished ones.
+
+    Vanished: seen before, gone now, and never pruned by coophost (oldest first).
+    """
+    repo = borg.repo_key(unit)
+    now = time.time()
+    with db.transaction() as conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO backup_archive (repo, archive, archive_id, owner, service, "
+            "seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(repo, a["archive"], a["id"], unit.owner, unit.service, now) for a in archives])
+        rows = conn.execute(
+            "SELECT archive, archive_id FROM backup_archive WHERE repo = ? AND service = ? "
+            "AND pruned_at IS NULL ORDER BY seen_at, archive", (repo, unit.service)).fetchall()
+    present = {a["id"] for a in archives}
+    return [name for name, archive_id in rows if archive_id not in present]
 
 
 def parse_time(text: str) -> float:
@@ -472,3 +508,70 @@ def restore_on_host(loaded: Loaded, member: str, service: str, archive: str | No
         "ok": False, "error": err.strip()[-300:] or f"exit {status}"}
     result.update(member=member, service=service, host=unit.host, archive=name)
     return result
+
+
+# ---- rollback ---------------------------------------------------------------------------------
+
+ROLLBACK_COMMAND = "/usr/local/sbin/coophost-borg-rollback"
+
+
+def rollback(loaded: Loaded, member: str, service: str, progress: Any = None
+             ) -> dict[str, Any]:
+    """Bring back archives that vanished from a unit's repository without a prune by coophost.
+
+    A service host's key is append-only: its `borg delete` or `prune` hides archives by
+    appending a transaction and removes no data. This rolls the repository back, on the backup
+    host, one transaction at a time (later segments are moved to a quarantine folder there,
+    never deleted) until every archive the controller recorded is listed again, then makes
+    the service host and the controller forget the newer state they had seen.
+    """
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect, run_argv
+    from coophost.state import StateDB
+
+    say = progress or (lambda _msg: None)
+    unit = find_unit(loaded, member, service)
+    borg = Borg(loaded)
+    entries = connections(loaded.registry.hosts)
+    path = repo_path(unit.host, unit.owner)
+    with StateDB(loaded.root) as db, borg.session():
+        archives, error = borg.archives(unit)
+        if error:
+            raise ConfigError(f"{unit.name}: cannot list its backups: {error}")
+        vanished = remember(db, borg, unit, archives)
+        if not vanished:
+            return {"ok": True, "member": member, "service": service, "rolled_back": False,
+                    "detail": "no archive vanished: nothing to roll back"}
+        info = borg.call(unit, ["info", "--json", borg.repo(unit)])
+        repo_id = json.loads(info.stdout)["repository"]["id"] if info.returncode == 0 else ""
+        with connect(entries[borg.server], loaded.root / KNOWN_HOSTS_FILE) as client:
+            status, out, err = run_argv(client, ["sudo", "-n", ROLLBACK_COMMAND,
+                                                 "transactions", path])
+            if status != 0:
+                raise ConfigError(f"{borg.server}: {ROLLBACK_COMMAND} failed: {err.strip()}")
+            transactions = [t["id"] for t in json.loads(out)]
+            steps = []
+            for target in reversed(transactions[:-1]):
+                status, out, err = run_argv(client, ["sudo", "-n", ROLLBACK_COMMAND, "to",
+                                                     path, str(target)])
+                if status != 0:
+                    raise ConfigError(f"{borg.server}: rollback to {target} failed: "
+                                      f"{err.strip()}")
+                steps.append(json.loads(out))
+                borg.forget(repo_id)
+                archives, error = borg.archives(unit)
+                still = [] if error else remember(db, borg, unit, archives)
+                say(f"{unit.name}: back to transaction {target}: "
+                    f"{len(vanished) - len(still)} of {len(vanished)} archives back")
+                if not error and not still:
+                    break
+            else:
+                return {"ok": False, "member": member, "service": service,
+                        "rolled_back": bool(steps), "steps": steps,
+                        "detail": "no earlier transaction lists every recorded archive"}
+    with connect(entries[unit.host], loaded.root / KNOWN_HOSTS_FILE) as client:
+        run_argv(client, ["sudo", "-n", HOST_COMMAND, "forget-repo", repo_id])
+    return {"ok": True, "member": member, "service": service, "rolled_back": True,
+            "archives_back": vanished, "steps": steps,
+            "detail": f"{len(vanished)} archive(s) back; the later segments are kept in "
+                      f"{steps[-1]['quarantine']} on {borg.server}"}

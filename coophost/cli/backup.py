@@ -167,4 +167,32 @@ def drill_cmd(app: AppContext, member: str | None, everyone: bool, as_json: bool
     return code
 
 
+@backup.command("rollback")
+@name_argument("member")
+@click.argument("service")
+@json_option
+@pass_app
+def rollback_cmd(app: AppContext, member: str, service: str, as_json: bool) -> int:
+    """Bring back archives deleted with a service host's (append-only) key.
+
+    `backup list` names a unit whose recorded archives vanished without a prune by coophost.
+    The repository is rolled back on the backup host to the last transaction that lists them
+    all; what came later is moved to /srv/borg/quarantine there, never deleted.
+    """
+    from coophost.backup.ops import rollback
+
+    def say(text: str) -> None:
+        if not as_json:
+            app.err.print(f"[dim]rollback[/] {text}")
+
+    result = rollback(_loaded(app), member, service, progress=say)
+    code = EXIT_OK if result["ok"] else EXIT_PENDING
+    if as_json:
+        app.emit_json({"exit_code": code, **result})
+    else:
+        state = "[green]ok[/]" if result["ok"] else "[red]FAILED[/]"
+        app.out.print(f"{state} {member}/{service}: {result['detail']}")
+    return code
+
+
 commands: list[click.Command] = [backup]

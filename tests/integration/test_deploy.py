@@ -95,7 +95,7 @@ def test_first_deploy_applies_every_host_and_records_placements(lab: LabInfo) ->
     code, result = deploy_json(lab)
     assert code == 0, result
     hosts = result["hosts"]
-    assert isinstance(hosts, dict) and sorted(hosts) == ["h1", "h2", "h3"]
+    assert isinstance(hosts, dict) and sorted(hosts) == ["b1", "h1", "h2", "h3"]
     assert all(h["status"] == "ok" for h in hosts.values())
     assert cli(lab, "plan").returncode == 0
     placed = where(lab)
@@ -103,7 +103,8 @@ def test_first_deploy_applies_every_host_and_records_placements(lab: LabInfo) ->
     assert len(placed) == 5 and set(placed.values()) == {"h1", "h2", "h3"}, placed
     assert placed["cycle-works/git"] == "h1", placed
     runs = json.loads(cli(lab, "runs", "list", "--json").stdout)
-    assert runs[0]["status"] == "ok" and runs[0]["hosts"] == {"h1": "ok", "h2": "ok", "h3": "ok"}
+    assert runs[0]["status"] == "ok" and runs[0]["hosts"] == {
+        "b1": "ok", "h1": "ok", "h2": "ok", "h3": "ok"}
 
 
 def test_redeploy_with_nothing_changed_contacts_no_host(lab: LabInfo) -> None:

@@ -25,7 +25,10 @@ def _container_ids(lab: LabInfo) -> list[str]:
 
 def test_up_writes_an_inventory_with_pinned_keys(lab: LabInfo) -> None:
     hosts = load_hosts(lab.inventory)
-    assert [h.name for h in hosts] == ["h1", "h2", "h3"]
+    # three service hosts and the backup host (group `backup` only)
+    assert [h.name for h in hosts] == ["h1", "h2", "h3", "b1"]
+    assert [h.name for h in hosts if "backup" in h.groups] == ["b1"]
+    assert all("mail" in h.groups for h in hosts if h.name != "b1")
     assert all(h.address == "127.0.0.1" and h.port > 0 for h in hosts)
     pins = [line for line in (lab.inventory / "known_hosts").read_text().splitlines()
             if line.startswith("[127.0.0.1]:")]
@@ -34,7 +37,7 @@ def test_up_writes_an_inventory_with_pinned_keys(lab: LabInfo) -> None:
         [h.port for h in hosts] + [control])  # the hosts and the control host
     assert all(p.split()[1] == "ssh-ed25519" for p in pins)
     # Every host (and the control host) has a key of its own: none shared through the image.
-    assert len({p.split()[2] for p in pins}) == 4
+    assert len({p.split()[2] for p in pins}) == 5
 
 
 def test_up_twice_gives_the_same_lab(lab: LabInfo) -> None:
@@ -62,7 +65,7 @@ def test_playbook_through_ansible_runner_converges_and_is_idempotent(lab: LabInf
     # The baseline play alone: the site playbook needs the co-op's rendered vars (deploy does).
     first = run_playbook(playbook("baseline.yml"), lab.inventory)
     assert first.ok, first
-    assert first.hosts_with("ok") == ["h1", "h2", "h3"]
+    assert first.hosts_with("ok") == ["b1", "h1", "h2", "h3"]
     second = run_playbook(playbook("baseline.yml"), lab.inventory)
     assert second.ok, second
     assert second.hosts_with("changed") == [], second.stats
@@ -75,14 +78,14 @@ def test_plain_ansible_reaches_every_host(lab: LabInfo) -> None:
                            "-m", "ansible.builtin.ping"], capture_output=True, text=True,
                           check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("SUCCESS") == 3
+    assert proc.stdout.count("SUCCESS") == 4
 
 
 def test_host_check_reports_both_hosts(lab: LabInfo) -> None:
     proc = lab.cli("host", "check", "--json")
     assert proc.returncode == 0, proc.stderr
     reports = json.loads(proc.stdout)
-    assert [r["host"] for r in reports] == ["h1", "h2", "h3"]
+    assert [r["host"] for r in reports] == ["h1", "h2", "h3", "b1"]
     for report in reports:
         assert report["ok"] and report["host_key"] == "ok"
         assert report["os"].startswith("debian 12")
@@ -148,7 +151,7 @@ def test_lab_ssh_runs_a_command(lab: LabInfo) -> None:
 def test_status_json_lists_hosts_and_services(lab: LabInfo) -> None:
     status = lab.status()
     roles = sorted(c["role"] for c in status["containers"])  # type: ignore[index, union-attr]
-    assert roles == ["acme", "control", "dns", "h1", "h2", "h3"]
+    assert roles == ["acme", "b1", "control", "dns", "h1", "h2", "h3"]
     assert all(c["state"] == "running" for c in status["containers"])  # type: ignore[union-attr]
 
 
