@@ -5,7 +5,7 @@ parallel. The other commands run borg here, on the controller, against the backu
 borg sshd with the controller's key (pinned host key, passphrases from the vault, given to
 borg through its environment, never in argv): `list` reads the repositories, `drill`
 restores the latest archive of each unit into a scratch folder and compares every file with
-the manifest the archive carries (and runs `git fsck` on each Git repository in it).
+the manifest the archive carries (and the service's own check: git's hooks run `git fsck`).
 """
 
 from __future__ import annotations
@@ -372,12 +372,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bare_repositories(root: Path) -> list[Path]:
-    """Git repositories (bare) restored under `root`."""
-    return sorted(p.parent for p in root.rglob("HEAD")
-                  if (p.parent / "objects").is_dir() and (p.parent / "refs").is_dir())
-
-
 def extract_and_check(borg: Borg, unit: Unit, archive: str, target: Path) -> Drill:
     """Extract `archive` of `unit` into `target` and compare it with the archive's manifest."""
     drill = Drill(unit, archive)
@@ -399,24 +393,16 @@ def extract_and_check(borg: Borg, unit: Unit, archive: str, target: Path) -> Dri
             drill.files = len(manifest)
             drill.ok = drill.diff.ok
             drill.detail = drill.diff.summary()
-            if drill.ok:
-                broken = fsck_all(target)
+            if drill.ok:  # the service's own check of restored data (git: fsck)
+                from coophost.services import hooks_for
+
+                broken = hooks_for(borg.loaded.catalogue.services[unit.service]) \
+                    .verify_restored(target)
                 if broken:
                     drill.ok = False
-                    drill.detail += f"; git fsck failed: {broken}"
+                    drill.detail += f"; {broken}"
     drill.seconds = time.monotonic() - started
     return drill
-
-
-def fsck_all(root: Path) -> str:
-    """`git fsck` every bare repository under `root`; "" when all pass, else the first failure."""
-    for repo in bare_repositories(root):
-        done = subprocess.run(["git", "-c", "safe.directory=*", "fsck", "--no-progress",
-                               "--no-dangling"], cwd=repo, capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            return f"{repo.relative_to(root)}: {borg_error(done.stderr or done.stdout)}"
-    return ""
 
 
 def drill(loaded: Loaded, member: str | None = None, progress: Any = None

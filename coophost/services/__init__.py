@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from coophost.registry.catalogue import Catalogue, Service
@@ -82,6 +83,10 @@ class ServiceHooks(Protocol):
         """An end-to-end check of the service in lab `lab`; None when it has none."""
         ...
 
+    def verify_restored(self, root: Path) -> str:
+        """Check data restored under `root` beyond its manifest ("" when sound, else why)."""
+        ...
+
 
 class DefaultHooks:
     """The hooks of a service without hooks.py: no claims, checks, values or probe."""
@@ -104,6 +109,10 @@ class DefaultHooks:
     def probe(self, lab: Any, timeout: float) -> ProbeResult | None:
         """No end-to-end probe."""
         return None
+
+    def verify_restored(self, root: Path) -> str:
+        """Every file matching its manifest is all a restore can show."""
+        return ""
 
 
 DEFAULT_HOOKS: ServiceHooks = DefaultHooks()

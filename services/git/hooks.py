@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from coophost.registry import checks
@@ -47,6 +48,21 @@ class GitHooks(DefaultHooks):
         from coophost.lab.gitprobe import prove
 
         return prove(lab, timeout)
+
+    def verify_restored(self, root: Path) -> str:
+        """`git fsck` every repository restored under `root` (a drill's extra check)."""
+        import subprocess
+
+        heads = sorted(p.parent for p in root.rglob("HEAD")
+                       if (p.parent / "objects").is_dir() and (p.parent / "refs").is_dir())
+        for repo in heads:
+            done = subprocess.run(["git", "-c", "safe.directory=*", "fsck", "--no-progress",
+                                   "--no-dangling"], cwd=repo, capture_output=True, text=True,
+                                  check=False)
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines()
+                return f"git fsck {repo.relative_to(root)}: {lines[-1] if lines else 'failed'}"
+        return ""
 
 
 HOOKS = GitHooks()
