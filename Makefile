@@ -40,9 +40,15 @@ demo: engine
 	@# another host, delivered, DKIM-signed, over TLS; git: a push over SSH with the member's
 	@# key, the same commits cloned over HTTPS from its vhost, its cgit page
 	$(COOPHOST) -i inventories/$(LAB) lab probe --name $(LAB)
+	@# every unit's data to the backup host b1 (append-only, encrypted per member), then a
+	@# drill: each unit's latest archive restored and compared file by file with its manifest
+	$(COOPHOST) -i inventories/$(LAB) backup run
+	$(COOPHOST) -i inventories/$(LAB) backup drill
+	$(COOPHOST) -i inventories/$(LAB) backup list
 	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry;"
 	@echo "demo: its DNS answers every member record and mail between members on two hosts"
-	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
+	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte;"
+	@echo "demo: every unit is backed up on b1 and its latest archive restored identical"
 	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above)."
 	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
 	@echo "demo: 'coophost lab down' removes the lab."
