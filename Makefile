@@ -78,6 +78,7 @@ bench: engine
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/git.py
+	$(BIN)/python bench/backup.py
 
 clean-lab: setup
 	$(COOPHOST) lab down --name $(LAB)
