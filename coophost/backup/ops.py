@@ -561,3 +561,81 @@ def rollback(loaded: Loaded, member: str, service: str, progress: Any = None
             "archives_back": vanished, "steps": steps,
             "detail": f"{len(vanished)} archive(s) back; the later segments are kept in "
                       f"{steps[-1]['quarantine']} on {borg.server}"}
+
+
+def mark_transactions(loaded: Loaded, server: str, path: str
+                      ) -> subprocess.CompletedProcess[str]:
+    """Start the repository's transactions log afresh after a write by the controller's key."""
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect, run_argv
+
+    entry = connections(loaded.registry.hosts)[server]
+    with connect(entry, loaded.root / KNOWN_HOSTS_FILE) as client:
+        status, out, err = run_argv(client, ["sudo", "-n", ROLLBACK_COMMAND, "mark", path])
+    return subprocess.CompletedProcess(["mark"], status, out, err)
+
+
+# ---- prune ------------------------------------------------------------------------------------
+
+
+def prune(loaded: Loaded, member: str | None = None, progress: Any = None
+          ) -> tuple[list[dict[str, Any]], int]:
+    """Prune each unit's archives older than coop.yml's retention.backups_days, then compact.
+
+    Runs from the controller's key, the only one that can really delete. A repository with
+    archives that vanished (hidden by a service host's append-only key) is refused: pruning it
+    would make that deletion final; `backup rollback` comes first. The last archive is always
+    kept. Archives to prune are recorded as pruned before borg prunes them, so they are never
+    taken for vanished ones.
+    """
+    from coophost.state import StateDB
+
+    say = progress or (lambda _msg: None)
+    days = int(loaded.registry.coop.retention.get("backups_days", 7))
+    keep = ["--keep-last", "1"] + (["--keep-within", f"{days}d"] if days > 0 else [])
+    results = []
+    code = 0
+    borg = Borg(loaded)
+    with StateDB(loaded.root) as db, borg.session():
+        for unit in units(loaded, member):
+            row: dict[str, Any] = {"member": unit.slug, "service": unit.service,
+                                   "host": unit.host, "pruned": [], "kept": 0, "ok": False}
+            archives, error = borg.archives(unit)
+            vanished = [] if error else remember(db, borg, unit, archives)
+            if error or vanished:
+                row["error"] = error or (
+                    f"refused: {len(vanished)} archive(s) vanished without a prune by "
+                    f"coophost; `coophost backup rollback {unit.slug} {unit.service}` first")
+                results.append(row)
+                code = 1
+                say(f"{unit.name}: {row['error']}")
+                continue
+            if not archives:
+                row.update(ok=True)
+                results.append(row)
+                continue
+            glob = ["--glob-archives", f"{unit.service}-*"]
+            planned = borg.call(unit, ["prune", "--dry-run", "--list", *keep, *glob,
+                                       borg.repo(unit)])
+            names = [line.split()[2] for line in planned.stderr.splitlines()
+                     if line.startswith("Would prune:")]
+            if planned.returncode == 0 and names:
+                with db.transaction() as conn:
+                    conn.executemany(
+                        "UPDATE backup_archive SET pruned_at = ? WHERE repo = ? AND archive = ?",
+                        [(time.time(), borg.repo_key(unit), name) for name in names])
+                done = borg.call(unit, ["prune", *keep, *glob, borg.repo(unit)])
+                if done.returncode == 0:
+                    done = borg.call(unit, ["compact", borg.repo(unit)])
+                if done.returncode == 0:  # the log restarts here (see coophost-borg-rollback)
+                    done = mark_transactions(loaded, borg.server, repo_path(unit.host,
+                                                                            unit.owner))
+                planned = done
+            row.update(pruned=names, kept=len(archives) - len(names),
+                       ok=planned.returncode == 0)
+            if planned.returncode != 0:
+                row["error"] = borg_error(planned.stderr)
+                code = 1
+            say(f"{unit.name}: {len(names)} pruned, {row['kept']} kept")
+            results.append(row)
+    return results, code

@@ -195,4 +195,27 @@ def rollback_cmd(app: AppContext, member: str, service: str, as_json: bool) -> i
     return code
 
 
+@backup.command("prune")
+@name_option("member", "Only this member's units.", dest="member")
+@json_option
+@pass_app
+def prune_cmd(app: AppContext, member: str | None, as_json: bool) -> int:
+    """Delete archives older than coop.yml's retention.backups_days (the last one stays).
+
+    Only the controller's key can delete. A repository whose archives vanished (a service
+    host's append-only delete) is refused, so that the deletion is not made final; exit 1.
+    """
+    from coophost.backup.ops import prune
+
+    results, code = prune(_loaded(app), member)
+    if as_json:
+        app.emit_json({"exit_code": code, "units": results})
+        return code
+    for row in results:
+        state = "[green]ok[/]" if row["ok"] else "[red]REFUSED[/]"
+        text = row.get("error") or f"{len(row['pruned'])} pruned, {row['kept']} kept"
+        app.out.print(f"{state} {row['member']}/{row['service']}  {text}")
+    return code
+
+
 commands: list[click.Command] = [backup]

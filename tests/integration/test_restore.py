@@ -268,6 +268,10 @@ def test_a_service_host_key_can_neither_delete_history_nor_reach_another_host(
     row = next(r for r in json.loads(hidden.stdout)["units"] if r["service"] == "git")
     assert hidden.returncode == 1 and len(row["vanished"]) == before["archives"], row
     assert "backup rollback" in row["error"]
+    # pruning now (the controller's key really deletes) would make the deletion final: refused
+    refused_prune = bk.cli_json("backup", "prune", "--member", unit.slug, expect=1)
+    git_row = next(r for r in refused_prune["units"] if r["service"] == "git")
+    assert not git_row["ok"] and "rollback" in git_row["error"], git_row
     back = bk.cli_json("backup", "rollback", unit.slug, "git")
     assert back["ok"] and back["rolled_back"], back
     after = bk.archives(unit)
@@ -276,6 +280,28 @@ def test_a_service_host_key_can_neither_delete_history_nor_reach_another_host(
     assert bk.cli_json("backup", "drill", "--member", unit.slug)["exit_code"] == 0
     again = bk.cli_json("backup", "run", "--member", unit.slug, "--host", unit.host)
     assert all(h["ok"] for h in again["hosts"]), again
+
+
+def test_prune_follows_retention_and_keeps_the_last_archive(bk: BackupLab) -> None:
+    unit = bk.git
+    bk.cli_json("backup", "run", "--member", unit.slug, "--host", unit.host)
+    before = bk.archives(unit)
+    assert before["archives"] >= 2, before
+    kept = bk.cli_json("backup", "prune", "--member", unit.slug)  # 7 days: nothing is old
+    assert all(not r["pruned"] for r in kept["units"]), kept
+    coop = bk.info.inventory / "coop.yml"
+    text = coop.read_text()
+    try:
+        coop.write_text(text.replace("backups_days: 7", "backups_days: 0"))
+        pruned = bk.cli_json("backup", "prune", "--member", unit.slug)
+    finally:
+        coop.write_text(text)
+    row = next(r for r in pruned["units"] if r["service"] == "git")
+    assert len(row["pruned"]) == before["archives"] - 1 and row["kept"] == 1, row
+    after = bk.archives(unit)
+    assert after["archives"] == 1 and after["last"] == before["last"], after
+    assert not after["vanished"], after  # what coophost pruned is not taken for tampering
+    assert bk.cli_json("backup", "drill", "--member", unit.slug)["exit_code"] == 0
 
 
 def test_a_flipped_byte_in_a_segment_fails_the_drill_naming_the_unit(bk: BackupLab) -> None:
