@@ -156,7 +156,61 @@ def run(loaded: Loaded, member: str | None = None, hosts: frozenset[str] = froze
     if not on_host:
         return []
     with ThreadPoolExecutor(max_workers=len(on_host)) as pool:
-        return list(pool.map(one, sorted(on_host)))
+        reports = list(pool.map(one, sorted(on_host)))
+    record_made(loaded, chosen, reports)
+    return reports
+
+
+def record_made(loaded: Loaded, chosen: list[Unit], reports: list[HostRun]) -> None:
+    """Record in state.db the archives a run made in the first backup host's repositories.
+
+    `backup list` and the member verb `backups` find them there.
+    """
+    from coophost.state import StateDB
+
+    server = backup_server(loaded)
+    address = server_address(loaded.registry.hosts[server])
+    by_url = {repo_url(address, u.host, u.owner): u for u in chosen}
+    rows = []
+    for report in reports:
+        for made in report.archives:
+            unit = by_url.get(str(made.get("repo")))
+            if made.get("ok") and made.get("id") and unit is not None \
+                    and made.get("service") == unit.service:
+                rows.append((f"{server}:{repo_path(unit.host, unit.owner)}", made["archive"],
+                             made["id"], unit.owner, unit.service, time.time()))
+    with StateDB(loaded.root) as db, db.transaction() as conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO backup_archive (repo, archive, archive_id, owner, service, "
+            "seen_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def member_backups(root: Path, loaded: Loaded, slug: str) -> list[dict[str, Any]]:
+    """What the co-op knows of one member's backups, from state.db (no host is contacted).
+
+    Per unit of the member: its archives (as last seen), the newest and the last drill.
+    """
+    from coophost.state import StateDB
+
+    member = loaded.registry.members[slug]
+    with StateDB(root) as db:
+        drills = last_drills(db)
+        rows = db.conn.execute(
+            "SELECT service, archive, seen_at FROM backup_archive WHERE owner = ? "
+            "AND pruned_at IS NULL ORDER BY archive", (member.owner,)).fetchall()
+    found: dict[str, list[str]] = {}
+    for service, archive, _seen in rows:
+        found.setdefault(service, []).append(archive)
+    result = []
+    for service in sorted(member.services):
+        names = found.get(service, [])
+        drill = drills.get((member.owner, service))
+        result.append({"service": service, "archives": len(names),
+                       "last": names[-1] if names else None,
+                       "last_drill": None if drill is None else {
+                           "archive": drill["archive"], "ok": drill["ok"],
+                           "at": drill["at"]}})
+    return result
 
 
 # ---- borg on the controller ------------------------------------------------------------------

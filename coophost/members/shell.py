@@ -25,7 +25,7 @@ from coophost.registry.loader import Loaded
 MAX_COMMAND = 2048  # characters in one command
 MAX_ARGS = 40
 SHOWN_CLOSED = 20  # decided requests `status` shows (the newest); pending ones are all shown
-VERBS = ("status", "services", "request", "cancel", "dns", "export", "help")
+VERBS = ("status", "services", "request", "cancel", "dns", "export", "backups", "help")
 
 
 def split_command(text: str) -> list[str]:
@@ -72,7 +72,8 @@ pass_shell = click.make_pass_decorator(Shell)
 def verbs() -> None:
     """Member shell: your own services at the co-op.
 
-    Verbs: status, services, request SERVICE [--set KEY=VALUE]..., cancel ID, dns, export.
+    Verbs: status, services, request SERVICE [--set KEY=VALUE]..., cancel ID, dns, export,
+    backups.
     """
 
 
@@ -211,6 +212,30 @@ def export(shell: Shell) -> None:
     from coophost.members.export import export_member
 
     export_member(shell.root, shell.slug, shell.out)
+
+
+@verbs.command("backups")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@pass_shell
+def backups(shell: Shell, as_json: bool) -> None:
+    """Your services' backups: how many archives, the newest, and the last restore drill."""
+    from datetime import UTC, datetime
+
+    from coophost.backup.ops import member_backups
+
+    assert shell.loaded is not None
+    rows = member_backups(shell.root, shell.loaded, shell.slug)
+    if as_json:
+        shell.emit(rows)
+        return
+    for row in rows:
+        drill = row["last_drill"]
+        when = "" if drill is None else datetime.fromtimestamp(
+            drill["at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        shell.say(f"{row['service']}: {row['archives']} archive(s), newest "
+                  f"{row['last'] or '-'}; last drill "
+                  + ("-" if drill is None else
+                     f"{'ok' if drill['ok'] else 'FAILED'} on {drill['archive']} ({when})"))
 
 
 def run(root: Path, slug: str, command: str | None, out: IO[bytes] | None = None) -> int:

@@ -220,6 +220,15 @@ def test_drill_restores_and_compares_every_file_and_list_shows_it(bk: BackupLab)
     listed = bk.archives(bk.mail)
     assert listed["drill"]["ok"] and listed["drill"]["archive"] == rows["mail"]["archive"]
     assert listed["fresh"] and listed["archives"] >= 1
+    # the member sees its own backups and drill in its shell (state.db; no host contacted)
+    shown = bk.info.cli("member-shell", bk.mail.slug,
+                        env={"SSH_ORIGINAL_COMMAND": "backups --json"})
+    assert shown.returncode == 0, shown.stderr
+    mine = {r["service"]: r for r in json.loads(shown.stdout)}
+    assert mine["mail"]["archives"] >= 1 and mine["mail"]["last_drill"]["ok"], mine
+    assert mine["mail"]["last"] == listed["last"]
+    member = load_registry(bk.info.inventory).registry.members[bk.mail.slug]
+    assert set(mine) == set(member.services)  # its own services, nobody else's
 
 
 def test_backup_list_exits_1_when_a_backup_is_older_than_coop_yml_allows(
