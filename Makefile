@@ -47,9 +47,9 @@ demo: engine
 	$(COOPHOST) -i inventories/$(LAB) backup list
 	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry;"
 	@echo "demo: its DNS answers every member record and mail between members on two hosts"
-	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte;"
-	@echo "demo: every unit is backed up on b1 and its latest archive restored identical"
-	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above)."
+	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
+	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above);"
+	@echo "demo: every unit is backed up on b1 and its latest archive restored identical."
 	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
 	@echo "demo: 'coophost lab down' removes the lab."
 
