@@ -313,8 +313,6 @@ def test_restore_brings_back_the_originals_and_keeps_the_current_data(host, runs
 
 
 # Last: it stops and starts the host's own sshd.
-@pytest.mark.xfail(strict=True, reason="known bug: the borg sshd uses the host sshd's privilege "
-                   "separation folder /run/sshd, which systemd removes when ssh.service stops")
 def test_pushes_work_while_the_hosts_own_sshd_is_stopped(host, backup):
     backup.check_output("systemctl stop ssh.service")
     try:
