@@ -22,11 +22,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from export import run  # noqa: E402 - bench/export.py, beside this script
+
 BIN = Path(sys.executable).parent
 COOPHOST = str(BIN / "coophost")
 SLUG = "big-mail"
@@ -62,17 +64,6 @@ while written < total:
 os.system("chown -R vmail:vmail " + target)
 print(n, written)
 """
-
-
-def run(argv: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[bytes]]:
-    """Run a command; return its wall time and result (exit on failure)."""
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, check=False, **kw)  # type: ignore[call-overload]
-    took = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(map(str, argv[:7]))} exited {proc.returncode}: "
-                 f"{proc.stderr.decode(errors='replace')[-1500:]}")
-    return took, proc
 
 
 def main() -> int:
