@@ -26,7 +26,7 @@ def _container_ids(lab: LabInfo) -> list[str]:
 def test_up_writes_an_inventory_with_pinned_keys(lab: LabInfo) -> None:
     hosts = load_hosts(lab.inventory)
     # three service hosts and the backup host (group `backup` only)
-    assert [h.name for h in hosts] == ["h1", "h2", "h3", "b1"]
+    assert [h.name for h in hosts] == ["b1", "h1", "h2", "h3"]
     assert [h.name for h in hosts if "backup" in h.groups] == ["b1"]
     assert all("mail" in h.groups for h in hosts if h.name != "b1")
     assert all(h.address == "127.0.0.1" and h.port > 0 for h in hosts)
@@ -85,7 +85,7 @@ def test_host_check_reports_both_hosts(lab: LabInfo) -> None:
     proc = lab.cli("host", "check", "--json")
     assert proc.returncode == 0, proc.stderr
     reports = json.loads(proc.stdout)
-    assert [r["host"] for r in reports] == ["h1", "h2", "h3", "b1"]
+    assert [r["host"] for r in reports] == ["b1", "h1", "h2", "h3"]
     for report in reports:
         assert report["ok"] and report["host_key"] == "ok"
         assert report["os"].startswith("debian 12")
@@ -161,7 +161,8 @@ def test_second_lab_coexists_and_down_removes_only_its_own(lab: LabInfo, tmp_pat
     keep = inventory / "coop.yml"
     inventory.mkdir()
     keep.write_text("name: not the lab's\n")
-    coophost("-i", str(inventory), "lab", "up", "--name", other, "--hosts", "1", check=True)
+    coophost("-i", str(inventory), "lab", "up", "--name", other, "--hosts", "1",
+             "--backup-hosts", "0", check=True)
     assert len(docker_objects(f"coophost.lab={other}")["containers"]) == 4  # + dns, acme, control
     mine_before = _container_ids(lab)
     coophost("-i", str(inventory), "lab", "down", "--name", other, check=True)

@@ -32,6 +32,7 @@ from tests.integration.conftest import LabInfo
 pytestmark = pytest.mark.lab
 
 GIT_MEMBER = "cycle-works"  # git in the sample co-op
+SEEDED = "restore-test"  # the folder of the seeded mail, in the mail unit's data
 SUMS = textwrap.dedent("""
     import hashlib, json, os, sys
     out = {}
@@ -155,8 +156,9 @@ def bk(lab: LabInfo) -> BackupLab:
     mail = next((u for u in found if u.service == "mail" and u.host == git.host), None) \
         or next(u for u in found if u.service == "mail")
     info = BackupLab(lab, Lab(lab.name, lab.inventory), mail, git)
-    # a member's mail: messages (binary bodies), a folder, a symlink, a name with spaces
-    home = mail.paths[0]
+    # a member's mail: messages (binary bodies), a folder, a symlink, a name with spaces (in
+    # a folder of their own: the unit may hold mail the modules before this one delivered)
+    home = f"{mail.paths[0]}/{SEEDED}"
     seeded = info.on(mail.host, "python3", "-c", SEED_MAIL, home)
     assert seeded.returncode == 0, seeded.stderr
     assert info.on(mail.host, "chown", "-R", "vmail:vmail", home).returncode == 0
@@ -181,14 +183,14 @@ def test_restore_brings_back_every_file_byte_for_byte(bk: BackupLab) -> None:
     before = {u: bk.sums(u) for u in (bk.mail, bk.git)}
     commit = head(bk)
     assert len(commit) == 40
-    assert sum(1 for p in before[bk.mail] if "/Maildir/" in p) == 40
+    home = f"{bk.mail.paths[0]}/{SEEDED}"
+    assert sum(1 for p in before[bk.mail] if p.startswith(f"{home}/Maildir/")) == 40
     ran = bk.cli_json("backup", "run", "--host", bk.mail.host)
     made = [a for h in ran["hosts"] for a in h["archives"]]
     assert {(a["owner"], a["service"]) for a in made} >= {(bk.mail.owner, "mail"),
                                                          (bk.git.owner, "git")}, made
     assert all(a["ok"] for a in made), made
     # damage: messages deleted, a folder deleted, a message changed, a repository deleted
-    home = bk.mail.paths[0]
     cur = sorted(p for p in before[bk.mail] if p.startswith(f"{home}/Maildir/cur/"))
     assert bk.on(bk.mail.host, "rm", "-f", *cur[:5]).returncode == 0
     assert bk.on(bk.mail.host, "rm", "-rf", f"{home}/Maildir/.Archive").returncode == 0
@@ -209,6 +211,7 @@ def test_restore_brings_back_every_file_byte_for_byte(bk: BackupLab) -> None:
                  "fsck", "--full", "--strict")
     assert fsck.returncode == 0, fsck.stderr
     owner = bk.on(bk.mail.host, "stat", "-c", "%U", f"{home}/Maildir/.Archive/cur")
+    assert bk.on(bk.mail.host, "test", "-L", f"{home}/latest").returncode == 0
     assert owner.stdout.decode().strip() == "vmail"
 
 
@@ -351,14 +354,16 @@ def test_a_backup_killed_midway_leaves_a_repository_the_next_run_completes(
                                 "--owner", unit.owner], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # until borg is sending the data
+        killed = False
+        while not killed and time.monotonic() < deadline and run.poll() is None:
+            # once borg has been sending data for a second, SIGKILL it
             if bk.on(unit.host, "pgrep", "-f", "borg create").returncode == 0:
                 time.sleep(1.0)
-                break
-            time.sleep(0.2)
-        killed = bk.on(unit.host, "pkill", "-9", "-f", "borg create")
+                killed = bk.on(unit.host, "pkill", "-9", "-f", "borg create").returncode == 0
+            else:
+                time.sleep(0.2)
         out, _err = run.communicate(timeout=120)
-        assert killed.returncode == 0, "borg create was not running to be killed"
+        assert killed, "borg create was not running to be killed"
         report = [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]
         assert report and not any(r.get("ok") for r in report), report
         again = bk.cli_json("backup", "run", "--member", unit.slug, "--host", unit.host)

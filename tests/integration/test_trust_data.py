@@ -137,7 +137,7 @@ def test_export_carries_hard_linked_copies_and_matches_the_host_byte_for_byte(
 
 def test_after_a_move_the_export_still_holds_the_data_left_on_the_first_host(
         reuse: Reuse, tmp_path: Path):
-    hosts = sorted(h.name for h in load_hosts(reuse.info.inventory))
+    hosts = sorted(h.name for h in load_hosts(reuse.info.inventory) if "mail" in h.groups)
     other = next(h for h in hosts if h != reuse.first_host)
     reuse.info.cli("member", "move", OLD, "mail", other, check=True)
     reuse.deploy()
