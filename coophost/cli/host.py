@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, ConfigError
+from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE, ConfigError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -150,6 +150,53 @@ def remove(app: AppContext, name: str) -> None:
         remove_host(app.inventory, load_registry(app.inventory, need_hosts=False), name,
                     applied)
     app.out.print(f"removed host {name}")
+
+
+@host.command("evacuate")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_app
+def evacuate(app: AppContext, name: str, yes: bool, as_json: bool) -> int:
+    """Re-place every unit of a dead host and restore each from its latest backup.
+
+    Each unit goes to another host of its group with room (recorded in the member files),
+    those hosts are deployed, and the unit's latest archive is restored there, checked file by
+    file against its manifest. The report says how old each unit's restored data is. The dead
+    host is not contacted. Exit 1 when a unit could not be brought back whole.
+    """
+    from coophost.cli.options import escape
+    from coophost.members.audit import actor
+    from coophost.members.carry import evacuate as run_evacuate
+
+    if not yes and not as_json and not click.confirm(
+            f"re-place every unit of {name} and restore them from backups?", default=False):
+        app.err.print("nothing done")
+        return EXIT_USAGE
+    result = run_evacuate(app.inventory, name, actor(),
+                          (lambda line: None) if as_json else (lambda line: app.out.print(line)))
+    if as_json:
+        app.emit_json(result.as_dict())
+        return 0 if result.ok else 1
+    if not result.units:
+        app.out.print(f"{name} holds no unit: nothing to evacuate")
+    for unit in result.units:
+        age = f"{unit.age_hours} hours old" if unit.age_hours is not None else "no backup"
+        files = sum(c.files for c in unit.copies)
+        state = "ok" if unit.ok else "[red]FAILED[/]"
+        app.out.print(f"{unit.member}/{unit.service}: {state} on {unit.to_host}, {files} file(s) "
+                      f"from {escape(unit.archive or '-')} ({age})")
+        if unit.error:
+            app.err.print(f"  {escape(unit.error)}")
+        for copy in unit.copies:
+            for problem in copy.problems:
+                app.err.print(f"  {escape(problem)}")
+    if result.deploy_error:
+        app.err.print(f"[red]deploy: {escape(result.deploy_error)}[/]")
+    if result.ok and result.units:
+        app.out.print(f"every unit of {name} is back; point DNS at the new hosts (`coophost dns "
+                      f"check`); `coophost host remove {name}` once it is gone for good")
+    return 0 if result.ok else 1
 
 
 commands: list[click.Command] = [host]

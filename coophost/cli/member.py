@@ -268,16 +268,68 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
 @name_argument("service")
 @name_argument("host")
 @click.option("--force", is_flag=True, help="Move even if the host lacks declared capacity.")
+@click.option("--record-only", is_flag=True,
+              help="Only record the move; the next deploy makes the unit there, empty.")
+@json_option
 @pass_app
-def member_move(app: AppContext, slug: str, service: str, host: str, force: bool) -> None:
-    """Move one of a member's services to another host (recorded; applied by a deploy)."""
-    from coophost.members.audit import actor
-    from coophost.members.lifecycle import move
+def member_move(app: AppContext, slug: str, service: str, host: str, force: bool,
+                record_only: bool, as_json: bool) -> int:
+    """Move one of a member's services to another host, with its data.
 
-    if move(app.inventory, slug, service, host, actor(), force) is None:
-        app.out.print(f"{slug}/{service} is on {host} already: nothing changed")
-        return
-    app.out.print(f"{slug}/{service} placed on {host}")
+    Records the move, deploys the new host and then the old one (which archives the unit and
+    relays its mail to the new host until `members purge` forgets the move, after coop.yml's
+    `retention.relay_days`, default 7), and copies the data across: a merge that keeps what
+    the new host received meanwhile, each copied file compared by SHA-256. When the old host
+    is out of reach the data comes from the unit's latest backup. Running the command again
+    finishes a move that was interrupted. Exit 1 when a file did not arrive intact.
+    """
+    from coophost.members.audit import actor
+    from coophost.members.carry import carry
+    from coophost.members.lifecycle import move
+    from coophost.registry.loader import load_registry
+
+    moved = move(app.inventory, slug, service, host, actor(), force)
+    if moved is None:
+        member_ = load_registry(app.inventory, need_hosts=False).registry.members[slug]
+        if record_only or service not in member_.moved:
+            if not as_json:
+                app.out.print(f"{slug}/{service} is on {host} already: nothing changed")
+            else:
+                app.emit_json({"member": slug, "service": service, "changed": False})
+            return 0
+        if not as_json:
+            app.out.print(f"{slug}/{service} is placed on {host}: finishing its move from "
+                          f"{member_.moved[service]['from']}")
+    elif not as_json:
+        app.out.print(f"{slug}/{service} placed on {host}")
+    if record_only or (moved is not None and service not in moved.moved):
+        if not as_json and moved is not None and service not in moved.moved:
+            app.out.print("it was not placed before: the next deploy makes it there")
+        elif as_json:
+            app.emit_json({"member": slug, "service": service, "changed": True,
+                           "carried": False})
+        return 0
+    report = carry(app.inventory, slug, service,
+                   (lambda line: None) if as_json else (lambda line: app.out.print(line)))
+    if as_json:
+        app.emit_json(report.as_dict())
+        return 0 if report.ok else 1
+    for copy in report.copies:
+        state = "[red]FAILED[/]" if copy.problems else "ok"
+        app.out.print(f"{copy.path}: {state}, {copy.files} file(s) copied ({copy.size} bytes "
+                      f"streamed), {copy.kept} kept as the new host had them; from "
+                      f"{escape(copy.source)}")
+        for problem in copy.problems:
+            app.err.print(f"  {escape(problem)}")
+    if report.age_hours is not None:
+        app.out.print(f"restored from backup {report.archive}, {report.age_hours} hours old")
+    if report.error:
+        app.err.print(f"[red]{escape(report.error)}[/]")
+    if report.ok:
+        app.out.print(f"{slug}/{service} is on {report.to_host} with its data; "
+                      f"{report.from_host} relays what still arrives there; point DNS at "
+                      f"{report.to_host} (`coophost dns check`)")
+    return 0 if report.ok else 1
 
 
 commands: list[click.Command] = [member]

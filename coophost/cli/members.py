@@ -77,11 +77,12 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
     them off the hosts and archives their data there). Archived data on the hosts and the
     secrets of removed members are deleted once the period is over, each deletion audited;
     nothing of an active or suspended member is ever deleted. coop.yml's
-    `retention.departed_days` (default 30) sets the period.
+    `retention.departed_days` (default 30) sets the period. Moves older than
+    `retention.relay_days` (default 7) are forgotten: their old hosts stop relaying mail.
     """
     from coophost.members import archive
     from coophost.members.audit import actor
-    from coophost.members.lifecycle import DEFAULT_DEPARTED_DAYS, due_for_purge
+    from coophost.members.lifecycle import DEFAULT_DEPARTED_DAYS, due_for_purge, expire_moves
     from coophost.members.lifecycle import purge as run_purge
     from coophost.registry.loader import load_coop
 
@@ -90,6 +91,7 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
         slugs = [m.slug for m in due_for_purge(app.inventory, day)]
     else:
         slugs = run_purge(app.inventory, actor(), day)
+    moves = expire_moves(app.inventory, actor(), day, dry_run)
     coop, _ = load_coop(app.inventory)
     days = coop.retention.get("departed_days", DEFAULT_DEPARTED_DAYS)
     expired = archive.due(archive.list_archives(app.inventory),
@@ -99,11 +101,14 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
         archive.delete(app.inventory, expired, actor())
     if as_json:
         app.emit_json({"purged": slugs, "deleted": [e.as_dict() for e in expired],
-                       "dry_run": dry_run})
+                       "moves_expired": moves, "dry_run": dry_run})
         return
     verb = "would remove" if dry_run else "removed"
     app.out.print(f"{verb} the services of: {', '.join(slugs)}" if slugs
                   else "No departed member is past retention.")
+    if moves:
+        app.out.print(f"{'would forget' if dry_run else 'forgot'} the moves of: "
+                      f"{', '.join(moves)} (their old hosts stop relaying at the next deploy)")
     for entry in expired:
         where = f"{entry.host}:{entry.path}" if entry.host else entry.path
         app.out.print(f"{'would delete' if dry_run else 'deleted'} {where} "

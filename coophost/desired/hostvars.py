@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from coophost.desired.render import render_host_file, unit_vars
+from coophost.desired.render import moved_vars, render_host_file, unit_vars
 from coophost.desired.units import Desired, compute
 from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
@@ -44,6 +44,13 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
     placed = {h: [(slug, service) for (slug, service), unit in desired.units.items()
                   if unit.host == h] for h in registry.hosts}
     backup = backup_vars(registry.hosts, registry.members, catalogue, placed, store.public_key)
+    from coophost.backup.model import server_address
+    from coophost.desired.units import relays_by_host
+
+    placed_at = {key: unit.host for key, unit in desired.units.items()}
+    relays = relays_by_host(((m.slug, {s: r["from"] for s, r in m.moved.items()})
+                             for m in registry.members.values()), placed_at,
+                            {key: "" for key in placed_at}, registry.hosts)
     texts = {}
     for name, host in registry.hosts.items():
         if only_host is not None and name != only_host:
@@ -55,7 +62,10 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
             service_ports={n: [p.port for p in s.ports if p.protocol == "tcp"]
                            for n, s in catalogue.services.items()},
             vhost_params={n: [p.name for p in s.parameters.values() if p.type == "vhost"]
-                          for n, s in catalogue.services.items()})
+                          for n, s in catalogue.services.items()},
+            moved_away=[moved_vars(registry.members[slug], catalogue.services[service], to,
+                                   server_address(registry.hosts[to]))
+                        for slug, service, to, _ in relays.get(name, [])])
     return texts, store
 
 

@@ -69,6 +69,14 @@ def unit_vars(member: Member, service: Service) -> dict[str, Any]:
     }
 
 
+def moved_vars(member: Member, service: Service, to_name: str, to_address: str
+               ) -> dict[str, Any]:
+    """One item of `coophost_moved_away`: a unit that left the host, and where it went."""
+    variables = unit_vars(member, service)
+    return {"service": service.name, "to": {"name": to_name, "address": to_address},
+            "member": variables["member"], "settings": variables["settings"]}
+
+
 def _canonical(value: object) -> object:
     if isinstance(value, SecretRef):
         return {"__secret__": value.key}
@@ -170,7 +178,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      vault: Callable[[SecretRef], str],
                      service_ports: Mapping[str, list[int]] | None = None,
                      vhost_params: Mapping[str, Iterable[str]] | None = None,
-                     backup: Mapping[str, Any] | None = None) -> str:
+                     backup: Mapping[str, Any] | None = None,
+                     moved_away: list[dict[str, Any]] | None = None) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
@@ -178,6 +187,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     `vhost_params`: each service's parameters of type vhost; their values in the host's units
     are listed as `coophost_tls_vhosts`, which roles/tls gets certificates for.
     `backup`: the host's part of the backup setup (coophost.backup.render.backup_vars).
+    `moved_away`: the units that left this host lately (`moved:` in member files), each with
+    the host it went to: the service's role relays what still arrives here (mail).
     """
     from jinja2 import Environment, StrictUndefined
 
@@ -195,4 +206,5 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
         coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value,
-        backup=backup or {"server": {}, "client": {}, "units": [], "host_ports": []})
+        backup=backup or {"server": {}, "client": {}, "units": [], "host_ports": []},
+        moved_away=moved_away or [])

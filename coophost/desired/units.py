@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -42,7 +42,7 @@ from coophost.registry.placement import Demand, Placement, place
 
 SUMMARY_CACHE = "cache/summaries.marshal"
 PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
-SUMMARY_LAYOUT = "3"  # bump when summarise() returns something else
+SUMMARY_LAYOUT = "4"  # bump when summarise() returns something else
 CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 # In a service folder, coophost's own files: the catalogue entry (its digest enters every
@@ -155,21 +155,23 @@ def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) ->
     keys = [key for key, _, _ in claims(member, catalogue)]
     if any(CLAIM_SEP in key for key in keys):  # validated names never hold one
         raise ValueError(f"{member.file}: a claimed name holds a NUL character")
-    return [member.slug, member.file, CLAIM_SEP.join(keys), units, dict(member.placement)]
+    moved = {name: record["from"] for name, record in member.moved.items()}
+    return [member.slug, member.file, CLAIM_SEP.join(keys), units, dict(member.placement),
+            moved]
 
 
 def _check_claims(base: Base, summaries: list[Any]) -> None:
     """Refuse a domain, vhost or address claimed twice; the error names the later claim."""
     claimed: set[str] = set()
     count = 0
-    for _, _, keys, _, _ in summaries:
+    for _, _, keys, _, _, _ in summaries:
         mine = set(keys.split(CLAIM_SEP)) if keys else set()
         count += len(mine)
         claimed |= mine
     if len(claimed) == count:  # every name claimed by one member at most
         return
     owners: dict[str, str] = {}
-    for slug, _, keys, _, _ in summaries:
+    for slug, _, keys, _, _, _ in summaries:
         for key in keys.split(CLAIM_SEP) if keys else ():
             if owners.setdefault(key, slug) != slug:
                 # Summaries keep only keys; re-read the two records for a precise message.
@@ -181,7 +183,7 @@ def _check_claims(base: Base, summaries: list[Any]) -> None:
 def _check_reserved(base: Base, summaries: list[Any]) -> None:
     """Refuse a domain or vhost that is a host's (or the co-op's, or the lab's) name."""
     reserved = ReservedNames(base.coop, base.hosts)
-    for slug, _, keys, units, _ in summaries:
+    for slug, _, keys, units, _, _ in summaries:
         fallbacks = fallback_addresses(slug, units, base.catalogue, base.coop)
         for key in keys.split(CLAIM_SEP) if keys else ():
             if "@" not in key and not key.startswith("ssh:") \
@@ -278,6 +280,23 @@ def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
     return placed
 
 
+def relays_by_host(moves: Iterable[tuple[str, dict[str, str]]],
+                   placed: Mapping[tuple[str, str], str], digests: Mapping[tuple[str, str], str],
+                   hosts: Mapping[str, Any]) -> dict[str, list[list[str]]]:
+    """What each host relays for units that moved away from it: [member, service, to, digest].
+
+    A record naming a host that is gone, or the unit's own host, relays nothing.
+    """
+    relays: dict[str, list[list[str]]] = {}
+    for slug, moved in moves:
+        for service, old in sorted(moved.items()):
+            new = placed.get((slug, service))
+            if new is None or old == new or old not in hosts:
+                continue
+            relays.setdefault(old, []).append([slug, service, new, digests[(slug, service)]])
+    return {host: sorted(rows) for host, rows in relays.items()}
+
+
 def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
                     ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str]]:
     """Check recorded placements, place every unit, and hash every host."""
@@ -289,7 +308,7 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     costs: dict[tuple[int, int], dict[str, int]] = {}  # one mapping per distinct cost
     demands = []
     hashes: dict[tuple[str, str], str] = {}
-    for slug, file, _, units, placement in summaries:
+    for slug, file, _, units, placement, _moved in summaries:
         if not all(pair in allowed for pair in placement.items()):
             check_placement(file, placement, base.hosts, catalogue)
         for service_name, (digest, ram, disk) in units.items():
@@ -310,6 +329,8 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in base.hosts}
     for member, service, where, digest, _ in rows:
         on_host[where].append((member, service, digest))
+    relays = relays_by_host(((slug, moved) for slug, _, _, _, _, moved in summaries),
+                            placed.hosts, hashes, base.hosts)
     host_hashes = {}
     has_units = {name: bool(units) for name, units in on_host.items()}
     backup_role = role_version("backup")
@@ -319,6 +340,8 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
         backup = backup_hash_input(host, base.hosts, has_units, backup_role)
         if backup:
             own["backup"] = backup
+        if relays.get(name):
+            own["relays"] = relays[name]
         host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
     return rows, placed.usage, host_hashes

@@ -43,9 +43,13 @@ def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Me
     return member
 
 
-def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = False
-         ) -> Member | None:
-    """Record a member's service on another host; audited. None when it is there already."""
+def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = False,
+         today: dt.date | None = None) -> Member | None:
+    """Record a member's service on another host; audited. None when it is there already.
+
+    A unit that was placed elsewhere records where it came from (`moved:`): that host relays
+    its mail to the new one, and `members.carry` copies its data, until `expire_moves`.
+    """
     from coophost.registry.edit import move_unit
     from coophost.registry.loader import load_registry, with_hosts
     from coophost.registry.placement import check_move
@@ -59,10 +63,21 @@ def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = 
         if was == host and service in current.services:
             return None
         check_move(with_hosts(loaded), loaded.catalogue, slug, service, host, force)
-        member = move_unit(root, loaded, slug, service, host)
+        day = (today or dt.date.today()).isoformat()
+        member = move_unit(root, loaded, slug, service, host,
+                           moved_from=was if was and _applied_on(root, was, slug, service)
+                           else None, on=day)
     audit(root, {"by": by, "action": "member moved", "member": slug, "service": service,
                  "from": was or "(not placed yet)", "to": host})
     return member
+
+
+def _applied_on(root: Path, host: str, slug: str, service: str) -> bool:
+    """Whether a deploy applied the unit on `host` (then it has data and mail to carry)."""
+    from coophost.state import StateDB
+
+    with StateDB(root) as db:
+        return (host, slug, service) in db.applied().units
 
 
 @dataclass
@@ -118,6 +133,45 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
     return Departure(out, digest.hexdigest(), len(manifest.files), day, after)
 
 
+DEFAULT_RELAY_DAYS = 7
+
+
+def moves_due(loaded: Loaded, day: dt.date) -> dict[str, list[str]]:
+    """The move records older than `retention.relay_days` (default 7), by member."""
+    days = loaded.registry.coop.retention.get("relay_days", DEFAULT_RELAY_DAYS)
+    due = {}
+    for member in loaded.registry.members.values():
+        old = [service for service, record in sorted(member.moved.items())
+               if dt.date.fromisoformat(record["on"]) + dt.timedelta(days=days) <= day]
+        if old:
+            due[member.slug] = old
+    return due
+
+
+def expire_moves(root: Path, by: str, today: dt.date | None = None, dry_run: bool = False
+                 ) -> list[str]:
+    """Drop the move records older than `retention.relay_days` (default 7).
+
+    Their old hosts stop relaying at the next deploy. Return `slug/service` of each.
+    """
+    from coophost.registry.edit import drop_moves
+    from coophost.registry.loader import load_registry
+
+    day = today or dt.date.today()
+    dropped = []
+    if dry_run:
+        due = moves_due(load_registry(root, need_hosts=False), day)
+        return [f"{slug}/{s}" for slug, services in sorted(due.items()) for s in services]
+    with coop_lock(root, purpose="expire moves"):
+        for slug, old in sorted(moves_due(load_registry(root, need_hosts=False), day).items()):
+            if old:
+                drop_moves(root, load_registry(root, need_hosts=False), slug, old)
+                dropped += [f"{slug}/{service}" for service in old]
+    for name in dropped:
+        audit(root, {"by": by, "action": "move record expired", "unit": name})
+    return dropped
+
+
 def due_for_purge(coop: Path | Loaded, today: dt.date | None = None) -> list[Member]:
     """Departed members whose retention period is over and who still have services."""
     from coophost.registry.loader import load_registry
@@ -139,6 +193,8 @@ def purge(root: Path, by: str, today: dt.date | None = None) -> list[str]:
     def change(doc: Any) -> None:
         doc["services"] = {}
         doc["placement"] = {}
+        if "moved" in doc:
+            del doc["moved"]
 
     done = []
     with coop_lock(root, purpose="members purge"):

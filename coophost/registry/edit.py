@@ -392,17 +392,48 @@ def disable_service(root: Path, loaded: Loaded, slug: str, service_name: str) ->
         placement = doc.get("placement") or {}
         if service_name in placement:
             del placement[service_name]
+        moved = doc.get("moved") or {}
+        if service_name in moved:
+            del moved[service_name]
+        if "moved" in doc and not moved:
+            del doc["moved"]
     return update_member(root, loaded, slug, change)
 
 
-def move_unit(root: Path, loaded: Loaded, slug: str, service_name: str, host_name: str
-              ) -> Member:
+def move_unit(root: Path, loaded: Loaded, slug: str, service_name: str, host_name: str,
+              moved_from: str | None = None, on: str = "") -> Member:
     """Record that a member's service now runs on `host_name`.
 
     The caller checked the move (`registry.placement.check_move`: group and room).
+    `moved_from`: the host the unit leaves, recorded under `moved:` with the date `on`: it
+    relays the unit's mail to the new host until `members purge` drops the record.
     """
     def change(doc: Any) -> None:
         _block_map(doc, "placement")[service_name] = host_name
+        moved = doc.get("moved")
+        if moved_from is not None:
+            from ruamel.yaml.comments import CommentedMap
+
+            record = CommentedMap()
+            record["from"] = moved_from
+            record["on"] = on
+            _block_map(doc, "moved")[service_name] = record
+        elif moved is not None and service_name in moved:
+            del moved[service_name]
+            if not moved:
+                del doc["moved"]
+    return update_member(root, loaded, slug, change)
+
+
+def drop_moves(root: Path, loaded: Loaded, slug: str, services: list[str]) -> Member:
+    """Forget the moves of these services (their old hosts stop relaying)."""
+    def change(doc: Any) -> None:
+        moved = doc.get("moved") or {}
+        for name in services:
+            if name in moved:
+                del moved[name]
+        if "moved" in doc and not moved:
+            del doc["moved"]
     return update_member(root, loaded, slug, change)
 
 

@@ -101,6 +101,8 @@ class Member:
     # This member's life at the co-op (`id:` in the file, written by coophost): data on hosts
     # and secrets belong to it, so a later member given the same slug never reaches them.
     life: str = ""
+    # Services moved away from a host lately: service -> {"from": host, "on": YYYY-MM-DD}.
+    moved: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
@@ -113,7 +115,7 @@ class Member:
                 "status": self.status, "domains": [(d.name, d.ascii) for d in self.domains],
                 "ssh_keys": list(self.ssh_keys), "services": self.services,
                 "placement": self.placement, "file": self.file,
-                "departed_on": self.departed_on, "life": self.life}
+                "departed_on": self.departed_on, "life": self.life, "moved": self.moved}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Member:
@@ -123,7 +125,8 @@ class Member:
                    domains=tuple(Domain(n, a) for n, a in data["domains"]),
                    ssh_keys=tuple(data["ssh_keys"]), services=data["services"],
                    placement=data["placement"], file=data["file"],
-                   departed_on=data.get("departed_on", ""), life=data.get("life", ""))
+                   departed_on=data.get("departed_on", ""), life=data.get("life", ""),
+                   moved=data.get("moved", {}))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "r
              "vault", "suspended_mail")
 SUSPENDED_MAIL = ("accept", "bounce")
 MEMBER_KEYS = ("slug", "id", "name", "contact", "status", "domains", "ssh_keys", "services",
-               "placement", "departed_on")
+               "placement", "moved", "departed_on")
 LIFE_RE = re.compile(r"[0-9a-f]{12}")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
@@ -271,8 +271,43 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
             checks.fail(file, f"placement.{name}", host, "placement of a service that is not "
                         "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
         member.placement[name] = checks.host_name(host, file, f"placement.{name}")
+    member.moved.update(_moved(top.get("moved"), member, file))
     check_reserved(member, ReservedNames(coop, {}), catalogue, coop)
     return member
+
+
+def _moved(value: object, member: Member, file: str) -> dict[str, dict[str, str]]:
+    """`moved:` (written by `member move`): the host each moved service left, and when.
+
+    The host it left relays what still arrives there (mail) to the new one until `members
+    purge` drops the record after `retention.relay_days`.
+    """
+    moved: dict[str, dict[str, str]] = {}
+    for name, record in checks.mapping(value, file, "moved").items():
+        where = f"moved.{name}"
+        if name not in member.services:
+            checks.fail(file, where, name, "a move of a service that is not enabled")
+        entry = checks.mapping(record, file, where)
+        checks.refuse_unknown_keys(entry, ("from", "on"), file, where)
+        host = checks.host_name(entry.get("from"), file, f"{where}.from")
+        if host == member.placement.get(name):
+            checks.fail(file, f"{where}.from", host, "is where the service is placed now")
+        moved[name] = {"from": host, "on": _date(entry.get("on"), file, f"{where}.on")}
+    return moved
+
+
+def _date(value: object, file: str, where: str) -> str:
+    """A YYYY-MM-DD date (YAML may have read it as a date already)."""
+    import datetime as dt
+
+    text = value.isoformat() if isinstance(value, dt.date) else value
+    try:
+        if not isinstance(text, str) or len(text) != len("YYYY-MM-DD"):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        checks.fail(file, where, value, "must be a date (YYYY-MM-DD)")
+        return ""
 
 
 def _life(value: object, file: str) -> str:

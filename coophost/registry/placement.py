@@ -13,7 +13,7 @@ they read under the lock, and hand the host to `registry.edit`, which only write
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from coophost.errors import ConfigError, UsageError
 from coophost.registry.catalogue import Catalogue
@@ -183,3 +183,27 @@ def check_move(registry: Registry, catalogue: Catalogue, slug: str, service_name
         raise ConfigError(f"{host_name} has not enough free capacity for {slug}/"
                           f"{service_name} (needs {cost['ram_mb']} MB RAM, "
                           f"{cost['disk_gb']} GB disk)", hint="--force moves it anyway")
+
+
+def evacuation(registry: Registry, catalogue: Catalogue, host_name: str
+               ) -> dict[tuple[str, str], str]:
+    """Where each unit recorded on `host_name` goes when that host is gone.
+
+    Every other unit stays where it is recorded; the evacuated ones are placed by free
+    capacity on the other hosts of their group, as new units are. Raises NoHostFits (exit 2)
+    when one has nowhere to go.
+    """
+    if host_name not in registry.hosts:
+        raise UsageError(f"no host {host_name!r} in hosts.yml")
+    found = demands(registry.members, catalogue)
+    leaving = {(d.member, d.service) for d in found if d.recorded == host_name}
+    needed = [replace(d, recorded=None) if (d.member, d.service) in leaving else d
+              for d in found if d.recorded is not None or (d.member, d.service) in leaving]
+    groups: dict[str, list[str]] = {}
+    for host in registry.hosts.values():
+        if host.name != host_name:
+            for group in host.groups:
+                groups.setdefault(group, []).append(host.name)
+    capacity = {h.name: h.capacity for h in registry.hosts.values() if h.name != host_name}
+    result = place(needed, capacity, groups)
+    return {key: result.hosts[key] for key in sorted(leaving)}

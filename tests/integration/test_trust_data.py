@@ -135,18 +135,22 @@ def test_export_carries_hard_linked_copies_and_matches_the_host_byte_for_byte(
         assert hashlib.sha256(files[entry["path"]]).hexdigest() == entry["sha256"]
 
 
-def test_after_a_move_the_export_still_holds_the_data_left_on_the_first_host(
+def test_after_a_move_the_mail_is_on_the_new_host_and_the_export_holds_it(
         reuse: Reuse, tmp_path: Path):
     hosts = sorted(h.name for h in load_hosts(reuse.info.inventory) if "mail" in h.groups)
     other = next(h for h in hosts if h != reuse.first_host)
-    reuse.info.cli("member", "move", OLD, "mail", other, check=True)
+    reuse.info.cli("member", "move", OLD, "mail", other, check=True)  # deploys, carries
     reuse.deploy()
     assert reuse.host_of(OLD) == other
     left = reuse.on_host(reuse.first_host, "grep", "-rl", reuse.tokens[0],
                          "/var/mail/archive", check=False)
-    assert left.returncode == 0, "the first host no longer holds the member's mail"
+    assert left.returncode == 0, "the first host no longer holds the member's archived mail"
     files = reuse.export(OLD, tmp_path / "moved.tar.gz")
-    assert len(_mail_files(files, reuse.tokens[0])) == 2, sorted(files)
+    found = _mail_files(files, reuse.tokens[0])
+    # the message in INBOX and Kept on the new host, and the old host's archived copy of both
+    live = [name for name in found if name.startswith(f"mail/{other}/var/mail/units/")]
+    kept = [name for name in found if name.startswith(f"mail/{reuse.first_host}/var/mail/archive/")]
+    assert len(live) == 2 and len(kept) == 2, found
 
 
 def test_a_departure_whose_data_is_missing_is_refused_and_the_member_stays(

@@ -34,6 +34,7 @@ WRITES: dict[str, Callable[[Path, Loaded], Any]] = {
     "disable_service": lambda root, loaded: edit.disable_service(root, loaded, "ada-books",
                                                                  "mail"),
     "move_unit": lambda root, loaded: edit.move_unit(root, loaded, "ada-books", "mail", "h2"),
+    "drop_moves": lambda root, loaded: edit.drop_moves(root, loaded, "ada-books", ["mail"]),
     "assign_lives": lambda root, loaded: edit.assign_lives(root, loaded),
     "remove_member": lambda root, loaded: edit.remove_member(root, "ada-books"),
     "add_host": lambda root, loaded: edit.add_host(root, loaded, "h4", address="127.0.0.1",

@@ -39,7 +39,8 @@ def test_moving_a_unit_to_where_it_is(coop: Path, cli) -> None:
 
 
 def test_a_real_move_is_audited(coop: Path, cli) -> None:
-    code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", "h1")
+    code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", "h1",
+                         "--record-only")
     assert code == 0, err
     assert "ada-books/mail placed on h1" in out
     entries = read_audit(coop)

@@ -120,7 +120,8 @@ def test_member_move_records_and_plan_shows_it(coop: Path, cli, record_applied) 
     placed = (coop / "members" / "ada-books.yml").read_text()
     target = "h1" if "mail: h1" not in placed else "h3"
     record_applied(coop)
-    code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", target)
+    code, out, err = cli("-i", str(coop), "member", "move", "ada-books", "mail", target,
+                         "--record-only")
     assert code == 0, err
     code, out, _ = cli("-i", str(coop), "plan")
     assert code == 1 and "moved from" in out and "moved to" in out

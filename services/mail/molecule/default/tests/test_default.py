@@ -157,6 +157,23 @@ def test_no_relay_to_outside_without_authentication(host, port):
     assert result.stdout.strip().startswith("5")
 
 
+def test_a_moved_units_mail_is_relayed_to_its_new_host_for_its_addresses_only(host):
+    tables = "/etc/postfix/coophost"
+    assert host.check_output(f"postmap -q delta.test texthash:{tables}/transport") \
+        == "smtp:[192.0.2.25]:25"
+    assert host.check_output(f"postmap -q delta.test texthash:{tables}/relay_domains") == "other"
+    for address in ("eve@delta.test", "sales@delta.test", "postmaster@delta.test"):
+        assert host.check_output(f"postmap -q {address} texthash:{tables}/relay_recipients") \
+            == "ok"
+    # members placed here are not relayed
+    assert host.run(f"postmap -q beta.test texthash:{tables}/transport").rc == 1
+    # (that the relay takes mail for these addresses only, over SMTP, is proven in the lab:
+    # tests/integration/test_move.py; delta.test resolves nowhere here)
+    assert host.run(f"postmap -q nobody@delta.test texthash:{tables}/relay_recipients").rc == 1
+    main_cf = host.check_output("postconf -h relay_recipient_maps transport_maps")
+    assert "relay_recipients" in main_cf and "transport" in main_cf
+
+
 def test_authenticated_user_cannot_send_as_another_member(host):
     result = run_client(host, '''
         try:
