@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -693,3 +694,159 @@ def prune(loaded: Loaded, member: str | None = None, progress: Any = None
             say(f"{unit.name}: {len(names)} pruned, {row['kept']} kept")
             results.append(row)
     return results, code
+
+
+# ---- hand-over --------------------------------------------------------------------------------
+
+
+@dataclass
+class Handed:
+    """One repository handed over: its copy, key, and what a check of the copy found."""
+
+    host: str
+    repo: str
+    tarball: str = ""
+    key: str = ""
+    archives: int = 0
+    size: int = 0
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"host": self.host, "repo": self.repo, "tarball": self.tarball, "key": self.key,
+                "archives": self.archives, "bytes": self.size, "error": self.error}
+
+
+HANDOVER_README = """\
+The backups of {slug} at {coop}, handed over on {day}.
+
+Each <host>-<owner>.borg.tar holds one borg repository (borgbackup 1.2, repokey-blake2): the
+archives of your data on that service host. The repository key is inside it and also in the
+matching .borg-key file; `passphrase` opens them all. To read one:
+
+    tar -xf <host>-<owner>.borg.tar
+    BORG_PASSPHRASE="$(cat passphrase)" borg list <owner>
+    BORG_PASSPHRASE="$(cat passphrase)" borg extract <owner>::<archive>
+
+Each archive holds your files as they were on the host, and a manifest
+(var/lib/coophost-backup/manifests/<owner>/<service>.sha256) with the SHA-256 of every file.
+Keep the passphrase private: with it, anyone holding a copy can read your data.
+"""
+
+
+def member_repos(loaded: Loaded, slug: str) -> list[str]:
+    """The service hosts whose repositories hold the member life's backups (seen or placed)."""
+    from coophost.state import StateDB
+
+    member = loaded.registry.members.get(slug)
+    if member is None:
+        raise UsageError(f"no member {slug!r}")
+    hosts = {unit.host for unit in units(loaded, slug)}
+    with StateDB(loaded.root) as db:
+        for (repo,) in db.conn.execute(
+                "SELECT DISTINCT repo FROM backup_archive WHERE owner = ?", (member.owner,)):
+            parts = str(repo).split(":", 1)[-1].rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-1] == member.owner:
+                hosts.add(parts[-2])
+    return sorted(hosts)
+
+
+def handover(loaded: Loaded, slug: str, out: Path, progress: Any = None) -> list[Handed]:
+    """Copy the member life's borg repositories, keys and passphrase into the new folder `out`.
+
+    Each repository is streamed from the backup host (over its normal SSH, pinned key, tar with
+    sudo) into `<host>-<owner>.borg.tar`, its key exported with `borg key export`, and the copy
+    is checked here as the member would use it: extracted into a scratch folder and listed
+    with the passphrase alone, in a borg home of its own; the archives must be those the
+    backup host lists. Nothing is left half-written: each file is written atomically.
+    """
+    from coophost.fsutil import atomic_stream
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: must be a new or empty folder")
+    member = loaded.registry.members.get(slug)
+    if member is None:
+        raise UsageError(f"no member {slug!r}")
+    hosts = member_repos(loaded, slug)
+    borg = Borg(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    handed: list[Handed] = []
+    entry = connections(loaded.registry.hosts)[borg.server]
+    with borg.session(), connect(entry, loaded.root / KNOWN_HOSTS_FILE) as client:
+        for host in hosts:
+            unit = Unit(slug, member.owner, "", host)
+            item = Handed(host, borg.repo(unit))
+            handed.append(item)
+            if progress is not None:
+                progress(f"{host}: copying {repo_path(host, member.owner)}")
+            listed = borg.call(unit, ["list", "--json", borg.repo(unit)])
+            if listed.returncode != 0:
+                item.error = borg_error(listed.stderr)
+                continue
+            names = sorted(a["archive"] for a in json.loads(listed.stdout)["archives"])
+            base = f"{host}-{member.owner}"
+            key = borg.call(unit, ["key", "export", borg.repo(unit), "-"])
+            if key.returncode != 0:
+                item.error = f"borg key export: {borg_error(key.stderr)}"
+                continue
+            atomic_write(out / f"{base}.borg-key", key.stdout, 0o600)
+            item.key = f"{base}.borg-key"
+            tarball = out / f"{base}.borg.tar"
+            transport = client.get_transport()
+            assert transport is not None, "connect() returned a connected client"
+            channel = transport.open_session()
+            channel.exec_command(shlex.join([
+                "sudo", "-n", "tar", "--create", "--file=-",
+                f"--directory={repo_path(host, '').rstrip('/')}", member.owner]))
+            with atomic_stream(tarball, 0o600) as handle:
+                while True:
+                    block = channel.recv(1 << 16)
+                    if not block:
+                        break
+                    handle.write(block)
+                    item.size += len(block)
+                status = channel.recv_exit_status()
+                if status != 0:
+                    err = channel.recv_stderr(4096).decode(errors="replace")
+                    raise ConfigError(f"{borg.server}: tar of {repo_path(host, member.owner)} "
+                                      f"exited {status}: {err.strip()[-300:]}")
+            item.tarball = tarball.name
+            item.archives = len(names)
+            problem = _check_copy(tarball, member.owner, borg.store.value(passphrase(
+                member.owner)), names, loaded.root / STATE_DIR / SCRATCH)
+            if problem:
+                item.error = problem
+    atomic_write(out / "passphrase", borg.store.value(passphrase(member.owner)) + "\n", 0o600)
+    import datetime as dt
+
+    atomic_write(out / "README.txt", HANDOVER_README.format(
+        slug=slug, coop=loaded.registry.coop.name, day=dt.date.today().isoformat()), 0o600)
+    return handed
+
+
+def _check_copy(tarball: Path, owner: str, secret: str, names: list[str], scratch: Path
+                ) -> str:
+    """Open the handed-over copy as the member would; "" when it lists exactly `names`."""
+    import tarfile
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="handover-", dir=scratch))
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(work, filter="data")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+        env.update({"BORG_PASSPHRASE": secret, "BORG_BASE_DIR": str(work / "home"),
+                    "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes", "LANG": "C.UTF-8"})
+        done = subprocess.run(["borg", "list", "--json", str(work / owner)], env=env,
+                              text=True, capture_output=True, check=False, timeout=600)
+        if done.returncode != 0:
+            return f"the copy does not open: {borg_error(done.stderr)}"
+        found = sorted(a["archive"] for a in json.loads(done.stdout)["archives"])
+        if found != names:
+            return f"the copy lists {len(found)} archive(s), the backup host {len(names)}"
+        return ""
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

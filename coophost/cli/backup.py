@@ -218,4 +218,44 @@ def prune_cmd(app: AppContext, member: str | None, as_json: bool) -> int:
     return code
 
 
+@backup.command("handover")
+@name_argument("member", "slug")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="A new or empty folder for the copies.")
+@json_option
+@pass_app
+def handover_cmd(app: AppContext, slug: str, out: Path, as_json: bool) -> int:
+    """Hand a member its borg repositories, their keys and its passphrase (departure).
+
+    Each repository of the member's life (one per service host it had) is copied from the
+    backup host, and the copy is checked as the member would open it: extracted and listed
+    with the passphrase alone. With the member's takeout (`member depart`), this is all it
+    needs to leave with its history. Exit 1 when a repository could not be handed over whole.
+    """
+    from coophost.backup.ops import handover
+    from coophost.cli.options import escape
+
+    def say(text: str) -> None:
+        if not as_json:
+            app.err.print(f"[dim]handover[/] {escape(text)}")
+
+    handed = handover(_loaded(app), slug, out, progress=say)
+    code = EXIT_OK if handed and all(not h.error for h in handed) else EXIT_PENDING
+    if as_json:
+        app.emit_json({"exit_code": code, "out": str(out),
+                       "repositories": [h.as_dict() for h in handed]})
+        return code
+    if not handed:
+        app.out.print(f"{slug} has no backup repository to hand over")
+    for item in handed:
+        if item.error:
+            app.out.print(f"[red]FAILED[/] {item.host}: {escape(item.error)}")
+        else:
+            app.out.print(f"ok {item.host}: {item.tarball} ({item.size} bytes, {item.archives} "
+                          f"archives, opened with the passphrase alone), key {item.key}")
+    app.out.print(f"{out}: README.txt says how to read them; `passphrase` opens them "
+                  "(0600: give it to the member privately)")
+    return code
+
+
 commands: list[click.Command] = [backup]

@@ -236,7 +236,8 @@ def member_depart(app: AppContext, slug: str, out: Path) -> None:
     done = depart(app.inventory, slug, out, actor())
     app.out.print(f"{slug} departed on {done.departed_on}: {done.files} file(s) exported to "
                   f"{done.archive} (sha256 {done.sha256}); `coophost deploy` stops its logins, "
-                  f"`coophost members purge` removes its services after {done.purge_after}")
+                  f"`coophost members purge` removes its services after {done.purge_after}; "
+                  f"`coophost backup handover {slug} --out DIR` hands over its backups")
 
 
 @member.command("remove")

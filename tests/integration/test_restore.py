@@ -17,6 +17,7 @@ import subprocess
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -380,3 +381,46 @@ def test_a_backup_killed_midway_leaves_a_repository_the_next_run_completes(
         assert row["ok"], row
     finally:
         bk.on(unit.host, "rm", "-f", big)
+
+
+def test_a_handover_gives_the_member_repositories_it_can_open_alone(
+        bk: BackupLab, tmp_path: Path) -> None:
+    from coophost.backup.model import compare, manifest_path, parse_manifest
+    from coophost.backup.ops import scan
+
+    ran = bk.cli_json("backup", "run", "--member", bk.mail.slug)  # the seeded mail in the last
+    assert all(a["ok"] for h in ran["hosts"] for a in h["archives"]), ran
+    out = tmp_path / "handover"
+    data = bk.cli_json("backup", "handover", bk.mail.slug, "--out", str(out))
+    repos = {r["host"]: r for r in data["repositories"]}
+    assert bk.mail.host in repos and all(not r["error"] for r in repos.values()), repos
+    assert {p.name for p in out.iterdir()} >= {"passphrase", "README.txt",
+                                               repos[bk.mail.host]["tarball"]}
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in out.iterdir())
+    assert (out / repos[bk.mail.host]["key"]).read_text().startswith("BORG_KEY ")
+    # on "the member's machine": a borg home of its own, the passphrase file, nothing else
+    home = tmp_path / "member"
+    home.mkdir()
+    subprocess.run(["tar", "-xf", str(out / repos[bk.mail.host]["tarball"]), "-C", str(home)],
+                   check=True)
+    env = {"PATH": "/usr/bin:/bin", "BORG_BASE_DIR": str(home / ".borg"), "LANG": "C.UTF-8",
+           "BORG_PASSPHRASE": (out / "passphrase").read_text().strip()}
+    repo = str(home / bk.mail.owner)
+    listed = subprocess.run(["borg", "list", "--json", repo], env=env, capture_output=True,
+                            text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    names = [a["archive"] for a in json.loads(listed.stdout)["archives"]
+             if a["archive"].startswith("mail-")]
+    assert names and repos[bk.mail.host]["archives"] >= len(names)
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    done = subprocess.run(["borg", "extract", f"{repo}::{names[-1]}"], env=env, cwd=restored,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    manifest = parse_manifest(
+        (restored / manifest_path(bk.mail.owner, "mail").lstrip("/")).read_text())
+    diff = compare(manifest, scan(restored, list(bk.mail.paths)))
+    assert diff.ok and len(manifest) > 40, diff.summary()
+    wrong = subprocess.run(["borg", "list", repo], env={**env, "BORG_PASSPHRASE": "wrong"},
+                           capture_output=True, text=True, check=False)
+    assert wrong.returncode != 0  # the copy is still encrypted: the passphrase is the key
