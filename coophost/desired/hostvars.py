@@ -63,6 +63,7 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
                            for n, s in catalogue.services.items()},
             vhost_params={n: [p.name for p in s.parameters.values() if p.type == "vhost"]
                           for n, s in catalogue.services.items()},
+            service_groups={n: s.group for n, s in catalogue.services.items() if s.available},
             moved_away=[moved_vars(registry.members[slug], catalogue.services[service], to,
                                    server_address(registry.hosts[to]))
                         for slug, service, to, _ in relays.get(name, [])])

@@ -179,11 +179,13 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      service_ports: Mapping[str, list[int]] | None = None,
                      vhost_params: Mapping[str, Iterable[str]] | None = None,
                      backup: Mapping[str, Any] | None = None,
-                     moved_away: list[dict[str, Any]] | None = None) -> str:
+                     moved_away: list[dict[str, Any]] | None = None,
+                     service_groups: Mapping[str, str] | None = None) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
-    lists those of the services placed on the host, which roles/common opens.
+    lists those of the services placed on the host or whose group (`service_groups`: service
+    -> group) the host is in, which roles/common opens.
     `vhost_params`: each service's parameters of type vhost; their values in the host's units
     are listed as `coophost_tls_vhosts`, which roles/tls gets certificates for.
     `backup`: the host's part of the backup setup (coophost.backup.render.backup_vars).
@@ -198,7 +200,11 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     env.filters["yaml_block"] = lambda value, indent: yaml_block(value, indent, vault)
     template = env.from_string(_template_source())
     placed = sorted(s for s in units if units[s])
-    ports = {s: sorted(set((service_ports or {}).get(s, []))) for s in placed}
+    groups = service_groups or {}
+    # A host in a service's group runs its role even with no unit there (to serve nothing, or
+    # relay a moved unit's mail): its ports stay open.
+    serving = sorted(set(placed) | {s for s, g in groups.items() if g in host.groups})
+    ports = {s: sorted(set((service_ports or {}).get(s, []))) for s in serving}
     vhosts = sorted({unit["settings"][name] for s in placed for unit in units[s]
                      for name in (vhost_params or {}).get(s, ())
                      if unit["settings"].get(name)})
@@ -207,4 +213,4 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
         coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value,
         backup=backup or {"server": {}, "client": {}, "units": [], "host_ports": []},
-        moved_away=moved_away or [])
+        moved_away=moved_away or [], service_groups=sorted(set(groups.values())))

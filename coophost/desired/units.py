@@ -336,7 +336,8 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     backup_role = role_version("backup")
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
-        own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest}
+        own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest,
+               "groups": sorted(host.groups)}  # a group decides ports and certificates
         backup = backup_hash_input(host, base.hosts, has_units, backup_role)
         if backup:
             own["backup"] = backup

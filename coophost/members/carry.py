@@ -252,18 +252,31 @@ def local_sums(root: Path) -> dict[str, str]:
 # ---- the whole carry ----------------------------------------------------------------------------
 
 
-def _deploy(root: Path, host: str) -> tuple[int, str]:
-    """Deploy one host (what changed there); return the exit code and the host's summary."""
+def _deploy(root: Path, host: str, loaded: Loaded) -> tuple[int, str]:
+    """Deploy one host and the backup hosts (what changed there); the host's status and summary.
+
+    The backup hosts come along: a host that held no unit before is let in to push backups.
+    Returns the host's exit code (0, or 4 unreachable, or 1 failed) and its summary.
+    """
+    from coophost.backup.model import backup_hosts
     from coophost.deploy.engine import DeployOptions, deploy
     from coophost.deploy.executor import mitogen_available
     from coophost.deploy.jobs import Selection
     from coophost.deploy.progress import SilentProgress
+    from coophost.errors import EXIT_PENDING, EXIT_UNREACHABLE
 
-    result = deploy(root, DeployOptions(selection=Selection(hosts=frozenset({host})),
+    hosts = frozenset({host, *backup_hosts(loaded.registry.hosts)})
+    result = deploy(root, DeployOptions(selection=Selection(hosts=hosts),
                                         mitogen=mitogen_available()),
                     SilentProgress(), threading.Event())
-    outcome = result.outcomes.get(host)
-    return result.exit_code, outcome.summary if outcome is not None else ""
+    failed = {h: o for h, o in result.outcomes.items() if o.status != "ok"}
+    if not failed:
+        return 0, ""
+    outcome = failed.get(host)
+    if outcome is None:  # only a backup host: the move goes on, its backups wait for it
+        return 0, ""
+    code = EXIT_UNREACHABLE if outcome.status == "unreachable" else EXIT_PENDING
+    return code, outcome.summary
 
 
 def _connect(loaded: Loaded, host: str) -> Any:
@@ -371,7 +384,7 @@ def carry(root: Path, slug: str, service: str, progress: Callable[[str], None]
     to_host = compute(loaded).units[(slug, service)].host
     report = CarryReport(slug, service, to_host, moved["from"])
     progress(f"deploying {to_host}: the unit is made there")
-    code, summary = _deploy(root, to_host)
+    code, summary = _deploy(root, to_host, loaded)
     if code != 0:
         report.error = f"the deploy of {to_host} failed ({summary}); fix it and run the move again"
         return report
@@ -379,7 +392,7 @@ def carry(root: Path, slug: str, service: str, progress: Callable[[str], None]
     if report.from_host in loaded.registry.hosts:
         progress(f"deploying {report.from_host}: the unit leaves it (archived there; its mail "
                  f"is relayed to {to_host})")
-        code, summary = _deploy(root, report.from_host)
+        code, summary = _deploy(root, report.from_host, loaded)
         if code == EXIT_UNREACHABLE:
             old_reachable = False
         elif code != 0:
@@ -451,12 +464,16 @@ def evacuate(root: Path, host: str, by: str, progress: Callable[[str], None]) ->
     result = Evacuation(host)
     if not plan:
         return result
+    from coophost.backup.model import backup_hosts
+
     targets = sorted(set(plan.values()))
     progress(f"deploying {', '.join(targets)}: the units of {host} are made there")
-    deployed = deploy(root, DeployOptions(selection=Selection(hosts=frozenset(targets)),
+    chosen = frozenset(targets) | (frozenset(backup_hosts(loaded.registry.hosts)) - {host})
+    deployed = deploy(root, DeployOptions(selection=Selection(hosts=chosen),
                                           mitogen=mitogen_available()),
                       SilentProgress(), threading.Event())
-    failed = {h: o.summary for h, o in deployed.outcomes.items() if o.status != "ok"}
+    failed = {h: o.summary for h, o in deployed.outcomes.items()
+              if o.status != "ok" and h in targets}
     if failed:
         result.deploy_error = "; ".join(f"{h}: {s}" for h, s in sorted(failed.items()))
     loaded = load_registry(root)

@@ -72,6 +72,7 @@ class Move:
     token: str
     seeded: dict[str, str]
     roots: str
+    moved_at: str = ""
 
     def on(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "exec", self.lab.container(host), *argv],
@@ -123,6 +124,7 @@ def mv(lab: LabInfo) -> Iterator[Move]:
 def test_a_move_carries_every_message_byte_for_byte(mv: Move) -> None:
     before = mv.sums(mv.first)
     assert set(mv.seeded.items()) <= set(before.items())
+    mv.moved_at = mv.on(mv.first, "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
     report = mv.move(mv.second)
     assert report["ok"] and report["via"] == "host", report
     assert report["from"] == mv.first and report["to"] == mv.second
@@ -165,6 +167,15 @@ def test_mail_sent_while_dns_names_the_old_host_is_relayed_to_the_new(mv: Move) 
     received = [line for line in raw.decode(errors="replace").splitlines()
                 if line.startswith("Received: from")]
     assert any(first_fqdn in line for line in received), received  # it came through the old
+    # and nothing for the member's domain was bounced on the old host since the move
+    domain = mv.box.mailbox.address.split("@")[1]
+    log = mv.on(mv.first, "journalctl", "--no-pager", "-o", "cat", "--since", mv.moved_at,
+                "SYSLOG_IDENTIFIER=postfix/smtp", "SYSLOG_IDENTIFIER=postfix/lmtp",
+                "SYSLOG_IDENTIFIER=postfix/bounce").stdout
+    assert f"@{domain}>" in log, "the old host's log shows no relay at all"
+    bounced = [line for line in log.splitlines() if f"@{domain}>" in line
+               and ("status=bounced" in line or "status=deferred" in line)]
+    assert not bounced, bounced
 
 
 def test_the_old_host_relays_only_the_members_addresses(mv: Move) -> None:
