@@ -551,6 +551,77 @@ def restore_on_host(loaded: Loaded, member: str, service: str, archive: str | No
     return result
 
 
+RESTORE_AREA = "/var/lib/coophost-restore"  # on a host: restored copies set aside, root only
+
+
+def restore_target(owner: str, service: str, archive: str) -> str:
+    """Where `backup restore --to-host` puts an archive on the host: a new root-only folder."""
+    return f"{RESTORE_AREA}/{owner}.{service}.{archive}"
+
+
+def restore_to_host(loaded: Loaded, member: str, service: str, archive: str | None,
+                    host: str) -> dict[str, Any]:
+    """Restore an archive of the unit onto another co-op host, set aside and checked.
+
+    The archive is extracted here and compared with its manifest first; only a matching copy
+    is streamed to `host`, into a new folder readable by root alone (the files keep their
+    owners and modes), and every file there is compared by SHA-256 with what was sent.
+    Nothing the host serves changes: the copy is for a sysadmin to look at or put in place.
+    """
+    from coophost.members.carry import (
+        folder_exists,
+        local_sums,
+        push_local,
+        remote_sums,
+        run_checked,
+    )
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect
+
+    if host not in loaded.registry.hosts:
+        from coophost.registry.checks import suggest
+
+        raise UsageError(f"--to-host {host}: no such host in hosts.yml",
+                         hint=suggest(host, list(loaded.registry.hosts)))
+    unit = find_unit(loaded, member, service)
+    scratch_root = loaded.root / STATE_DIR / SCRATCH
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="restore-", dir=scratch_root))
+    borg = Borg(loaded)
+    try:
+        with borg.session():
+            name = pick_archive(borg, unit, archive)
+            checked = extract_and_check(borg, unit, name, work)
+        result: dict[str, Any] = {**checked.as_dict(), "to_host": host,
+                                  "to": restore_target(unit.owner, service, name)}
+        if not checked.ok:
+            result["error"] = f"the archive does not match its manifest: {checked.detail}"
+            return result
+        target = result["to"]
+        with connect(connections(loaded.registry.hosts)[host],
+                     loaded.root / KNOWN_HOSTS_FILE) as client:
+            if folder_exists(client, target):
+                raise UsageError(f"{host}:{target} exists already: this archive was restored "
+                                 "there before (remove that folder to restore it again)")
+            run_checked(client, ["sudo", "-n", "install", "-d", "-m", "0700", "-o", "root", "-g",
+                          "root", RESTORE_AREA], f"{host}: make {RESTORE_AREA}")
+            run_checked(client, ["sudo", "-n", "install", "-d", "-m", "0700", "-o", "root", "-g",
+                          "root", target], f"{host}: make {target}")
+            sent = local_sums(work)
+            result["bytes"] = push_local(work, client, target)
+            there = remote_sums(client, target, host)
+        wrong = sorted(n for n, digest in sent.items() if there.get(n) != digest)
+        extra = sorted(set(there) - set(sent))
+        result["ok"] = not wrong and not extra
+        if not result["ok"]:
+            result["error"] = (f"{len(wrong)} file(s) missing or different on {host}"
+                               + (f", e.g. {wrong[0]}" if wrong else "")
+                               + (f"; {len(extra)} unexpected" if extra else ""))
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- rollback ---------------------------------------------------------------------------------
 
 ROLLBACK_COMMAND = "/usr/local/sbin/coophost-borg-rollback"

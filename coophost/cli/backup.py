@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_argument, name_option, pass_app
+from coophost.cli.options import (
+    AppContext,
+    complete_host,
+    json_option,
+    name_argument,
+    name_option,
+    pass_app,
+)
 from coophost.errors import EXIT_OK, EXIT_PENDING
 
 if TYPE_CHECKING:
@@ -100,20 +107,30 @@ def list_cmd(app: AppContext, member: str | None, as_json: bool) -> int:
 @click.option("--archive", help="The archive to restore [default: the latest].")
 @click.option("--to", "to", type=click.Path(path_type=Path, file_okay=False),
               help="Restore into this new or empty folder here instead of on the host.")
+@click.option("--to-host", "to_host", metavar="HOST", shell_complete=complete_host,
+              help="Restore onto this host, set aside in a root-only folder.")
 @json_option
 @pass_app
 def restore_cmd(app: AppContext, member: str, service: str, archive: str | None,
-                to: Path | None, as_json: bool) -> int:
+                to: Path | None, to_host: str | None, as_json: bool) -> int:
     """Restore a unit's archive, checked file by file against its manifest.
 
     On the unit's host (default): the current data is kept in the service's archive folder
     and the restored data takes its place, only once it matched the manifest. With --to:
-    into a local folder, nothing on the host changes.
+    into a local folder; with --to-host H: into a new folder of H readable by root alone
+    (/var/lib/coophost-restore/OWNER.SERVICE.ARCHIVE), each file compared there. With
+    either, nothing the unit's host serves changes.
     """
-    from coophost.backup.ops import restore_on_host, restore_to_path
+    from coophost.backup.ops import restore_on_host, restore_to_host, restore_to_path
+    from coophost.errors import UsageError
 
+    if to is not None and to_host is not None:
+        raise UsageError("--to and --to-host: choose one")
     loaded = _loaded(app)
-    if to is not None:
+    if to_host is not None:
+        data = restore_to_host(loaded, member, service, archive, to_host)
+        data["to"] = f"{to_host}:{data['to']}"
+    elif to is not None:
         result = restore_to_path(loaded, member, service, archive, to)
         data = {**result.as_dict(), "to": str(to)}
     else:

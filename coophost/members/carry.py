@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,8 @@ def check_copy(source: dict[str, str], before: dict[str, str], after: dict[str, 
 # ---- on the hosts ------------------------------------------------------------------------------
 
 
-def _run(client: Any, argv: list[str], what: str, timeout: float = 600.0) -> str:
+def run_checked(client: Any, argv: list[str], what: str, timeout: float = 600.0) -> str:
+    """Run `argv` on a host; its stdout, or an error naming `what` when it exits non-zero."""
     from coophost.ssh import run_argv
 
     status, out, err = run_argv(client, argv, timeout=timeout)
@@ -157,14 +159,15 @@ def _run(client: Any, argv: list[str], what: str, timeout: float = 600.0) -> str
 
 def remote_sums(client: Any, root: str, what: str) -> dict[str, str]:
     """SHA-256 of every regular file under `root` on a host ({} when `root` is absent)."""
-    if not _exists(client, root):
+    if not folder_exists(client, root):
         return {}
-    out = _run(client, ["sudo", "-n", "find", root, "-type", "f", "-exec", "sha256sum", "--",
+    out = run_checked(client, ["sudo", "-n", "find", root, "-type", "f", "-exec", "sha256sum", "--",
                         "{}", "+"], what, timeout=3600)
     return parse_sums(out, root)
 
 
-def _exists(client: Any, path: str) -> bool:
+def folder_exists(client: Any, path: str) -> bool:
+    """Whether `path` is a folder on the host."""
     from coophost.ssh import run_argv
 
     status, _, _ = run_argv(client, ["sudo", "-n", "test", "-d", path])
@@ -190,7 +193,8 @@ def _receiving(client: Any, target: str) -> Iterator[Any]:
     channel = client.get_transport().open_session()
     channel.exec_command(shlex.join([
         "sudo", "-n", "tar", "--extract", "--file=-", f"--directory={target}",
-        "--skip-old-files", "--preserve-permissions", "--numeric-owner"]))
+        "--skip-old-files", "--no-overwrite-dir", "--preserve-permissions",
+        "--numeric-owner"]))
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(_read_all(channel.recv_stderr)),
                              daemon=True)
@@ -241,6 +245,35 @@ def push_local(folder: Path, target: Any, into: str) -> int:
     return moved
 
 
+def linked_folders(client: Any, root: str, what: str) -> list[str]:
+    """Symbolic links to folders under `root` on a host: tar, as root, would write through them."""
+    if not folder_exists(client, root):
+        return []
+    out = run_checked(client, ["sudo", "-n", "find", root, "-type", "l", "-xtype", "d", "-print"],
+               what)
+    return out.splitlines()
+
+
+def merge_into(client: Any, path: str, host: str, source: dict[str, str],
+               send: Callable[[str], int], copy: CopyReport) -> None:
+    """Merge one stream into `path` on `host`, owned as `path` is, and judge the merge.
+
+    `send(path)` streams the files (whose digests are `source`) into `path`. A folder that
+    holds a symbolic link to a folder is refused before anything is written: root's tar
+    would follow it out of the unit.
+    """
+    linked = linked_folders(client, path, f"{host}: look for links in {path}")
+    if linked:
+        copy.problems.append(f"{path} on {host} holds a link to a folder ({linked[0]}): "
+                             "nothing copied")
+        return
+    before = remote_sums(client, path, host)
+    copy.size = send(path)
+    run_checked(client, ["sudo", "-n", "chown", "-R", f"--reference={path}", path],
+         f"{host}: chown {path}")
+    check_copy(source, before, remote_sums(client, path, host), copy)
+
+
 def local_sums(root: Path) -> dict[str, str]:
     """SHA-256 of every regular file under a local folder (relative names)."""
     from coophost.backup.ops import sha256_file
@@ -252,11 +285,14 @@ def local_sums(root: Path) -> dict[str, str]:
 # ---- the whole carry ----------------------------------------------------------------------------
 
 
-def _deploy(root: Path, host: str, loaded: Loaded) -> tuple[int, str]:
-    """Deploy one host and the backup hosts (what changed there); the host's status and summary.
+def _deploy(root: Path, hosts: set[str], loaded: Loaded, gone: str = ""
+            ) -> dict[str, tuple[int, str]]:
+    """Deploy `hosts` and the backup hosts (what changed there); the failures among `hosts`.
 
-    The backup hosts come along: a host that held no unit before is let in to push backups.
-    Returns the host's exit code (0, or 4 unreachable, or 1 failed) and its summary.
+    The backup hosts come along: a host that held no unit before is let in to push backups;
+    a backup host's failure holds nothing back (its backups wait for it). Each failure maps
+    a host to its exit code (4 unreachable, or 1 failed) and its summary. A `gone` host (one
+    being evacuated) is left out even when it is a backup host.
     """
     from coophost.backup.model import backup_hosts
     from coophost.deploy.engine import DeployOptions, deploy
@@ -265,18 +301,12 @@ def _deploy(root: Path, host: str, loaded: Loaded) -> tuple[int, str]:
     from coophost.deploy.progress import SilentProgress
     from coophost.errors import EXIT_PENDING, EXIT_UNREACHABLE
 
-    hosts = frozenset({host, *backup_hosts(loaded.registry.hosts)})
-    result = deploy(root, DeployOptions(selection=Selection(hosts=hosts),
+    chosen = (frozenset(hosts) | frozenset(backup_hosts(loaded.registry.hosts))) - {gone}
+    result = deploy(root, DeployOptions(selection=Selection(hosts=chosen),
                                         mitogen=mitogen_available()),
                     SilentProgress(), threading.Event())
-    failed = {h: o for h, o in result.outcomes.items() if o.status != "ok"}
-    if not failed:
-        return 0, ""
-    outcome = failed.get(host)
-    if outcome is None:  # only a backup host: the move goes on, its backups wait for it
-        return 0, ""
-    code = EXIT_UNREACHABLE if outcome.status == "unreachable" else EXIT_PENDING
-    return code, outcome.summary
+    return {h: (EXIT_UNREACHABLE if o.status == "unreachable" else EXIT_PENDING, o.summary)
+            for h, o in result.outcomes.items() if o.status != "ok" and h in hosts}
 
 
 def _connect(loaded: Loaded, host: str) -> Any:
@@ -301,25 +331,22 @@ def copy_from_host(loaded: Loaded, report: CarryReport) -> None:
         for path in paths:
             copy = CopyReport(path)
             report.copies.append(copy)
-            if _exists(old, path):
+            if folder_exists(old, path):
                 copy.problems.append(f"{path} is still in use on {report.from_host} (its "
                                      "deploy did not archive it): nothing copied")
                 continue
-            listed = _run(old, ["sudo", "-n", "find", archive, "-mindepth", "1", "-maxdepth",
-                                "1", "-type", "d", "-printf", "%f\\n"],
-                          f"{report.from_host}: list {archive}") if _exists(old, archive) else ""
+            listed = run_checked(
+                old, ["sudo", "-n", "find", archive, "-mindepth", "1", "-maxdepth", "1",
+                      "-type", "d", "-printf", "%f\\n"],
+                f"{report.from_host}: list {archive}") if folder_exists(old, archive) else ""
             found = newest_archived(listed.splitlines(), posixpath.basename(path))
             if found is None:
                 copy.source = f"(no copy of {owner} on {report.from_host}: nothing to carry)"
                 continue
             folder = posixpath.join(archive, found)
             copy.source = f"{report.from_host}:{folder}"
-            source = remote_sums(old, folder, report.from_host)
-            before = remote_sums(new, path, report.to_host)
-            copy.size = pipe_between(old, folder, new, path)
-            _run(new, ["sudo", "-n", "chown", "-R", f"--reference={path}", path],
-                 f"{report.to_host}: chown {path}")
-            check_copy(source, before, remote_sums(new, path, report.to_host), copy)
+            merge_into(new, path, report.to_host, remote_sums(old, folder, report.from_host),
+                       partial(pipe_between, old, folder, new), copy)
 
 
 def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
@@ -356,12 +383,8 @@ def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
                 if not local.is_dir():
                     copy.source += " (holds nothing of it)"
                     continue
-                source = local_sums(local)
-                before = remote_sums(new, path, report.to_host)
-                copy.size = push_local(local, new, path)
-                _run(new, ["sudo", "-n", "chown", "-R", f"--reference={path}", path],
-                     f"{report.to_host}: chown {path}")
-                check_copy(source, before, remote_sums(new, path, report.to_host), copy)
+                merge_into(new, path, report.to_host, local_sums(local),
+                           partial(push_local, local, new), copy)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -384,7 +407,7 @@ def carry(root: Path, slug: str, service: str, progress: Callable[[str], None]
     to_host = compute(loaded).units[(slug, service)].host
     report = CarryReport(slug, service, to_host, moved["from"])
     progress(f"deploying {to_host}: the unit is made there")
-    code, summary = _deploy(root, to_host, loaded)
+    code, summary = _deploy(root, {to_host}, loaded).get(to_host, (0, ""))
     if code != 0:
         report.error = f"the deploy of {to_host} failed ({summary}); fix it and run the move again"
         return report
@@ -392,7 +415,7 @@ def carry(root: Path, slug: str, service: str, progress: Callable[[str], None]
     if report.from_host in loaded.registry.hosts:
         progress(f"deploying {report.from_host}: the unit leaves it (archived there; its mail "
                  f"is relayed to {to_host})")
-        code, summary = _deploy(root, report.from_host, loaded)
+        code, summary = _deploy(root, {report.from_host}, loaded).get(report.from_host, (0, ""))
         if code == EXIT_UNREACHABLE:
             old_reachable = False
         elif code != 0:
@@ -438,10 +461,6 @@ def evacuate(root: Path, host: str, by: str, progress: Callable[[str], None]) ->
     pushed to its new host. Nothing is asked of the gone host, which keeps its entry in
     hosts.yml until `coophost host remove` (a later deploy reports it unreachable).
     """
-    from coophost.deploy.engine import DeployOptions, deploy
-    from coophost.deploy.executor import mitogen_available
-    from coophost.deploy.jobs import Selection
-    from coophost.deploy.progress import SilentProgress
     from coophost.lock import coop_lock
     from coophost.members.audit import audit
     from coophost.registry.edit import move_unit
@@ -464,16 +483,9 @@ def evacuate(root: Path, host: str, by: str, progress: Callable[[str], None]) ->
     result = Evacuation(host)
     if not plan:
         return result
-    from coophost.backup.model import backup_hosts
-
     targets = sorted(set(plan.values()))
     progress(f"deploying {', '.join(targets)}: the units of {host} are made there")
-    chosen = frozenset(targets) | (frozenset(backup_hosts(loaded.registry.hosts)) - {host})
-    deployed = deploy(root, DeployOptions(selection=Selection(hosts=chosen),
-                                          mitogen=mitogen_available()),
-                      SilentProgress(), threading.Event())
-    failed = {h: o.summary for h, o in deployed.outcomes.items()
-              if o.status != "ok" and h in targets}
+    failed = {h: summary for h, (_, summary) in _deploy(root, set(targets), loaded, host).items()}
     if failed:
         result.deploy_error = "; ".join(f"{h}: {s}" for h, s in sorted(failed.items()))
     loaded = load_registry(root)

@@ -296,8 +296,9 @@ def _moved(value: object, member: Member, file: str) -> dict[str, dict[str, str]
     return moved
 
 
-def _date(value: object, file: str, where: str) -> str:
-    """A YYYY-MM-DD date (YAML may have read it as a date already)."""
+def _date(value: object, file: str, where: str,
+          reason: str = "must be a date (YYYY-MM-DD)") -> str:
+    """A YYYY-MM-DD date (YAML may have read it as a date already); `reason` names a bad one."""
     import datetime as dt
 
     text = value.isoformat() if isinstance(value, dt.date) else value
@@ -306,7 +307,7 @@ def _date(value: object, file: str, where: str) -> str:
             raise ValueError(text)
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
-        checks.fail(file, where, value, "must be a date (YYYY-MM-DD)")
+        checks.fail(file, where, value, reason)
         return ""
 
 
@@ -322,25 +323,16 @@ def _life(value: object, file: str) -> str:
 
 def _departed_on(value: object, status: object, file: str) -> str:
     """The departure date: required (YYYY-MM-DD) for a departed member, refused otherwise."""
-    import datetime as dt
-
     if status != "departed":
         if value is not None:
             checks.fail(file, "departed_on", value, "only a departed member has one")
         return ""
-    text = value.isoformat() if isinstance(value, dt.date) else value
-    try:
-        if not isinstance(text, str) or len(text) != len("YYYY-MM-DD"):
-            raise ValueError(text)
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        checks.fail(file, "departed_on", value, "a departed member needs its departure date "
-                    "(YYYY-MM-DD)")
-        return ""
-    if not DEPARTURES[0] <= day.isoformat() <= DEPARTURES[1]:
-        checks.fail(file, "departed_on", text, f"must be a date from {DEPARTURES[0]} to "
+    day = _date(value, file, "departed_on",
+                "a departed member needs its departure date (YYYY-MM-DD)")
+    if day and not DEPARTURES[0] <= day <= DEPARTURES[1]:
+        checks.fail(file, "departed_on", day, f"must be a date from {DEPARTURES[0]} to "
                     f"{DEPARTURES[1]}")
-    return day.isoformat()
+    return day
 
 
 def resolve_settings(service: Service, given: object, member: Member, coop: Coop,

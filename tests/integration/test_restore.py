@@ -242,6 +242,67 @@ def test_drill_restores_and_compares_every_file_and_list_shows_it(bk: BackupLab)
     assert set(mine) == set(member.services)  # its own services, nobody else's
 
 
+def test_restore_to_another_host_sets_a_checked_copy_aside_for_root_alone(
+        bk: BackupLab) -> None:
+    unit = bk.git
+    hosts = load_registry(bk.info.inventory).registry.hosts
+    other = next(h for h in sorted(hosts) if h not in (unit.host, "b1"))
+    before = bk.sums(unit)
+    result = bk.cli_json("backup", "restore", unit.slug, "git", "--to-host", other)
+    assert result["ok"], result
+    target = result["to"].split(":", 1)[1]
+    assert result["to"] == f"{other}:/var/lib/coophost-restore/{unit.owner}.git." \
+                           f"{result['archive']}"
+    mode = bk.on(other, "stat", "-c", "%a %U", "/var/lib/coophost-restore", target)
+    assert mode.stdout.decode().split("\n")[:2] == ["700 root", "700 root"], mode.stdout
+    # every file of the unit, byte for byte, with its owner, on the other host
+    copied = json.loads(bk.on(other, "python3", "-c", SUMS,
+                              *[f"{target}{p}" for p in unit.paths]).stdout)
+    assert {k[len(target):]: v for k, v in copied.items()} == before
+    repo = f"{unit.paths[0]}/repositories/restore-test.git"
+    owners = [bk.on(h, "stat", "-c", "%u", f"{root}{repo}/HEAD").stdout
+              for h, root in ((unit.host, ""), (other, target))]
+    assert owners[0] == owners[1], owners
+    fsck = bk.on(other, "git", "-c", "safe.directory=*", "-C", f"{target}{repo}", "fsck",
+                 "--full", "--strict")
+    assert fsck.returncode == 0, fsck.stderr
+    assert bk.sums(unit) == before  # the unit's own host served on, untouched
+    # the same archive again: refused, the copy there is left as it is
+    again = bk.info.cli("backup", "restore", unit.slug, "git", "--to-host", other,
+                        "--archive", result["archive"])
+    assert again.returncode == 2 and "exists already" in again.stderr, again.stderr
+    wrong = bk.info.cli("backup", "restore", unit.slug, "git", "--to-host", other + "x")
+    assert wrong.returncode == 2 and f"did you mean '{other}'" in wrong.stderr, wrong.stderr
+    assert bk.on(other, "rm", "-rf", target).returncode == 0
+
+
+def test_a_merge_refuses_a_folder_that_links_out_of_the_unit(bk: BackupLab,
+                                                             tmp_path: Path) -> None:
+    from coophost.layout import KNOWN_HOSTS_FILE
+    from coophost.members.carry import CopyReport, local_sums, merge_into, push_local
+    from coophost.registry.hosts import connections
+    from coophost.ssh import connect
+
+    host = bk.mail.host
+    unit = "/var/tmp/coophost-link-test"
+    assert bk.on(host, "sh", "-c", f"rm -rf {unit} && mkdir -p {unit} && "
+                 f"ln -s /etc {unit}/cur").returncode == 0
+    source = tmp_path / "source"
+    (source / "cur").mkdir(parents=True)
+    (source / "cur" / "coophost-escaped").write_text("a file that must not reach /etc\n")
+    loaded = load_registry(bk.info.inventory)
+    copy = CopyReport(unit)
+    try:
+        with connect(connections(loaded.registry.hosts)[host],
+                     bk.info.inventory / KNOWN_HOSTS_FILE) as client:
+            merge_into(client, unit, host, local_sums(source),
+                       lambda into: push_local(source, client, into), copy)
+        assert copy.problems and "link to a folder" in copy.problems[0], copy
+        assert bk.on(host, "test", "-e", "/etc/coophost-escaped").returncode == 1
+    finally:
+        bk.on(host, "rm", "-rf", unit, "/etc/coophost-escaped")
+
+
 def test_backup_list_exits_1_when_a_backup_is_older_than_coop_yml_allows(
         bk: BackupLab) -> None:
     assert bk.info.cli("backup", "list", "--member", bk.mail.slug).returncode == 0
