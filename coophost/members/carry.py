@@ -193,7 +193,7 @@ def _receiving(client: Any, target: str) -> Iterator[Any]:
     channel = client.get_transport().open_session()
     channel.exec_command(shlex.join([
         "sudo", "-n", "tar", "--extract", "--file=-", f"--directory={target}",
-        "--skip-old-files", "--no-overwrite-dir", "--preserve-permissions",
+        "--skip-old-files", "--preserve-permissions",
         "--numeric-owner"]))
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(_read_all(channel.recv_stderr)),

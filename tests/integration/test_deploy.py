@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from tests.integration.conftest import COOPHOST, RUNNER_COPIES, LabInfo, record
 from tests.integration.secretscan import RECORDER, decrypt_all, files_under, leaks
@@ -38,11 +39,8 @@ def where(lab: LabInfo) -> dict[str, str]:
     """member/service -> host, from the member files (placements recorded by deploy)."""
     result = {}
     for path in sorted((lab.inventory / "members").glob("*.yml")):
-        text = path.read_text().split("placement:", 1)[1]
-        for line in text.strip().splitlines():
-            if ":" in line:
-                service, host = line.strip(" {}").split(":", 1)
-                result[f"{path.stem}/{service.strip()}"] = host.strip(" }")
+        placement = YAML(typ="safe").load(path.read_text()).get("placement") or {}
+        result.update({f"{path.stem}/{service}": host for service, host in placement.items()})
     return result
 
 
@@ -186,10 +184,24 @@ def test_stopped_host_is_unreachable_others_applied_then_resume_completes_it(
     assert cli(lab, "plan").returncode == 0
 
 
+def wait_for_any_job(lab: LabInfo, timeout: float = 120) -> str:
+    """The host whose job in the newest run is running, once one is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = state(lab, "SELECT host FROM host_job WHERE status = 'running' "
+                          "AND run_id = (SELECT max(id) FROM run)")
+        if rows:
+            return str(rows[0][0])
+        time.sleep(0.1)
+    raise AssertionError("no job started")
+
+
 def test_sigint_cancels_records_and_the_next_deploy_completes(lab: LabInfo) -> None:
     change_every_host(lab, 1200)
-    proc = background_deploy(lab)
-    wait_for_job(lab, "h1")
+    # One host at a time, so that the interrupt lands while hosts are still waiting to start
+    # however fast the running job is; the running one is canceled too when it is slow enough.
+    proc = background_deploy(lab, "--parallel", "1")
+    wait_for_any_job(lab)
     proc.send_signal(signal.SIGINT)
     code, result = collect(proc)
     assert code == 130, result
