@@ -42,6 +42,7 @@ from coophost.backup.render import admin_key, known_host_line, passphrase, serve
 from coophost.errors import ConfigError, UsageError
 from coophost.fsutil import atomic_write
 from coophost.layout import KNOWN_HOSTS_FILE, STATE_DIR
+from coophost.registry import checks
 from coophost.registry.loader import Loaded
 from coophost.secrets import SecretStore
 
@@ -72,7 +73,7 @@ def units(loaded: Loaded, member: str | None = None) -> list[Unit]:
 
     registry, catalogue = loaded.registry, loaded.catalogue
     if member is not None and member not in registry.members:
-        raise UsageError(f"no member {member!r}")
+        raise checks.no_member(member, registry.members)
     found = []
     for (slug, service), unit in sorted(compute(loaded).units.items()):
         if member is not None and slug != member:
@@ -811,7 +812,7 @@ def member_repos(loaded: Loaded, slug: str) -> list[str]:
 
     member = loaded.registry.members.get(slug)
     if member is None:
-        raise UsageError(f"no member {slug!r}")
+        raise checks.no_member(slug, loaded.registry.members)
     hosts = {unit.host for unit in units(loaded, slug)}
     with StateDB(loaded.root) as db:
         for (repo,) in db.conn.execute(
@@ -839,7 +840,7 @@ def handover(loaded: Loaded, slug: str, out: Path, progress: Any = None) -> list
         raise UsageError(f"--out {out}: must be a new or empty folder")
     member = loaded.registry.members.get(slug)
     if member is None:
-        raise UsageError(f"no member {slug!r}")
+        raise checks.no_member(slug, loaded.registry.members)
     hosts = member_repos(loaded, slug)
     borg = Borg(loaded)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Mapping
@@ -39,6 +40,20 @@ class LazyGroup(click.Group):
             self._load(self.lazy_commands[cmd_name], cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Resolve as click does, with a did-you-mean among every command, loaded or not.
+
+        (Click's own suggestion looks only at the commands already imported.)
+        """
+        name = click.utils.make_str(args[0])
+        if (not ctx.resilient_parsing and not name.startswith("-")
+                and self.get_command(ctx, name) is None):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            ctx.fail(f"No such command {name!r}."
+                     + (f" Did you mean {close[0]!r}?" if close else ""))
+        return super().resolve_command(ctx, args)
+
     def _load(self, module_name: str, cmd_name: str) -> None:
         for command in importlib.import_module(module_name).commands:
             if command.name is not None and command.name not in self.commands:
@@ -51,7 +66,8 @@ class LazyGroup(click.Group):
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="coophost")
 @click.option("-i", "--inventory", type=click.Path(path_type=Path, file_okay=False),
-              help="The co-op directory [env COOPHOST_INVENTORY; default inventories/lab].")
+              help="The co-op directory [env COOPHOST_INVENTORY; default: the nearest folder "
+                   "upwards holding a coop.yml, else inventories/lab].")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
 @click.option("--remote", metavar="USER@HOST[:PORT]",
               help="Run a member verb on the co-op's control host over SSH (members' use: "

@@ -79,15 +79,15 @@ def member_show(app: AppContext, slug: str, as_json: bool) -> None:
     if as_json:
         app.emit_json(data)
         return
-    for key in ("slug", "name", "contact", "status"):
-        app.out.print(f"[bold]{key}:[/] {escape(str(data[key]))}")
-    app.out.print(f"[bold]domains:[/] {escape(', '.join(data['domains'])) or '-'}")
-    app.out.print(f"[bold]ssh keys:[/] {len(record.ssh_keys)}")
-    for service, settings in sorted(record.services.items()):
-        where = record.placement.get(service, "not placed yet")
-        app.out.print(f"[bold]{service}[/] on {escape(where)}")
-        for key, value in settings.items():
-            app.out.print(f"  {key}: {escape(str(value))}")
+    from coophost.registry.yamlio import dump_plain
+
+    shown: dict[str, Any] = {key: data[key] for key in ("slug", "name", "contact", "status")}
+    shown["domains"] = data["domains"]
+    shown["ssh_keys"] = len(record.ssh_keys)
+    shown["services"] = {
+        service: {"host": record.placement.get(service, "not placed yet"), **settings}
+        for service, settings in sorted((data.get("services") or {}).items())}
+    click.echo(dump_plain(shown), nl=False)
 
 
 @member.command("edit")

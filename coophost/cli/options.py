@@ -52,12 +52,32 @@ class AppContext:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def discover(start: Path) -> Path | None:
+    """The nearest folder holding a coop.yml: `start`, then each parent (as git finds .git).
+
+    Returned relative to `start` when it is `start` or above it ("." or "../.."), so that
+    messages name it as the user would.
+    """
+    from coophost.layout import COOP_FILE
+
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        if (folder / COOP_FILE).is_file():
+            return Path(os.path.relpath(folder, start))
+    return None
+
+
+def default_inventory() -> Path:
+    """The co-op directory when none is named: found upwards from here, else the lab's."""
+    return discover(Path.cwd()) or DEFAULT_INVENTORY
+
+
 def make_context(inventory: Path | None, debug: bool) -> AppContext:
-    """Build the AppContext from the root options and the environment."""
+    """Build the AppContext from the root options, the environment and the current folder."""
     env = os.environ.get(INVENTORY_ENV)
     chosen = inventory or (Path(env) if env else None)
     return AppContext(
-        inventory=chosen or DEFAULT_INVENTORY,
+        inventory=chosen or default_inventory(),
         inventory_given=chosen is not None,
         debug=debug,
     )
@@ -88,7 +108,7 @@ def _inventory_of(ctx: click.Context) -> Path:
     """The co-op directory a command line names (for completion, before the root runs)."""
     given = ctx.find_root().params.get("inventory")
     env = os.environ.get(INVENTORY_ENV)
-    return Path(given) if given else Path(env) if env else DEFAULT_INVENTORY
+    return Path(given) if given else Path(env) if env else default_inventory()
 
 
 def member_names(inventory: Path) -> list[str]:

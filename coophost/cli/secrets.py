@@ -24,7 +24,7 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
                  as_json: bool) -> None:
     """Decrypt and print a member's secrets (the only command that ever prints one)."""
     from coophost.registry.catalogue import load_catalogue
-    from coophost.registry.checks import suggest
+    from coophost.registry.checks import no_member
     from coophost.registry.edit import member_path
     from coophost.registry.loader import load_coop, load_registry
     from coophost.secrets import SecretStore
@@ -35,8 +35,7 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
     store = SecretStore(root, coop.vault, load_catalogue())
     found = load_registry(root, need_hosts=False).registry.members.get(slug)
     if found is None:
-        slugs = sorted(p.stem for p in (root / "members").glob("*.yml"))
-        raise UsageError(f"no member {slug!r}", hint=suggest(slug, slugs))
+        raise no_member(slug, (p.stem for p in (root / "members").glob("*.yml")))
     values = store.reveal(found.owner)
     if service_name is not None:
         if service_name not in values:

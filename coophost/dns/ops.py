@@ -35,7 +35,7 @@ def expected_records(source: Path | Loaded, member_slug: str | None = None) -> R
     loaded = source if isinstance(source, Loaded) else load_registry(source)
     root, registry = loaded.root, loaded.registry
     if member_slug is not None and member_slug not in registry.members:
-        raise UsageError(f"no member {member_slug!r}")
+        raise checks.no_member(member_slug, registry.members)
     desired = compute(loaded)
     placed = {key: unit.host for key, unit in desired.units.items()}
     members = [m for m in registry.members.values()

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from coophost.errors import ExternalCommandError, UsageError
 from coophost.layout import KNOWN_HOSTS_FILE
+from coophost.registry import checks
 from coophost.registry.loader import Loaded
 
 MANIFEST = "MANIFEST.json"
@@ -111,7 +112,7 @@ def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
     root = loaded.root
     member = loaded.registry.members.get(slug)
     if member is None:
-        raise UsageError(f"no member {slug!r}")
+        raise checks.no_member(slug, loaded.registry.members)
     units = compute(loaded).units
     with StateDB(root) as db:
         applied = db.applied().units

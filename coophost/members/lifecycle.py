@@ -17,6 +17,7 @@ from typing import Any
 from coophost.errors import UsageError
 from coophost.lock import coop_lock
 from coophost.members.audit import audit
+from coophost.registry import checks
 from coophost.registry.loader import Loaded
 from coophost.registry.model import Member
 
@@ -32,7 +33,7 @@ def set_status(root: Path, slug: str, status: str, by: str, why: str = "") -> Me
         loaded = load_registry(root, need_hosts=False)
         current = loaded.registry.members.get(slug)
         if current is None:
-            raise UsageError(f"no member {slug!r}")
+            raise checks.no_member(slug, loaded.registry.members)
         if current.status == "departed":
             raise UsageError(f"member {slug} has departed; it cannot be {status} again")
         if current.status == status:
@@ -58,7 +59,7 @@ def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = 
         loaded = load_registry(root, need_hosts=False)
         current = loaded.registry.members.get(slug)
         if current is None:
-            raise UsageError(f"no member {slug!r}")
+            raise checks.no_member(slug, loaded.registry.members)
         was = current.placement.get(service)
         if was == host and service in current.services:
             return None
@@ -106,7 +107,7 @@ def depart(root: Path, slug: str, out: Path, by: str, today: dt.date | None = No
     registry = loaded.registry
     member = registry.members.get(slug)
     if member is None:
-        raise UsageError(f"no member {slug!r}")
+        raise checks.no_member(slug, loaded.registry.members)
     if member.status == "departed":
         raise UsageError(f"member {slug} departed on {member.departed_on} already")
     with atomic_stream(out) as handle:

@@ -245,7 +245,7 @@ def check_allowed(coop: Path | Loaded, slug: str, service_name: str,
     loaded = coop if isinstance(coop, Loaded) else load_registry(coop, need_hosts=False)
     member = loaded.registry.members.get(slug)
     if member is None:
-        raise UsageError(f"no member {slug!r}")
+        raise checks.no_member(slug, loaded.registry.members)
     if member.status != "active":
         raise UsageError(f"member {slug} is {member.status}: only active members may request "
                          "services")

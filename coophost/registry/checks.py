@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from coophost.errors import ValidationError
+from coophost.errors import UsageError, ValidationError
 
 # A member's host account is `m-<slug>` (roles/members, members_user_prefix) and systemd (the
 # hosts' sysusers and logind) takes user names of at most 31 characters (it must fit utmp):
@@ -61,6 +61,14 @@ def suggest(word: str, known: Iterable[str]) -> str:
     choices = list(known)
     close = difflib.get_close_matches(word, choices, n=1)
     return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(choices) or 'none'}"
+
+
+def no_member(slug: str, known: Iterable[str]) -> UsageError:
+    """The one error for a member that does not exist, with the closest name when there is one."""
+    close = difflib.get_close_matches(slug, list(known), n=1)
+    return UsageError(f"no member {slug!r}",
+                      hint=f"did you mean {close[0]!r}? (`coophost member list` shows them)"
+                      if close else "`coophost member list` shows them")
 
 
 def _join(path: str, key: str) -> str:

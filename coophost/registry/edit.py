@@ -104,8 +104,8 @@ def read_member_bytes(root: Path, slug: str) -> bytes:
     try:
         return read_regular(path, f"{MEMBERS_DIR}/{slug}.yml", MAX_FILE_BYTES)
     except FileNotFoundError:
-        raise UsageError(f"no member {slug!r}", hint="`coophost member list` shows them"
-                         ) from None
+        raise checks.no_member(slug, (p.stem for p in (root / MEMBERS_DIR).glob("*.yml"))
+                               ) from None
 
 
 def read_member_text(root: Path, slug: str) -> str:

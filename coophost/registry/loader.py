@@ -129,7 +129,8 @@ def load_base(root: Path, *, need_hosts: bool = True) -> Base:
     """Read the catalogue, coop.yml and (when needed or present) hosts.yml."""
     if not os.path.lexists(root / COOP_FILE):  # an odd coop.yml is refused when read
         raise ConfigError(f"{root}: not a co-op directory (no {COOP_FILE})",
-                          hint="pass -i/--inventory, or run `coophost init DIR`")
+                          hint="pass -i/--inventory, run coophost inside a co-op directory, "
+                               "or make one with `coophost init DIR`")
     catalogue = load_catalogue()
     coop, coop_raw = load_coop(root, catalogue)
     hosts: dict[str, Host] = {}
