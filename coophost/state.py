@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (repo, archive_id)
     ) WITHOUT ROWID;
     """,
+    # 4: the fingerprint each unit was applied with (coophost.desired.settings, no secrets):
+    # the plan's `old -> new` for each setting. NULL for units applied before this version.
+    """
+    ALTER TABLE applied_unit ADD COLUMN settings TEXT;
+    """,
 )
 
 
@@ -162,16 +167,23 @@ class StateDB:
         result.hosts = dict(self.conn.execute("SELECT host, hash FROM applied_host"))
         return result
 
+    def applied_settings(self) -> dict[tuple[str, str, str], str | None]:
+        """The stored fingerprint of every applied unit, by (host, member, service)."""
+        return {(host, member, service): settings for host, member, service, settings in
+                self.conn.execute("SELECT host, member, service, settings FROM applied_unit")}
+
     def record_host_applied(self, host: str, host_hash: str,
                             units: Iterable[tuple[str, str, str]],
-                            run_id: int | None = None) -> None:
+                            run_id: int | None = None,
+                            settings: Mapping[tuple[str, str], str] | None = None) -> None:
         """Record that `host` now runs exactly `units` ((member, service, hash)), atomically.
 
         Call only after the host's apply succeeded: its previous rows are replaced, so units
-        removed from the host disappear from the record in the same transaction.
+        removed from the host disappear from the record in the same transaction. `settings`:
+        each unit's fingerprint, by (member, service).
         """
         with self.transaction() as conn:
-            write_applied(conn, host, host_hash, units, run_id)
+            write_applied(conn, host, host_hash, units, run_id, settings)
 
     def forget_host(self, host: str) -> None:
         """Drop every record of `host` (it was removed and is gone)."""
@@ -185,13 +197,16 @@ class StateDB:
 
 
 def write_applied(conn: sqlite3.Connection, host: str, host_hash: str,
-                  units: Iterable[tuple[str, str, str]], run_id: int | None) -> None:
+                  units: Iterable[tuple[str, str, str]], run_id: int | None,
+                  settings: Mapping[tuple[str, str], str] | None = None) -> None:
     """Replace what `host` is recorded to run (call inside a transaction)."""
     now = time.time()
+    known = settings or {}
     conn.execute("DELETE FROM applied_unit WHERE host = ?", (host,))
     conn.executemany(
-        "INSERT INTO applied_unit (host, member, service, hash, run_id, applied_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)", [(host, m, s, h, run_id, now) for m, s, h in units])
+        "INSERT INTO applied_unit (host, member, service, hash, run_id, applied_at, settings) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(host, m, s, h, run_id, now, known.get((m, s))) for m, s, h in units])
     conn.execute(
         "INSERT INTO applied_host (host, hash, run_id, applied_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (host) DO UPDATE SET hash = excluded.hash, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import click
 
 from coophost.cli.options import AppContext, json_option, name_option, pass_app
@@ -27,18 +29,42 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
     units = desired.unit_hashes()
     with StateDB(app.inventory) as state:
         applied = state.applied()
-    result = planning.only(planning.diff(units, desired.host_hashes, applied),
-                           member=member_slug, host=host_name)
+        result = planning.only(planning.diff(units, desired.host_hashes, applied),
+                               member=member_slug, host=host_name)
+        changed = [(c.host, c.member, c.service) for c in result.changes
+                   if c.action == planning.CHANGE]
+        stored = state.applied_settings() if changed else {}
+    details = setting_changes(app, changed, stored, desired.role_versions) if changed else {}
     if as_json:
         data = result.as_json()
+        entries = cast(list[dict[str, Any]], data["changes"])
+        for change, entry in zip(result.changes, entries, strict=True):
+            found = details.get((change.host, change.member, change.service))
+            entry["settings"] = None if found is None else [
+                {"key": d.key, "old": d.old, "new": d.new} for d in found]
         data["new_placements"] = sorted(f"{m}/{s}" for m, s in desired.placement.new)
         app.emit_json(data)
     else:
-        click.echo(format_plan(result, desired.placement.new), nl=False)
+        click.echo(format_plan(result, desired.placement.new, details), nl=False)
     return EXIT_PENDING if result.pending else 0
 
 
-def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
+def setting_changes(app: AppContext, changed: list[tuple[str, str, str]],
+                    stored: dict[tuple[str, str, str], str | None],
+                    role_versions: dict[str, str]) -> dict[tuple[str, str, str], Any]:
+    """Each changed unit's setting changes (None when unknown), from the member files."""
+    from coophost.desired.settings import explain, fingerprint
+    from coophost.registry.loader import load_registry
+
+    loaded = load_registry(app.inventory, need_hosts=False)
+    members, services = loaded.registry.members, loaded.catalogue.services
+    current = {(m, s): fingerprint(members[m], services[s], role_versions[s])
+               for _, m, s in changed if m in members and s in services}
+    return explain(changed, stored, current)
+
+
+def format_plan(result: object, new_placements: set[tuple[str, str]],
+                details: dict[tuple[str, str, str], Any] | None = None) -> str:
     """Return the plan as lines a person reads: per host, then per unit."""
     from coophost.desired.plan import Plan
 
@@ -53,13 +79,23 @@ def format_plan(result: object, new_placements: set[tuple[str, str]]) -> str:
             note = f" (moved {'from' if change.action != 'remove' else 'to'} {change.moved})"
         elif (change.member, change.service) in new_placements and change.action == "add":
             note = " (new placement)"
-        by_host.setdefault(change.host, []).append(
+        lines_of = by_host.setdefault(change.host, [])
+        lines_of.append(
             f"  {SYMBOLS[change.action]} {change.member}/{change.service}: {change.action}{note}")
+        if change.action == "change" and details is not None:
+            found = details.get((change.host, change.member, change.service))
+            if found is None:
+                lines_of.append("      (what changed is not known: its settings were not "
+                                "recorded when it was applied)")
+            elif not found:
+                lines_of.append("      (no recorded value changed: a hidden one did)")
+            lines_of.extend(f"      {item.as_text()}" for item in found or ())
     lines = []
     for host in result.changed_hosts():
         status = result.hosts[host].status if host in result.hosts else "changed"
         units = by_host.get(host, [])
-        head = f"{host}: {len(units)} unit change(s)"
+        count = sum(1 for c in result.changes if c.host == host)
+        head = f"{host}: {count} unit change(s)"
         if status == "new":
             head += ", never applied"
         elif status == "gone":

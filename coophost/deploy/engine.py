@@ -22,7 +22,14 @@ from coophost.deploy.executor import (
     LocalExecutor,
     VaultAccess,
 )
-from coophost.deploy.jobs import HostJob, Selection, blame, default_parallel, plan_jobs
+from coophost.deploy.jobs import (
+    HostJob,
+    Selection,
+    blame,
+    default_parallel,
+    fingerprint_jobs,
+    plan_jobs,
+)
 from coophost.deploy.records import RunLog
 from coophost.deploy.runner import RUN_FOLDER_PREFIX
 from coophost.errors import (
@@ -165,6 +172,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
                         hosts=sorted(selection.hosts), services=sorted(selection.services))
             decision = plan_jobs(desired, db.applied(), selection, resume)
             jobs = decision.jobs
+            fingerprint_jobs(jobs, loaded, desired.role_versions)
             if (jobs or decision.placements) and not known_hosts_checked:
                 known_hosts_checked = check_known_hosts()  # before anything is written or run
             if not options.check and decision.placements:
@@ -220,7 +228,7 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
             applied = (job.host_hash, job.units) if outcome.status == "ok" else None
             with StateDB(root) as db:
                 RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
-                                        outcome.counts, outcome.summary, applied)
+                                        outcome.counts, outcome.summary, applied, job.settings)
 
     def start(hosts: list[str]) -> None:
         for host in hosts:

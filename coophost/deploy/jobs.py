@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from coophost.desired.plan import Plan, diff
 from coophost.desired.units import Desired
+from coophost.registry.loader import Loaded
 from coophost.state import Applied
 
 ALL_REASON = "--all"  # the only reason of a host taken by --all with nothing pending
@@ -33,6 +34,8 @@ class HostJob:
     units: list[tuple[str, str, str]] = field(default_factory=list)  # (member, service, hash)
     host_hash: str = ""
     reasons: list[str] = field(default_factory=list)  # "alice/mail: change", "host: new"
+    # Each unit's fingerprint (coophost.desired.settings), recorded with it once applied.
+    settings: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def unit_names(self) -> list[str]:
@@ -137,3 +140,14 @@ def default_parallel(jobs: int, cores: int | None = None) -> int:
     """Hosts run at once by default: all of them up to twice the cores (jobs wait on SSH)."""
     cores = cores or os.cpu_count() or 1
     return max(1, min(jobs, 2 * cores))
+
+
+def fingerprint_jobs(jobs: Mapping[str, HostJob], loaded: Loaded,
+                     role_versions: Mapping[str, str]) -> None:
+    """Give each job the fingerprint of each of its units (what the plan later compares)."""
+    from coophost.desired.settings import encode, fingerprint
+
+    members, services = loaded.registry.members, loaded.catalogue.services
+    for job in jobs.values():
+        job.settings = {(m, s): encode(fingerprint(members[m], services[s], role_versions[s]))
+                        for m, s, _ in job.units if m in members and s in services}

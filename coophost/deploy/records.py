@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from coophost.state import StateDB, write_applied
@@ -76,7 +77,8 @@ class RunLog:
 
 
     def job_finished(self, run_id: int, host: str, status: str, counts: dict[str, int],
-                      summary: str, applied: tuple[str, list[tuple[str, str, str]]] | None) -> None:
+                      summary: str, applied: tuple[str, list[tuple[str, str, str]]] | None,
+                      settings: Mapping[tuple[str, str], str] | None = None) -> None:
         """Record a job's outcome and, only for a host that succeeded, what it now runs.
 
         Both happen in one transaction: a crash leaves either neither or both.
@@ -90,7 +92,7 @@ class RunLog:
                  counts.get("failed", 0), counts.get("unreachable", 0), counts.get("tasks", 0),
                  summary, run_id, host))
             if applied is not None:
-                write_applied(conn, host, applied[0], applied[1], run_id)
+                write_applied(conn, host, applied[0], applied[1], run_id, settings)
 
     def finish_run(self, run_id: int, status: str) -> None:
         """Close a run; jobs that never finished are recorded as canceled."""

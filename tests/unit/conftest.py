@@ -48,16 +48,19 @@ def record_applied():
 
 def record_everything_applied(coop: Path) -> None:
     """Record every host's and unit's current hash as applied, as a successful deploy does."""
+    from coophost.deploy.jobs import HostJob, fingerprint_jobs
     from coophost.desired.units import compute
+    from coophost.registry.loader import load_registry
     from coophost.state import StateDB
 
     desired = compute(coop)
-    per_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.host_hashes}
+    jobs = {h: HostJob(h, host_hash=digest) for h, digest in desired.host_hashes.items()}
     for unit in desired.units.values():
-        per_host[unit.host].append((unit.member, unit.service, unit.hash))
+        jobs[unit.host].units.append((unit.member, unit.service, unit.hash))
+    fingerprint_jobs(jobs, load_registry(coop), desired.role_versions)
     with StateDB(coop) as state:
-        for host, units in per_host.items():
-            state.record_host_applied(host, desired.host_hashes[host], units)
+        for host, job in jobs.items():
+            state.record_host_applied(host, job.host_hash, job.units, settings=job.settings)
 
 
 @pytest.fixture
