@@ -123,12 +123,23 @@ def test_redeploy_with_nothing_changed_contacts_no_host(lab: LabInfo) -> None:
 
 def test_change_to_one_member_runs_only_that_members_host(lab: LabInfo) -> None:
     host = where(lab)["ada-books/mail"]
+    member_file = lab.inventory / "members" / "ada-books.yml"
+    before = YAML(typ="safe").load(member_file.read_text())["services"]["mail"]["quota_mb"]
     set_quota(lab, "ada-books/mail", 1500)
     plan = plan_json(lab)
     assert [c["host"] for c in plan["changes"]] == [host]  # type: ignore[index, union-attr]
+    # What changed, against what the first deploy recorded when it applied the unit.
+    [change] = plan["changes"]  # type: ignore[misc]
+    assert change["settings"] == [{"key": "settings.quota_mb", "old": str(before),
+                                   "new": "1500"}], change
     code, result = deploy_json(lab)
     assert code == 0, result
     assert list(result["hosts"]) == [host]  # type: ignore[arg-type]
+    assert cli(lab, "plan").returncode == 0
+    set_quota(lab, "ada-books/mail", 1600)  # this deploy recorded 1500
+    shown = cli(lab, "plan")
+    assert shown.returncode == 1 and "settings.quota_mb: 1500 -> 1600" in shown.stdout, shown
+    set_quota(lab, "ada-books/mail", 1500)
     assert cli(lab, "plan").returncode == 0
 
 
