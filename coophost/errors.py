@@ -48,6 +48,7 @@ class ValidationError(ConfigError):
         self.file = file
         self.field = field
         self.value = value
+        self.shown = shown  # the value as the message shows it (repr, cut at 80 characters)
         self.problem = problem
 
 

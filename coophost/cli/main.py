@@ -115,6 +115,39 @@ def _print_traceback() -> None:
     traceback.print_exc()
 
 
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON (`--json` before any `--`)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _kind(error: CoophostError) -> str:
+    """The error's class as a stable word for scripts: usage, config, validation, busy..."""
+    name = type(error).__name__
+    return name.removesuffix("Error").lower() or "error"
+
+
+def _fields(error: CoophostError) -> dict[str, object]:
+    """What a validation error names: the file, the field, the value (as shown) and why."""
+    from coophost.errors import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return {}
+    return {"file": error.file, "field": error.field, "value": error.shown,
+            "problem": error.problem}
+
+
+def _json_error(kind: str, message: str, hint: str | None, code: int,
+                fields: dict[str, object] | None = None) -> None:
+    """The error as one JSON document on stdout, for a caller that asked for --json."""
+    import json
+
+    error: dict[str, object] = {"kind": kind, "message": message, "exit_code": code}
+    if hint:
+        error["hint"] = hint
+    error.update(fields or {})
+    click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
+
+
 def _report(error: CoophostError) -> None:
     _say("[bold red]error:[/] {}", error.message)
     if error.hint:
@@ -164,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every outcome into one of DESIGN.md's exit codes."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    as_json = wants_json(args)
     try:
         remote = remote_call(args)
         if remote is not None:
@@ -177,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
+        if as_json:
+            _json_error("usage", exc.format_message(), None, EXIT_USAGE)
         return EXIT_USAGE
     except (click.Abort, KeyboardInterrupt):
         _say("[yellow]interrupted[/]")
@@ -185,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug or _STATE["debug"]:
             _print_traceback()
         _report(exc)
+        if as_json:
+            _json_error(_kind(exc), exc.message, exc.hint, exc.exit_code, _fields(exc))
         return exc.exit_code
     except Exception as exc:
         if debug or _STATE["debug"]:

@@ -3,6 +3,7 @@ the current folder upwards, `member show` as YAML that reads back."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,31 @@ def test_a_named_coop_directory_wins_over_the_one_found(coop: Path, tmp_path: Pa
     assert code == 2 and "not a co-op directory" in err
     monkeypatch.setenv(INVENTORY_ENV, str(empty))
     assert cli("member", "list")[0] == 2
+
+
+def test_with_json_an_error_is_one_json_document_on_stdout(coop: Path, cli) -> None:
+    code, out, err = cli("-i", str(coop), "member", "show", "ada-boks", "--json")
+    assert code == 2 and "no member 'ada-boks'" in err
+    error = json.loads(out)["error"]
+    assert error == {"kind": "usage", "message": "no member 'ada-boks'", "exit_code": 2,
+                     "hint": "did you mean 'ada-books'? (`coophost member list` shows them)"}
+    code, out, _ = cli("-i", str(coop), "deplyo", "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["message"] == "No such command 'deplyo'. Did you mean 'deploy'?"
+
+
+def test_with_json_a_validation_error_names_file_field_and_value(coop: Path, cli) -> None:
+    path = coop / "members" / "ada-books.yml"
+    path.write_text(path.read_text().replace("quota_mb: 1024", "quota_mb: lots"))
+    code, out, err = cli("-i", str(coop), "plan", "--json")
+    assert code == 2, err
+    error = json.loads(out)["error"]
+    assert error["kind"] == "validation" and error["exit_code"] == 2
+    assert error["file"] == "members/ada-books.yml"
+    assert error["field"] == "services.mail.quota_mb" and error["value"] == "'lots'"
+    assert error["message"].startswith("members/ada-books.yml: services.mail.quota_mb: 'lots'")
+
+
+def test_without_json_an_error_prints_nothing_on_stdout(coop: Path, cli) -> None:
+    code, out, err = cli("-i", str(coop), "member", "show", "ada-boks")
+    assert code == 2 and out == "" and "no member" in err
