@@ -93,6 +93,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE applied_unit ADD COLUMN settings TEXT;
     """,
+    # 5: health: the last result of each check (`coophost status`, read by the member shell),
+    # and the state of each check and request the co-op's contacts or a member were last
+    # mailed about (`coophost notify` mails a change of state once).
+    """
+    CREATE TABLE health_check (
+        key        TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        ok         INTEGER NOT NULL,
+        detail     TEXT NOT NULL,
+        members    TEXT NOT NULL,
+        checked_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE health_notice (
+        key        TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        mailed_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -109,6 +109,7 @@ def status(shell: Shell, as_json: bool) -> None:
         "requests": [{"id": r.id, "service": r.service, "state": shown_state(r, deployed),
                       "filed": r.filed, "why": r.why, "settings": r.settings}
                      for r in requests],
+        "health": _health(shell),
     }
     if as_json:
         shell.emit(data)
@@ -120,6 +121,28 @@ def status(shell: Shell, as_json: bool) -> None:
     for request in data["requests"]:
         why = f" ({request['why']})" if request["why"] else ""
         shell.say(f"request {request['id']}: {request['service']} {request['state']}{why}")
+    health = data["health"]
+    if not health:
+        shell.say("health: not checked yet")
+        return
+    bad = [c for c in health if not c["ok"]]
+    shell.say(f"health (checked {health[0]['checked']}): "
+              + ("all ok" if not bad else f"{len(bad)} of {len(health)} checks need attention,"
+                 " the co-op's sysadmins are told"))
+    for check in bad:
+        shell.say(f"  {check['host']}: {check['detail']}")
+
+
+def _health(shell: Shell) -> list[dict[str, Any]]:
+    """The co-op's last recorded checks of this member's units (`coophost status`)."""
+    from coophost.health.checks import day
+    from coophost.health.gather import recorded_for
+    from coophost.state import StateDB
+
+    with StateDB(shell.root) as db:
+        rows = recorded_for(db, shell.slug)
+    return [{"host": r["host"], "kind": r["kind"], "ok": r["ok"], "detail": r["detail"],
+             "checked": day(r["checked_at"])} for r in rows]
 
 
 @verbs.command("services")

@@ -44,7 +44,9 @@ DATA_PLACEHOLDERS = frozenset({"domain", "slug", "owner"})
 _SERVICE_KEYS = ("name", "description", "group", "role", "status", "version", "needs_domain",
                  "member_ssh_keys",
                  "parameters", "cost", "secrets", "dns", "dns_placeholders", "data", "ports",
-                 "suspension")
+                 "systemd", "suspension")
+# A systemd unit a service declares: a plain name with its type suffix, never a path or glob.
+SYSTEMD_UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,80}\.(service|socket|timer|path)$")
 _DATA_KEYS = ("paths", "archive", "dumps", "export")
 # What an export command may name: the member's slug and its life (owner), both plain names.
 EXPORT_PLACEHOLDERS = frozenset({"slug", "owner"})
@@ -132,6 +134,8 @@ class Service:
     digest: str = field(default="", compare=False)
     status: str = "available"
     ports: tuple[Port, ...] = ()
+    # The systemd units that must be active on a host of its group (`coophost status`).
+    systemd: tuple[str, ...] = ()
     suspension: Suspension | None = None
     folder: Path | None = field(default=None, compare=False)  # services/<name>/
     # Placeholders its DNS templates may name beyond DNS_PLACEHOLDERS; its hooks fill them.
@@ -286,6 +290,16 @@ def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
     return data
 
 
+def _systemd(raw: object, file: str) -> tuple[str, ...]:
+    names = []
+    for index, item in enumerate(checks.sequence(raw, file, "systemd", 20)):
+        if not isinstance(item, str) or not SYSTEMD_UNIT_RE.match(item):
+            checks.fail(file, f"systemd[{index}]", item,
+                        "must be a systemd unit name (letters, digits, -_.@, with its suffix)")
+        names.append(item)
+    return tuple(names)
+
+
 def _ports(raw: object, file: str) -> tuple[Port, ...]:
     ports = []
     for index, item in enumerate(checks.sequence(raw, file, "ports")):
@@ -384,7 +398,8 @@ def parse_service(raw: bytes, file: str) -> Service:
                   for i, r in enumerate(checks.sequence(data.get("dns"), file, "dns"))),
         data=_data(data.get("data"), params, file),
         digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
-        ports=ports, suspension=_suspension(data.get("suspension"), file, available),
+        ports=ports, systemd=_systemd(data.get("systemd", []), file),
+        suspension=_suspension(data.get("suspension"), file, available),
         dns_extra=dns_extra,
         member_ssh_keys=checks.boolean(data.get("member_ssh_keys", False), file,
                                        "member_ssh_keys"),

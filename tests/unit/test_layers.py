@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
      "coophost.backup.model", "coophost.backup.render"),
     ("coophost.desired",),
     ("coophost.deploy", "coophost.dns"),
-    ("coophost.members", "coophost.backup"),
+    ("coophost.members", "coophost.backup", "coophost.health"),
     ("coophost.lab",),
     ("coophost.cli", "coophost.__main__"),
 ]
