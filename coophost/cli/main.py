@@ -21,7 +21,8 @@ from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, Coophost
 COMMAND_MODULES: dict[str, str] = {name: "coophost.cli." + name.replace("-", "_") for name in (
     "init", "member", "service", "secrets", "host", "plan", "render", "deploy", "runs", "drift",
     "dns", "requests", "members", "member-shell", "lab", "backup", "status")}
-COMMAND_MODULES["notify"] = COMMAND_MODULES["status"]  # coophost/cli/status.py defines both
+# coophost/cli/status.py defines all three
+COMMAND_MODULES["notify"] = COMMAND_MODULES["doctor"] = COMMAND_MODULES["status"]
 
 
 class LazyGroup(click.Group):

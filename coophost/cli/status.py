@@ -146,6 +146,45 @@ def status(app: AppContext, hosts: tuple[str, ...], member: str | None, cert_day
     return report.exit_code
 
 
+@click.command("doctor")
+@name_option("host", "Only this host (repeatable).", dest="hosts", multiple=True)
+@_limits_options
+@click.option("--nameserver", metavar="IP[:PORT]",
+              help="Ask this resolver for members' records [default: the lab's DNS for a lab "
+                   "co-op, else the system's resolvers].")
+@click.option("--all", "everything", is_flag=True, help="List every check, not only problems.")
+@json_option
+@pass_app
+def doctor(app: AppContext, hosts: tuple[str, ...], cert_days: int, queue_max: int,
+           no_backups: bool, nameserver: str | None, everything: bool, as_json: bool) -> int:
+    """`status`, and what needs the outside: exit 1 when anything needs attention.
+
+    Adds each member's DNS records as a resolver answers them (as `dns check`), SMTP from
+    each mail host to every other (EHLO on port 25, through the host's own resolver), and
+    the ACME directory fetched from each host (its own trust store).
+    """
+    from coophost.cli.dns import _lab_nameserver
+    from coophost.dns.ops import parse_nameserver
+    from coophost.health.gather import record, run_checks
+    from coophost.health.outside import dns_checks, reach
+    from coophost.state import StateDB
+
+    loaded = _load(app, hosts, None)
+    where = parse_nameserver(nameserver) if nameserver else _lab_nameserver(app)
+    report = run_checks(loaded, _limits(cert_days, queue_max), hosts=hosts,
+                        backups=not no_backups)
+    up = {c.host for c in report.checks if c.key == f"{c.host}/reachable" and c.ok}
+    relays = {c.host for c in report.checks if c.ok and c.key == f"{c.host}/unit/{RELAY_UNIT}"}
+    report.checks += reach(loaded, sorted(up), relays)
+    if not hosts:
+        report.checks += dns_checks(loaded, where)
+    if not no_backups and not hosts:
+        with StateDB(loaded.root) as db:
+            record(db, report, scope_hosts=report.hosts)
+    show(app, report, as_json, everything)
+    return report.exit_code
+
+
 @click.group("notify")
 def notify() -> None:
     """Mail the co-op's contacts when a check changes state, and members about requests."""
@@ -320,4 +359,4 @@ def notify_timer(app: AppContext, folder: Path, every: str, run_as: str) -> None
                   "would mail now")
 
 
-commands: list[click.Command] = [status, notify]
+commands: list[click.Command] = [status, doctor, notify]

@@ -202,3 +202,17 @@ def test_a_member_is_mailed_when_its_request_is_approved(health: Health):
         atomic_write(member_file, original)
     plan = health.info.cli("plan", "--json")
     assert plan.returncode == 0, plan.stdout
+
+
+def test_doctor_checks_dns_mail_between_hosts_and_acme_from_each_host(health: Health):
+    proc = health.info.cli("doctor", "--no-backups", "--json")
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    checks = json.loads(proc.stdout)["checks"]
+    by_kind: dict[str, list[dict[str, object]]] = {}
+    for check in checks:
+        by_kind.setdefault(str(check["kind"]), []).append(check)
+    mail_hosts = {b.host for b in health.boxes.values()}
+    smtp = by_kind["mail between hosts"]
+    assert {c["host"] for c in smtp} >= mail_hosts and all(c["ok"] for c in smtp), smtp
+    assert len(by_kind["acme"]) >= len(mail_hosts) and all(c["ok"] for c in by_kind["acme"])
+    assert by_kind["dns"] and all(c["ok"] for c in by_kind["dns"]), by_kind["dns"]

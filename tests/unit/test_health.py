@@ -278,3 +278,27 @@ def test_a_service_declaring_a_bad_systemd_unit_is_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_service(bad, "services/git/coophost.yml")
     assert "systemd[0]" in str(caught.value) and "../../etc/passwd" in str(caught.value)
+
+
+def test_reach_results_become_checks_with_advice() -> None:
+    from coophost.health.outside import reach_checks
+
+    found = {c.key: c for c in reach_checks("h1", {
+        "smtp": {"h2.lab.test": "ok: h2.lab.test", "h3.lab.test": "error: timed out"},
+        "acme": "error: certificate verify failed"}, "https://acme.lab.test/dir")}
+    assert found["h1/smtp-to/h2.lab.test"].ok
+    assert not found["h1/smtp-to/h3.lab.test"].ok
+    assert "port 25 of h3.lab.test" in found["h1/smtp-to/h3.lab.test"].advice
+    assert not found["h1/acme"].ok and "certificates cannot renew" in found["h1/acme"].advice
+
+
+def test_the_reach_script_reports_a_refused_smtp_connection() -> None:
+    from coophost.health.outside import REACH
+
+    spec = {"smtp": ["127.0.0.1"], "acme": None, "me": "controller.test"}
+    done = subprocess.run([sys.executable, "-c", REACH, json.dumps(spec)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    found = json.loads(done.stdout)
+    if str(found["smtp"]["127.0.0.1"]).startswith("ok"):
+        pytest.skip("an SMTP server listens on 127.0.0.1:25 here: no refusal to see")
+    assert found["smtp"]["127.0.0.1"].startswith("error:") and found["acme"] is None
