@@ -21,6 +21,8 @@ from coophost.health.checks import Check
 
 OK, ATTENTION = "ok", "attention"
 REQUEST_STATES = ("approved", "denied", "deployed")
+# A request's news only moves forward: approved, then live; or denied.
+RANK = {"approved": 1, "deployed": 2, "denied": 2}
 # A request that moved on longer ago than this when notifications first ran is not news.
 REQUEST_NEWS_DAYS = 2
 SENDMAIL = "/usr/sbin/sendmail"
@@ -118,8 +120,8 @@ def request_mails(requests: Iterable[Any], shown: Mapping[int, str],
     for request in requests:
         state = shown.get(request.id)
         key = f"request/{request.id}"
-        if state not in REQUEST_STATES or mailed.get(key) == state:
-            continue
+        if state not in REQUEST_STATES or RANK[state] <= RANK.get(mailed.get(key, ""), 0):
+            continue  # not news, or older news (a live unit pending again after a change)
         moved = _last_at(request)
         if key not in mailed and moved is not None and now - moved > REQUEST_NEWS_DAYS * 86400:
             quiet[key] = state

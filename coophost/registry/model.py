@@ -34,8 +34,11 @@ class Coop:
     suspended_mail: str = "accept"  # what mail to a suspended member does: accept | bounce
 
     def as_vars(self) -> dict[str, Any]:
-        """Return what roles may need to know about the co-op."""
-        return {"name": self.name, "domain": self.domain, "contacts": list(self.contacts),
+        """Return what roles may need to know about the co-op.
+
+        Not its contacts: who is told of trouble (`coophost notify`) is no change to a host.
+        """
+        return {"name": self.name, "domain": self.domain,
                 "acme_directory": self.acme_directory, "acme_email": self.acme_email,
                 "artifact_source": self.artifact_source, "suspended_mail": self.suspended_mail}
 

@@ -90,14 +90,20 @@ def health(lab: LabInfo) -> Iterator[Health]:
     coop_file = lab.inventory / "coop.yml"
     original = coop_file.read_bytes()
     text = original.decode()
-    assert "contacts:\n  - admin@lab.test\n" in text, "the sample co-op's contacts changed"
-    atomic_write(coop_file, text.replace("contacts:\n  - admin@lab.test\n",
-                                         f"contacts:\n  - {contact.mailbox.address}\n"))
+    allowance = "    mail: {mailboxes: 20, quota_mb: 4096}\n"
+    assert "contacts:\n  - admin@lab.test\n" in text and allowance in text, \
+        "the sample co-op's contacts or allowances changed"
+    # contacts reach no host (no redeploy); members may ask for git too, for one test
+    atomic_write(coop_file, text.replace(
+        "contacts:\n  - admin@lab.test\n", f"contacts:\n  - {contact.mailbox.address}\n",
+    ).replace(allowance, allowance + "    git: {}\n"))
     try:
         yield Health(lab, contact, boxes, tls_context(acme_roots(the_lab, state)),
                      f"coophost-{lab.name}-")
     finally:
         atomic_write(coop_file, original)
+    plan = lab.cli("plan", "--json")
+    assert plan.returncode == 0, "the lab is not as the module found it:\n" + plan.stdout
 
 
 def test_a_stopped_service_is_flagged_and_mailed_once_and_so_is_its_recovery(health: Health):
@@ -200,8 +206,6 @@ def test_a_member_is_mailed_when_its_request_is_approved(health: Health):
     finally:
         # the approval placed a git unit in the member file: the lab goes back to as it was
         atomic_write(member_file, original)
-    plan = health.info.cli("plan", "--json")
-    assert plan.returncode == 0, plan.stdout
 
 
 def test_doctor_checks_dns_mail_between_hosts_and_acme_from_each_host(health: Health):

@@ -222,6 +222,9 @@ def test_request_mails_go_to_the_member_once_per_state_and_old_news_is_quiet() -
     mails, quiet = request_mails(requests, shown, contacts, mailed, "Lab Co-op", NOW)
     assert [(m.to, m.keys) for m in mails] == [(("ada@ada.test",), {"request/1": "deployed"})]
     assert "is live" in mails[0].body and quiet == {}
+    mailed["request/1"] = "deployed"
+    shown[1] = "approved"  # the unit is pending again (a change to redeploy): no news
+    assert request_mails(requests, shown, contacts, mailed, "Lab Co-op", NOW) == ([], {})
 
 
 def test_a_notification_is_a_well_formed_message_whatever_the_detail_says() -> None:
