@@ -66,11 +66,20 @@ def _summary(report: Report) -> list[list[str]]:
                      f"{sum(c.ok for c in services)}/{len(services)} up",
                      f"{len(certs)}" + (f", {sum(not c.ok for c in certs)} due" if any(
                          not c.ok for c in certs) else "") if soonest else "-",
-                     detail("mail queue").split(",")[0] or "-",
+                     detail("mail queue").split(" ")[0] or "-",
                      detail("disk").split(" (")[-1].rstrip(")") or "-",
                      detail("memory").split(" (")[-1].rstrip(")") or "-",
-                     detail("deploy").replace("last deploy ", "") or "-"])
+                     _short_deploy(detail("deploy"))])
     return rows
+
+
+def _short_deploy(detail: str) -> str:
+    """`last deploy ok (run 3, 2026-12-06 21:40 UTC)` -> `ok, run 3, 12-06 21:40`."""
+    if not detail.startswith("last deploy "):
+        return detail or "-"
+    verdict, _, rest = detail.removeprefix("last deploy ").partition(" (")
+    run, _, when = rest.partition(", ")
+    return f"{verdict}, {run}, {when[5:16]}" if when else verdict
 
 
 def show(app: AppContext, report: Report, as_json: bool, everything: bool) -> None:

@@ -4,6 +4,7 @@ run for real on this machine, and the CLI's errors and timer units."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -269,6 +270,13 @@ def test_notify_timer_writes_a_service_and_timer_for_this_coop(coop: Path, cli,
     code, _, err = cli("-i", str(coop), "notify", "timer", "--dir", str(tmp_path / "no"),
                        "--every", "soon; rm -rf /")
     assert code == 2 and "--every" in err and not (tmp_path / "no").exists()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here: the units were not verified")
+    verified = subprocess.run([analyze, "verify", str(units / "coophost-notify.timer"),
+                               str(units / "coophost-notify.service")],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
 
 
 def test_a_service_declaring_a_bad_systemd_unit_is_refused() -> None:
