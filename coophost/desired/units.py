@@ -234,7 +234,7 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
     catalogue = base.catalogue
     versions = role_versions(catalogue)
     salt = (f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
-            + f"\0backup {role_version('backup')}")
+            + f"\0backup {role_version('backup')}\0code {code_digest()}")
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
     key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
@@ -245,6 +245,22 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
     rows, usage, host_hashes = placed
     return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, rows=rows,
                    usage=usage, host_hashes=host_hashes, role_versions=versions)
+
+
+# The modules whose code shapes summaries, placements and hashes: a coophost upgrade that
+# changes one of them must not reuse what an older version cached.
+HASH_SHAPING = ("registry/model.py", "registry/parse.py", "registry/catalogue.py",
+                "registry/placement.py", "desired/render.py", "desired/units.py")
+
+
+@cache
+def code_digest() -> str:
+    """SHA-256 over the source of the modules in HASH_SHAPING (read once per process)."""
+    package = Path(__file__).resolve().parents[1]
+    found = hashlib.sha256()
+    for name in HASH_SHAPING:
+        found.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return found.hexdigest()
 
 
 def _is_placed(value: object) -> TypeGuard[list[Any]]:

@@ -164,3 +164,24 @@ def test_connection_settings_in_hosts_yml_are_not_a_change(coop: Path) -> None:
     hosts = coop / "hosts.yml"
     hosts.write_text(hosts.read_text().replace("h2: {", "h2: {ansible_port: 2222, ", 1))
     assert compute(coop).host_hashes == before
+
+
+def test_a_new_coophost_whose_hashing_code_changed_recomputes_everything(
+        coop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import coophost.desired.units as desired
+
+    _age(coop)
+    compute(coop)
+    calls: list[int] = []
+    real = desired._place_and_hash
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(desired, "_place_and_hash", counted)
+    compute(coop)
+    assert calls == [], "nothing changed, yet the placement was recomputed"
+    monkeypatch.setattr(desired, "code_digest", lambda: "another coophost")
+    compute(coop)
+    assert calls == [1], "the cache of an older coophost was reused"
