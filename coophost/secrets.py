@@ -3,14 +3,16 @@
 Secrets are generated on first need (rendering a unit that references one), encrypted at once
 with ansible's own VaultLib, and kept only as ciphertext on disk. The vault password comes
 from the environment variable or the file coop.yml names. Nothing here prints or logs a
-secret; only `coophost secrets show` decrypts one for a person.
+secret; only `coophost secrets show` decrypts one for a person (and `secrets rotate`, like
+the member verb `password`, prints the new password it made, once).
 
 A `per_mailbox_password` secret is kept as two entries per mailbox: the clear password
 (`<name>/<mailbox>`, what `secrets show` prints) and its argon2id hash in dovecot's form
 (`<name>.argon2id/<mailbox>`), both vault-encrypted. Hosts get only the hash, and its stored
 ciphertext is reused on every render, so the rendered files do not change from one render to
-the next. To give a mailbox a new password, delete both of its entries; the next render makes
-a new one.
+the next. `coophost secrets rotate` (and the member verb `password`) gives a mailbox a new
+password: it replaces both entries and counts the rotation in the member file (`rotated:`),
+which is part of the unit's hash, so the next deploy applies it.
 """
 
 from __future__ import annotations
@@ -192,12 +194,20 @@ class SecretRef:
     name: str
     item: str = ""  # the mailbox, for a secret kept per mailbox
     hashed: bool = False  # render the secret's stored hash (its spec's `hash`), not the secret
+    # How many times it was rotated (the member file's `rotated:`): not secret, and hashed
+    # with the unit, so a rotated password redeploys its unit.
+    generation: int = 0
 
     @property
     def key(self) -> str:
         """A stable, non-secret identifier."""
         base = f"{self.member}/{self.service}/{self.name}"
         return f"{base}/{self.item}" if self.item else base
+
+    @property
+    def rotation_key(self) -> str:
+        """Its key under the member file's `rotated.<service>`: `name` or `name/mailbox`."""
+        return f"{self.name}/{self.item}" if self.item else self.name
 
 
 class SecretStore:
@@ -281,6 +291,26 @@ class SecretStore:
             stored[hash_key] = self.vault.encrypt(mailbox_hash(password)).decode()
             self._dirty.add(ref.member)
         return stored[hash_key]
+
+    def replace(self, ref: SecretRef) -> str:
+        """Give `ref` a new generated value (and its hash, if it has one); return the value.
+
+        Kept in memory until `save`; the old value and hash are gone from the file then.
+        """
+        stored = self._load(ref.member).setdefault(ref.service, {})
+        password = generate(self._spec(ref))
+        if ref.item:
+            clear_key, hash_key = item_keys(ref.name, ref.item)
+            stored[clear_key] = self.vault.encrypt(password).decode()
+            stored[hash_key] = self.vault.encrypt(mailbox_hash(password)).decode()
+        else:
+            stored[ref.name] = self.vault.encrypt(password).decode()
+            stored.pop(ref.name + BCRYPT_MARK, None)
+            if ref.hashed:
+                stored[ref.name + BCRYPT_MARK] = self.vault.encrypt(
+                    bcrypt_hash(password)).decode()
+        self._dirty.add(ref.member)
+        return password
 
     def stored(self, member: str, service: str, name: str) -> str | None:
         """One stored secret, decrypted, or None when it was never generated.

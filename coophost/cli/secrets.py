@@ -1,4 +1,4 @@
-"""`coophost secrets show`: a member's generated secrets, decrypted for hand-over."""
+"""`coophost secrets show` and `secrets rotate`: a member's generated secrets, for hand-over."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def secrets() -> None:
 @pass_app
 def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str | None,
                  as_json: bool) -> None:
-    """Decrypt and print a member's secrets (the only command that ever prints one)."""
+    """Decrypt and print a member's secrets (only this and `rotate`'s new ones are printed)."""
     from coophost.registry.catalogue import load_catalogue
     from coophost.registry.checks import no_member
     from coophost.registry.edit import member_path
@@ -59,6 +59,41 @@ def secrets_show(app: AppContext, slug: str, service_name: str | None, name: str
         for key, value in sorted(items.items()):
             click.echo(f"{svc}.{key}: {value}" if "\n" not in value
                        else f"{svc}.{key}:\n{value}")
+
+
+@secrets.command("rotate")
+@name_argument("member", "slug")
+@click.option("--mailbox", metavar="MAILBOX",
+              help="Only this mailbox (its localpart, or its address).")
+@json_option
+@pass_app
+def secrets_rotate(app: AppContext, slug: str, mailbox: str | None, as_json: bool) -> None:
+    """Give a member's logins new generated passwords, shown once; the next deploy applies them.
+
+    Rotated: every mailbox password (mail) and every hashed login password (git's HTTPS
+    password), or with --mailbox only that mailbox's. Not rotated: database and application
+    admin passwords, DKIM and SSH keys, the backup passphrase (their services keep them in
+    their own data). The passwords are stored vault-encrypted; the member file counts each
+    rotation (`rotated:`), so `coophost plan` shows the unit changed until `coophost deploy`
+    writes the new hashes: then the old password stops working. The audit log records who
+    rotated which login, never a password.
+    """
+    from coophost.members.audit import actor
+    from coophost.members.passwords import rotate
+
+    done = rotate(app.inventory, slug, mailbox, f"sysadmin {actor()}")
+    after = (f"run `coophost deploy` to apply (until then the old password works); hand the "
+             f"new password to {slug} (it is not shown again; `coophost secrets show {slug}` "
+             "decrypts it)")
+    if as_json:
+        app.emit_json({"member": slug, "rotated": [
+            {"service": d.rotation.ref.service, "secret": d.rotation.ref.name,
+             "mailbox": d.rotation.mailbox or None, "login": d.rotation.login,
+             "password": d.password} for d in done], "next": after})
+        return
+    for item in done:
+        click.echo(f"{item.rotation.ref.service} {item.rotation.login}: {item.password}")
+    click.echo(f"next: {after}")
 
 
 commands: list[click.Command] = [secrets]

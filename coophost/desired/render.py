@@ -40,14 +40,17 @@ class MemberKeyed(dict[str, Any]):
 def _unit_secrets(member: Member, service: Service, settings: Mapping[str, Any]
                   ) -> dict[str, Any]:
     secrets: dict[str, Any] = {}
+    rotated = member.rotated.get(service.name, {})
     for spec in service.secrets:
         if spec.kind == "per_mailbox_password":
             secrets[spec.var_name] = MemberKeyed(
-                (mailbox, SecretRef(member.owner, service.name, spec.name, mailbox))
+                (mailbox, SecretRef(member.owner, service.name, spec.name, mailbox,
+                                    generation=rotated.get(f"{spec.name}/{mailbox}", 0)))
                 for mailbox in settings.get("mailboxes", ()))
         else:
             secrets[spec.var_name] = SecretRef(member.owner, service.name, spec.name,
-                                               hashed=bool(spec.hash))
+                                               hashed=bool(spec.hash),
+                                               generation=rotated.get(spec.name, 0))
     return secrets
 
 
@@ -78,7 +81,9 @@ def moved_vars(member: Member, service: Service, to_name: str, to_address: str
 
 
 def _canonical(value: object) -> object:
-    if isinstance(value, SecretRef):
+    if isinstance(value, SecretRef):  # never rotated: hashed as before rotations existed
+        if value.generation:
+            return {"__secret__": value.key, "generation": value.generation}
         return {"__secret__": value.key}
     raise TypeError(f"cannot hash {type(value).__name__}")
 

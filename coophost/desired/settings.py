@@ -5,7 +5,8 @@ A unit's hash says *that* it changed; its fingerprint says *what*: every value i
 its role's version and its service's definition. State.db keeps the fingerprint each unit was
 applied with; the plan compares it with the registry's. Secrets never enter a fingerprint:
 the unit's secrets are rendered from the vault, and any setting whose name says it holds one
-is recorded and shown masked. Pure.
+is recorded and shown masked. A rotated password shows as how many times it was rotated
+(`(password) mailbox_passwords/alice: rotated 1 -> 2`), never as a value. Pure.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from coophost.registry.model import Member
 
 ROLE_KEY = "(role files)"
 SERVICE_KEY = "(service definition)"
+ROTATED_PREFIX = "(password) "  # then the secret's key under the member file's `rotated:`
 MASK = "(hidden)"
 SENSITIVE = re.compile(r"pass(word|phrase)?|secret|token|private", re.IGNORECASE)
 MAX_VALUE = 160  # characters of a value shown; longer ones end with "..."
@@ -37,6 +39,8 @@ class SettingChange:
 
     def as_text(self) -> str:
         """`key: old -> new`, `key: new (added)` or `key: old (removed)`."""
+        if self.key.startswith(ROTATED_PREFIX):
+            return f"{self.key}: password rotated ({self.old or 'never'} -> {self.new})"
         if self.old is None:
             return f"{self.key}: {self.new} (added)"
         if self.new is None:
@@ -57,6 +61,8 @@ def fingerprint(member: Member, service: Service, role_version: str) -> dict[str
         flat["member.ssh_keys"] = (f"{len(keys)} key(s), sha256 "
                                    + _digest("\n".join(sorted(keys)))[:12])
     _flatten("settings", dict(member.services[service.name]), flat)
+    for key, count in member.rotated.get(service.name, {}).items():
+        flat[ROTATED_PREFIX + key] = str(count)
     flat[ROLE_KEY] = role_version[:12]
     flat[SERVICE_KEY] = service.digest[:12]
     return flat

@@ -25,7 +25,8 @@ from coophost.registry.loader import Loaded
 MAX_COMMAND = 2048  # characters in one command
 MAX_ARGS = 40
 SHOWN_CLOSED = 20  # decided requests `status` shows (the newest); pending ones are all shown
-VERBS = ("status", "services", "request", "cancel", "dns", "export", "backups", "help")
+VERBS = ("status", "services", "request", "cancel", "dns", "export", "backups", "password",
+         "help")
 
 
 def split_command(text: str) -> list[str]:
@@ -73,7 +74,7 @@ def verbs() -> None:
     """Member shell: your own services at the co-op.
 
     Verbs: status, services, request SERVICE [--set KEY=VALUE]..., cancel ID, dns, export,
-    backups.
+    backups, password MAILBOX.
     """
 
 
@@ -261,6 +262,19 @@ def backups(shell: Shell, as_json: bool) -> None:
                      f"{'ok' if drill['ok'] else 'FAILED'} on {drill['archive']} ({when})"))
 
 
+@verbs.command("password")
+@click.argument("mailbox")
+@pass_shell
+def password(shell: Shell, mailbox: str) -> None:
+    """A new password for one of your mailboxes, shown once; it works after the next deploy."""
+    from coophost.members.passwords import rotate
+
+    for item in rotate(shell.root, shell.slug, mailbox, f"member {shell.slug}"):
+        shell.say(f"new password for {item.rotation.login}: {item.password}")
+    shell.say("It is shown only this once: keep it in your password manager. It replaces the "
+              "old one when the co-op's sysadmins next deploy (until then the old one works).")
+
+
 def run(root: Path, slug: str, command: str | None, out: IO[bytes] | None = None) -> int:
     """Run one member command; return the exit status. Errors go to stderr."""
     from coophost.registry import checks
@@ -282,6 +296,8 @@ def run(root: Path, slug: str, command: str | None, out: IO[bytes] | None = None
             return EXIT_USAGE
         click.echo(f"refused: {exc}" if exc.exit_code == EXIT_USAGE else f"error: {exc}",
                    err=True)
+        if exc.exit_code == EXIT_USAGE and exc.hint and getattr(exc, "member_hint", False):
+            click.echo(f"hint: {exc.hint}", err=True)
         return exc.exit_code
     except Exception as exc:  # never a traceback to a member
         click.echo(f"error: internal error ({type(exc).__name__}); the sysadmins can see "

@@ -106,6 +106,10 @@ class Member:
     life: str = ""
     # Services moved away from a host lately: service -> {"from": host, "on": YYYY-MM-DD}.
     moved: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Passwords rotated (written by `secrets rotate` and the member verb `password`): service
+    # -> {secret key (`mailbox_passwords/alice`): how many times}. Not secret; part of the unit
+    # hash, so a rotation redeploys the unit.
+    rotated: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
@@ -118,7 +122,8 @@ class Member:
                 "status": self.status, "domains": [(d.name, d.ascii) for d in self.domains],
                 "ssh_keys": list(self.ssh_keys), "services": self.services,
                 "placement": self.placement, "file": self.file,
-                "departed_on": self.departed_on, "life": self.life, "moved": self.moved}
+                "departed_on": self.departed_on, "life": self.life, "moved": self.moved,
+                "rotated": self.rotated}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> Member:
@@ -129,7 +134,7 @@ class Member:
                    ssh_keys=tuple(data["ssh_keys"]), services=data["services"],
                    placement=data["placement"], file=data["file"],
                    departed_on=data.get("departed_on", ""), life=data.get("life", ""),
-                   moved=data.get("moved", {}))
+                   moved=data.get("moved", {}), rotated=data.get("rotated", {}))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "r
              "vault", "suspended_mail")
 SUSPENDED_MAIL = ("accept", "bounce")
 MEMBER_KEYS = ("slug", "id", "name", "contact", "status", "domains", "ssh_keys", "services",
-               "placement", "moved", "departed_on")
+               "placement", "moved", "departed_on", "rotated")
+ROTATED_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z0-9][a-z0-9._+-]*)?$")
 LIFE_RE = re.compile(r"[0-9a-f]{12}")
 CAPACITY_KEYS = ("ram_mb", "disk_gb")
 MAX_DOMAINS = 100
@@ -272,6 +273,7 @@ def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
                         "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
         member.placement[name] = checks.host_name(host, file, f"placement.{name}")
     member.moved.update(_moved(top.get("moved"), member, file))
+    member.rotated.update(_rotated(top.get("rotated"), file))
     check_reserved(member, ReservedNames(coop, {}), catalogue, coop)
     return member
 
@@ -294,6 +296,27 @@ def _moved(value: object, member: Member, file: str) -> dict[str, dict[str, str]
             checks.fail(file, f"{where}.from", host, "is where the service is placed now")
         moved[name] = {"from": host, "on": _date(entry.get("on"), file, f"{where}.on")}
     return moved
+
+
+def _rotated(value: object, file: str) -> dict[str, dict[str, int]]:
+    """`rotated:` (written by `secrets rotate`): how often each password was rotated.
+
+    Service -> {secret key: count}; a key is a secret's name, `/` and the mailbox for a
+    per-mailbox one. Entries of services or mailboxes no longer there are kept (a count only
+    grows) and simply unused.
+    """
+    rotated: dict[str, dict[str, int]] = {}
+    for name, counts in checks.mapping(value, file, "rotated").items():
+        checks.slug(name, file, "rotated")
+        entries = checks.mapping(counts, file, f"rotated.{name}")
+        rotated[name] = {}
+        for key, count in entries.items():
+            if not ROTATED_KEY_RE.match(key):
+                checks.fail(file, f"rotated.{name}", key,
+                            "must be a secret's name, or its name, '/' and a mailbox")
+            rotated[name][key] = checks.integer(count, file, f"rotated.{name}.{key}", 1,
+                                                MAX_LIMIT)
+    return rotated
 
 
 def _date(value: object, file: str, where: str,

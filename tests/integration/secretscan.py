@@ -108,3 +108,14 @@ def leaks(secrets: Iterable[str], places: Iterable[tuple[str, str]]) -> list[str
             if piece in text:
                 found.append(f"a piece of secret #{n} ({len(piece)} characters) in {place}")
     return found
+
+
+def shows_new_password(words: list[str]) -> bool:
+    """Whether a coophost command line prints a new password on stdout, on purpose."""
+    if any(words[i:i + 2] == ["secrets", "rotate"] for i in range(len(words))):
+        return True
+    if "--remote" in words:  # the member shell: its verb follows the client's own options
+        verb = next((w for i, w in enumerate(words) if not w.startswith("-") and (
+            i == 0 or words[i - 1] not in ("--remote", "--identity", "--known-hosts"))), "")
+        return verb == "password"
+    return False

@@ -288,6 +288,66 @@ def test_suspended_member_cannot_log_in_and_after_resume_can_with_mail_intact(
         assert fetch(fern.mailbox, subject_token, context, timeout=60) is not None, when
 
 
+def _plan_shows_rotation(members: Members, mailbox: str) -> None:
+    plan = members.info.cli("plan", "--member", ADA)
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert f"~ {ADA}/mail: change" in plan.stdout, plan.stdout
+    assert f"(password) mailbox_passwords/{mailbox}: password rotated" in plan.stdout, \
+        plan.stdout
+
+
+def _logins(box: LabMailbox, old: str, new: str, context) -> None:  # type: ignore[no-untyped-def]
+    """IMAP refuses `old` and takes `new` (the vault's password, read now, is `new`)."""
+    assert box.mailbox.password == new
+    with IMAPAt(box.mailbox.host_fqdn, box.mailbox.host_address, context) as imap, \
+            pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED|failed"):
+        imap.login(box.mailbox.address, old)
+    _imap_login(box, context)
+
+
+def test_a_rotated_mailbox_password_works_after_the_deploy_and_the_old_one_no_longer(
+        members: Members):
+    from tests.integration.conftest import RUNNER_COPIES
+    from tests.integration.secretscan import files_under, leaks
+
+    context = tls_context(members.roots)
+    address = f"orders@{ADA}.test"
+    first = members.boxes()[address].mailbox.password
+    _imap_login(members.boxes()[address], context)  # the password before: it works
+    # a sysadmin rotates it (shown once, in the JSON, for hand-over)
+    proc = members.info.cli("secrets", "rotate", ADA, "--mailbox", "orders", "--json")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    [entry] = shown["rotated"]
+    second = entry["password"]
+    assert entry["login"] == address and second != first
+    assert "coophost deploy" in shown["next"]
+    _plan_shows_rotation(members, "orders")
+    members.deploy()
+    assert members.info.cli("plan", "--member", ADA).returncode == 0
+    _logins(members.boxes()[address], first, second, context)
+    # the member rotates it from the member shell (shown once, on its stdout)
+    proc = members.shell(ADA, "password", "orders")
+    assert proc.returncode == 0, proc.stderr
+    [line] = [x for x in proc.stdout.splitlines() if x.startswith("new password for ")]
+    assert line.startswith(f"new password for {address}: ")
+    third = line.rsplit(" ", 1)[1]
+    assert third not in (first, second)
+    _plan_shows_rotation(members, "orders")
+    members.deploy()
+    _logins(members.boxes()[address], second, third, context)
+    # audited: who and which mailbox, never a password
+    audit_text = (members.info.inventory / "audit.log").read_text()
+    events = [json.loads(x) for x in audit_text.splitlines()]
+    rotated = [e for e in events if e["action"] == "password rotated" and e["member"] == ADA]
+    assert [e["by"].split()[0] for e in rotated[-2:]] == ["sysadmin", "member"]
+    assert rotated[-1]["by"] == f"member {ADA}"
+    assert all(e["mailboxes"] == ["orders"] for e in rotated[-2:])
+    found = leaks([first, second, third],
+                  [("audit.log", audit_text), *files_under(RUNNER_COPIES)])
+    assert not found, found
+
+
 def _extract(archive: Path, into: Path) -> dict[str, str]:
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(into, filter="data")

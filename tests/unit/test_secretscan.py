@@ -8,7 +8,13 @@ from pathlib import Path
 
 from coophost.registry.catalogue import SecretSpec
 from coophost.secrets import format_secrets_file, generate
-from tests.integration.secretscan import decrypt_all, fragments, leaks, vault_blocks
+from tests.integration.secretscan import (
+    decrypt_all,
+    fragments,
+    leaks,
+    shows_new_password,
+    vault_blocks,
+)
 
 KEY = generate(SecretSpec(name="dkim_key", kind="rsa_private_key", bits=1024))
 PASSWORD = "Zq8v2LmT0pXc4RbN7sWd1KyH"
@@ -55,3 +61,14 @@ def test_every_vault_block_of_a_coop_directory_is_decrypted(tmp_path: Path) -> N
     (secrets / "ada.yml").write_text(format_secrets_file("ada", data))
     assert len(list(vault_blocks((secrets / "ada.yml").read_text()))) == 3
     assert sorted(decrypt_all(tmp_path, b"pw")) == sorted([KEY, PASSWORD, PASSWORD + "x"])
+
+
+def test_only_the_commands_that_show_a_new_password_have_their_stdout_left_out() -> None:
+    assert shows_new_password(["-i", "coop", "secrets", "rotate", "ada-books"])
+    assert shows_new_password(["--remote", "root@127.0.0.1:22", "--identity", "key",
+                               "--known-hosts", "kh", "password", "orders"])
+    assert not shows_new_password(["--remote", "root@127.0.0.1:22", "--identity", "password",
+                                   "status"])
+    assert not shows_new_password(["--remote", "root@127.0.0.1:22", "request", "mail",
+                                   "--set", "password=x"])
+    assert not shows_new_password(["-i", "coop", "deploy"])
