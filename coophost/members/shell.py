@@ -279,10 +279,13 @@ def _members_business(exc: CoophostError, slug: str) -> bool:
     show what is not the member's; the member sees that the co-op is under maintenance.
     Its own member file, and its own input ("(command line)", "(request)"), are its own.
     """
-    file = getattr(exc, "file", None)
     if getattr(exc, "maintenance", False):
         return False
-    return file is None or file.startswith("(") or file == f"members/{slug}.yml"
+    for one in getattr(exc, "errors", [exc]):  # a validation error may name several files
+        file = getattr(one, "file", None)
+        if not (file is None or file.startswith("(") or file == f"members/{slug}.yml"):
+            return False
+    return True
 
 
 def _run(root: Path, slug: str, command: str | None, stream: IO[bytes]) -> int:
