@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE, ConfigError
+from coophost.cli.options import AppContext, json_option, next_step, pass_app
+from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -39,7 +39,9 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     if names:
         unknown = sorted(set(names) - {h.name for h in hosts})
         if unknown:
-            raise ConfigError(f"{app.inventory}/hosts.yml: no host {', '.join(unknown)}")
+            from coophost.registry.checks import no_host
+
+            raise no_host(unknown[0], [h.name for h in hosts])
         hosts = [h for h in hosts if h.name in names]
     known_hosts = app.inventory / KNOWN_HOSTS_FILE
     with ThreadPoolExecutor(max_workers=min(16, len(hosts) or 1)) as pool:
@@ -101,6 +103,7 @@ def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, r
         add_host(app.inventory, loaded, name, address=address, port=port, fqdn=fqdn,
                  ram_mb=ram_mb, disk_gb=disk_gb, groups=groups)
     app.out.print(f"added host {name}")
+    next_step(app, f"coophost host check {name}")
 
 
 @host.command("list")
@@ -150,6 +153,7 @@ def remove(app: AppContext, name: str) -> None:
         remove_host(app.inventory, load_registry(app.inventory, need_hosts=False), name,
                     applied)
     app.out.print(f"removed host {name}")
+    next_step(app, "coophost deploy")
 
 
 @host.command("evacuate")
@@ -194,8 +198,9 @@ def evacuate(app: AppContext, name: str, yes: bool, as_json: bool) -> int:
     if result.deploy_error:
         app.err.print(f"[red]deploy: {escape(result.deploy_error)}[/]")
     if result.ok and result.units:
-        app.out.print(f"every unit of {name} is back; point DNS at the new hosts (`coophost dns "
-                      f"check`); `coophost host remove {name}` once it is gone for good")
+        app.out.print(f"every unit of {name} is back; point DNS at the new hosts; "
+                      f"`coophost host remove {name}` once it is gone for good")
+        next_step(app, "coophost dns check")
     return 0 if result.ok else 1
 
 

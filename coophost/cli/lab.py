@@ -16,6 +16,7 @@ from coophost.cli.options import (
     escape,
     json_option,
     name_argument,
+    next_step,
     pass_app,
 )
 from coophost.errors import EXIT_PENDING, ConfigError, EnvironmentProblem
@@ -72,6 +73,7 @@ def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
         app.out.print(f"{host.name}  {host.fqdn}  ssh 127.0.0.1:{host.ssh_port}  {host.ip}")
     app.out.print(f"inventory: {the_lab.inventory}/hosts.yml  (try: ansible -i "
                   f"{the_lab.inventory}/hosts.yml all -m ping)")
+    next_step(app, f"coophost -i {the_lab.inventory} deploy")
 
 
 @lab.command()

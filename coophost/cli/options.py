@@ -173,6 +173,15 @@ def table(app: AppContext, columns: list[str], rows: list[list[str]]) -> None:
     app.out.print(shown)
 
 
+def next_step(app: AppContext, step: str) -> None:
+    """Say what comes after a command that changed something: one `next:` line on stderr.
+
+    Every command words it alike (`next: coophost deploy`), on standard error so that what a
+    command prints on stdout (a zone file, a table) stays clean; none with --json.
+    """
+    app.err.print(f"[dim]next:[/] {escape(step)}")
+
+
 def escape(text: str) -> str:
     """Text (a member's string) made safe to print through rich markup."""
     from rich.markup import escape as rich_escape

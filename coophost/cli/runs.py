@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import click
 
 from coophost.cli.options import AppContext, json_option, pass_app
 from coophost.errors import UsageError
+from coophost.fmt import when
 
 
 @click.group()
 def runs() -> None:
     """Deploy runs recorded in state.db."""
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
 @runs.command("list")
@@ -46,7 +41,7 @@ def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
         counts: dict[str, int] = {}
         for job in r.jobs:
             counts[job.status] = counts.get(job.status, 0) + 1
-        table.add_row(str(r.id), _when(r.started_at), took, r.status,
+        table.add_row(str(r.id), when(r.started_at), took, r.status,
                       ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), r.user)
     app.out.print(table)
 
@@ -71,7 +66,7 @@ def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
     if as_json:
         app.emit_json(asdict(record))
         return
-    app.out.print(f"run {record.id}: {record.status}, started {_when(record.started_at)} "
+    app.out.print(f"run {record.id}: {record.status}, started {when(record.started_at)} "
                   f"by {record.user}, options {record.options}")
     table = Table()
     for column in ("host", "status", "ok", "changed", "failed", "unreachable", "units"):

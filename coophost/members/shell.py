@@ -219,8 +219,7 @@ def export(shell: Shell) -> None:
 @pass_shell
 def backups(shell: Shell, as_json: bool) -> None:
     """Your services' backups: how many archives, the newest, and the last restore drill."""
-    from datetime import UTC, datetime
-
+    from coophost import fmt
     from coophost.backup.ops import member_backups
 
     assert shell.loaded is not None
@@ -230,8 +229,7 @@ def backups(shell: Shell, as_json: bool) -> None:
         return
     for row in rows:
         drill = row["last_drill"]
-        when = "" if drill is None else datetime.fromtimestamp(
-            drill["at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        when = "" if drill is None else fmt.when(drill["at"])
         shell.say(f"{row['service']}: {row['archives']} archive(s), newest "
                   f"{row['last'] or '-'}; last drill "
                   + ("-" if drill is None else

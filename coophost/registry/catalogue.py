@@ -173,6 +173,8 @@ class Catalogue:
         An unknown name gets a did-you-mean; a coming service says that it is not offered yet.
         """
         if name not in self.services:
+            if file == "(command line)":  # the one wording of a service looked up by name
+                raise checks.no_service(name, self.services)
             checks.fail(file, field_path, name, "no such service",
                         hint=checks.suggest(name, self.services))
         self.refuse_coming(name, file, field_path)
