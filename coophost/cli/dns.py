@@ -37,7 +37,7 @@ def records(app: AppContext, member_slug: str | None, output_format: str) -> Non
         click.echo(json.dumps(format_json(found.records), indent=2))
     else:
         click.echo(format_zone(found.records), nl=False)
-    next_step(app, "publish these at the domains' DNS, then coophost dns check")
+        next_step(app, "publish these at the domains' DNS, then coophost dns check")
 
 
 @dns.command("check")
