@@ -6,11 +6,13 @@ import click
 
 from coophost.cli.options import (
     AppContext,
+    escape,
     json_option,
     name_argument,
     name_option,
     next_step,
     pass_app,
+    table,
 )
 
 
@@ -43,20 +45,12 @@ def list_requests(app: AppContext, state: str, member_slug: str | None, as_json:
     if not rows:
         app.out.print("No requests.")
         return
-    from rich.markup import escape
-    from rich.table import Table
-
     from coophost.fmt import when
 
-    table = Table()
-    for column in ("id", "member", "service", "settings", "state", "filed", "by", "why"):
-        table.add_column(column)
-    for row in rows:
-        settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items())
-        table.add_row(str(row["id"]), row["member"], row["service"], escape(settings),
-                      row["state"], when(row["filed"]), escape(row["filed_by"]),
-                      escape(row["why"]))
-    app.out.print(table)
+    table(app, ["id", "member", "service", "settings", "state", "filed", "by", "why"], [
+        [str(row["id"]), row["member"], row["service"],
+         escape(", ".join(f"{k}={v}" for k, v in row["settings"].items())), row["state"],
+         when(row["filed"]), escape(row["filed_by"]), escape(row["why"])] for row in rows])
 
 
 @requests.command("file")

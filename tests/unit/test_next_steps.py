@@ -141,3 +141,23 @@ def test_times_read_alike_from_a_unix_time_an_iso_string_or_a_datetime() -> None
     assert when(moment) == shown
     assert when(None) == "" and when("") == ""
     assert when("not a time") == "not a time"
+
+
+def test_tables_share_one_style_and_show_times_in_one_format(coop: Path, cli) -> None:
+    code, _, err = cli("-i", str(coop), "member", "add", "zed", "--name", "Zed",
+                       "--contact", "zed@zed.test", "--domain", "zed.test")
+    assert code == 0, err
+    code, _, err = cli("-i", str(coop), "requests", "file", "zed", "mail",
+                       "--set", "mailboxes=[info]")
+    assert code == 0, err
+    outputs = []
+    for args in (["requests", "list"], ["host", "list"], ["runs", "list"]):
+        code, out, err = cli("-i", str(coop), *args)
+        assert code == 0, err
+        outputs.append(out)
+    boxes = set("│┃─━┏┓┗┛┡┩╇└┘┌┐")
+    assert not boxes & set("".join(outputs))
+    header, row = outputs[0].splitlines()[:2]
+    assert header.split()[:6] == ["id", "member", "service", "settings", "state", "filed"]
+    filed = json.loads(cli("-i", str(coop), "requests", "list", "--json")[1])[0]["filed"]
+    assert when(filed) in row and when(filed).endswith(" UTC")
