@@ -51,6 +51,46 @@ class ValidationError(ConfigError):
         self.shown = shown  # the value as the message shows it (repr, cut at 80 characters)
         self.problem = problem
 
+    @property
+    def errors(self) -> list[ValidationError]:
+        """Each problem this error reports: itself (ValidationErrors holds several)."""
+        return [self]
+
+    @staticmethod
+    def combine(errors: list[ValidationError]) -> ValidationError:
+        """One error reporting every problem of `errors` (flattened, duplicates dropped).
+
+        One problem is raised as itself, so its wording stays that of a single error.
+        """
+        seen: dict[tuple[str, str, str, str], ValidationError] = {}
+        for error in errors:
+            for one in error.errors:
+                seen.setdefault((one.file, one.field, one.shown, one.problem), one)
+        found = list(seen.values())
+        return found[0] if len(found) == 1 else ValidationErrors(found)
+
+
+class ValidationErrors(ValidationError):
+    """Several validation problems found in one run (of one file, or of a whole co-op).
+
+    Its `file`, `field`, `value` and `problem` are the first problem's; `errors` holds each,
+    in the order they were found. Its message is their messages, one a line.
+    """
+
+    def __init__(self, errors: list[ValidationError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.field, first.value, first.problem)
+        self.message = "\n".join(error.message for error in errors)
+        self.args = (self.message,)
+        self.shown = first.shown
+        self.hint = None  # each problem keeps its own hint
+        self._errors = list(errors)
+
+    @property
+    def errors(self) -> list[ValidationError]:
+        """Each problem, in the order found."""
+        return list(self._errors)
+
 
 class EnvironmentProblem(UsageError):
     """Something this machine needs is missing (no Docker engine, no debootstrap) (exit 2)."""

@@ -123,7 +123,7 @@ def run(loaded: Loaded, member: str | None = None, hosts: frozenset[str] = froze
     chosen = [u for u in units(loaded, member) if not hosts or u.host in hosts]
     unknown = hosts - set(loaded.registry.hosts)
     if unknown:
-        raise UsageError(f"no host {sorted(unknown)[0]!r} in hosts.yml")
+        raise checks.no_host(sorted(unknown)[0], loaded.registry.hosts)
     backup_server(loaded)
     on_host: dict[str, list[Unit]] = {}
     for unit in chosen:
@@ -580,10 +580,7 @@ def restore_to_host(loaded: Loaded, member: str, service: str, archive: str | No
     from coophost.ssh import connect
 
     if host not in loaded.registry.hosts:
-        from coophost.registry.checks import suggest
-
-        raise UsageError(f"--to-host {host}: no such host in hosts.yml",
-                         hint=suggest(host, list(loaded.registry.hosts)))
+        raise checks.no_host(host, loaded.registry.hosts)
     unit = find_unit(loaded, member, service)
     scratch_root = loaded.root / STATE_DIR / SCRATCH
     scratch_root.mkdir(parents=True, exist_ok=True)

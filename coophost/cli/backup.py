@@ -13,6 +13,7 @@ from coophost.cli.options import (
     json_option,
     name_argument,
     name_option,
+    next_step,
     pass_app,
 )
 from coophost.errors import EXIT_OK, EXIT_PENDING
@@ -145,11 +146,14 @@ def restore_cmd(app: AppContext, member: str, service: str, archive: str | None,
                       + (f" ({data.get('detail')})" if data.get("detail") else ""))
         for kept in data.get("previous_data", []):
             app.out.print(f"  the data it replaced is kept in {kept}")
+        if to is None and to_host is None:  # the unit serves the restored data now
+            next_step(app, f"tell {member} that its {service} data is back")
     else:
         app.out.print(f"[red]not restored[/] {member}/{service}: "
                       f"{data.get('error') or data.get('detail')}")
         for problem in data.get("problems", []):
             app.out.print(f"  {problem}")
+        next_step(app, f"coophost backup list --member {member} (pick another archive)")
     return code
 
 
@@ -271,7 +275,8 @@ def handover_cmd(app: AppContext, slug: str, out: Path, as_json: bool) -> int:
             app.out.print(f"ok {item.host}: {item.tarball} ({item.size} bytes, {item.archives} "
                           f"archives, opened with the passphrase alone), key {item.key}")
     app.out.print(f"{out}: README.txt says how to read them; `passphrase` opens them "
-                  "(0600: give it to the member privately)")
+                  "(0600)")
+    next_step(app, f"hand {out} to {slug}, and its passphrase privately")
     return code
 
 

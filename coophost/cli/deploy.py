@@ -8,7 +8,14 @@ from types import FrameType
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_option, pass_app, stdout_is_terminal
+from coophost.cli.options import (
+    AppContext,
+    json_option,
+    name_option,
+    next_step,
+    pass_app,
+    stdout_is_terminal,
+)
 from coophost.errors import EXIT_OK, UsageError
 
 
@@ -105,6 +112,12 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
     for host, outcome in sorted(result.outcomes.items()):
         if outcome.status != "ok" and outcome.summary:
             app.err.print(f"[red]{host}[/]: {outcome.summary}")
+    if not result.run_id:  # a --check run changed nothing
+        next_step(app, "coophost deploy")
+    elif result.exit_code == EXIT_OK:
+        next_step(app, "coophost dns check")
+    else:
+        next_step(app, f"coophost runs show {result.run_id}")
     return result.exit_code
 
 

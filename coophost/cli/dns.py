@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_option, next_step, pass_app
 from coophost.errors import EXIT_OK, EXIT_PENDING
 
 
@@ -37,6 +37,7 @@ def records(app: AppContext, member_slug: str | None, output_format: str) -> Non
         click.echo(json.dumps(format_json(found.records), indent=2))
     else:
         click.echo(format_zone(found.records), nl=False)
+        next_step(app, "publish these at the domains' DNS, then coophost dns check")
 
 
 @dns.command("check")
@@ -80,6 +81,8 @@ def check_records(app: AppContext, member_slug: str | None, nameserver: str | No
         click.echo(line)
     click.echo(f"{len(findings) - len(bad)} of {len(findings)} records answered as expected "
                f"by {where}")
+    if bad:
+        next_step(app, "coophost dns records (publish what is missing or differs)")
     return EXIT_PENDING if bad else EXIT_OK
 
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
-from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE, ConfigError
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from coophost.ssh import HostReport
+from coophost.cli.options import AppContext, escape, json_option, next_step, pass_app, table
+from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE
 
 
 @click.group()
@@ -39,7 +34,9 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     if names:
         unknown = sorted(set(names) - {h.name for h in hosts})
         if unknown:
-            raise ConfigError(f"{app.inventory}/hosts.yml: no host {', '.join(unknown)}")
+            from coophost.registry.checks import no_host
+
+            raise no_host(unknown[0], [h.name for h in hosts])
         hosts = [h for h in hosts if h.name in names]
     known_hosts = app.inventory / KNOWN_HOSTS_FILE
     with ThreadPoolExecutor(max_workers=min(16, len(hosts) or 1)) as pool:
@@ -47,7 +44,10 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     if as_json:
         app.emit_json([r.as_dict() for r in reports])
     else:
-        app.out.print(_table(reports))
+        table(app, ["host", "ok", "key", "os", "python", "priv", "disk free", "mem free"],
+              [[r.host, "yes" if r.ok else "[red]no[/]", r.host_key, escape(r.os),
+                escape(r.python), r.privilege, f"{r.disk_free_gb:.0f} GB",
+                f"{r.mem_available_mb} MB"] for r in reports])
         for report in reports:
             if report.error:
                 app.err.print(f"[red]{report.host}[/]: {report.error}")
@@ -55,17 +55,6 @@ def check(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
         return EXIT_UNREACHABLE
     return EXIT_OK if all(r.ok for r in reports) else EXIT_PENDING
 
-
-def _table(reports: list[HostReport]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="host check")
-    for column in ("host", "ok", "key", "os", "python", "priv", "disk free", "mem free"):
-        table.add_column(column, no_wrap=True)
-    for r in reports:
-        table.add_row(r.host, "yes" if r.ok else "[red]no[/]", r.host_key, r.os, r.python,
-                      r.privilege, f"{r.disk_free_gb:.0f} GB", f"{r.mem_available_mb} MB")
-    return table
 
 def _service_groups() -> list[str]:
     """The host groups the catalogue's services run on (for completion)."""
@@ -101,6 +90,7 @@ def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, r
         add_host(app.inventory, loaded, name, address=address, port=port, fqdn=fqdn,
                  ram_mb=ram_mb, disk_gb=disk_gb, groups=groups)
     app.out.print(f"added host {name}")
+    next_step(app, f"coophost host check {name}")
 
 
 @host.command("list")
@@ -122,16 +112,14 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         app.emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("host", "groups", "units", "RAM MB used/declared", "disk GB used/declared",
-                  box=None, pad_edge=False, header_style="bold")
+    shown = []
     for row in rows:
         used, cap = row["used"], row["capacity"]
-        table.add_row(str(row["host"]), ",".join(row["groups"]) or "-", str(row["units"]),
+        shown.append([str(row["host"]), ",".join(row["groups"]) or "-", str(row["units"]),
                       f"{used.get('ram_mb', 0)}/{cap['ram_mb']}",
-                      f"{used.get('disk_gb', 0)}/{cap['disk_gb']}")
-    app.out.print(table)
+                      f"{used.get('disk_gb', 0)}/{cap['disk_gb']}"])
+    table(app, ["host", "groups", "units", "RAM MB used/declared", "disk GB used/declared"],
+          shown)
 
 
 @host.command("remove")
@@ -150,6 +138,7 @@ def remove(app: AppContext, name: str) -> None:
         remove_host(app.inventory, load_registry(app.inventory, need_hosts=False), name,
                     applied)
     app.out.print(f"removed host {name}")
+    next_step(app, "coophost deploy")
 
 
 @host.command("evacuate")
@@ -165,7 +154,6 @@ def evacuate(app: AppContext, name: str, yes: bool, as_json: bool) -> int:
     file against its manifest. The report says how old each unit's restored data is. The dead
     host is not contacted. Exit 1 when a unit could not be brought back whole.
     """
-    from coophost.cli.options import escape
     from coophost.members.audit import actor
     from coophost.members.carry import evacuate as run_evacuate
 
@@ -194,8 +182,9 @@ def evacuate(app: AppContext, name: str, yes: bool, as_json: bool) -> int:
     if result.deploy_error:
         app.err.print(f"[red]deploy: {escape(result.deploy_error)}[/]")
     if result.ok and result.units:
-        app.out.print(f"every unit of {name} is back; point DNS at the new hosts (`coophost dns "
-                      f"check`); `coophost host remove {name}` once it is gone for good")
+        app.out.print(f"every unit of {name} is back; point DNS at the new hosts; "
+                      f"`coophost host remove {name}` once it is gone for good")
+        next_step(app, "coophost dns check")
     return 0 if result.ok else 1
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from coophost.cli.options import AppContext, escape, pass_app
+from coophost.cli.options import AppContext, escape, next_step, pass_app
 
 
 @click.command()
@@ -22,7 +22,7 @@ def init(app: AppContext, directory: Path, name: str, domain: str, contact: str)
     created = init_coop(directory, name=name, domain=domain, contact=contact)
     for path in created:
         app.out.print(f"created {escape(str(path))}")
-    app.out.print(f"next: coophost -i {escape(str(directory))} host add ...")
+    next_step(app, f"coophost -i {directory} host add NAME --address ADDRESS")
 
 
 commands: list[click.Command] = [init]

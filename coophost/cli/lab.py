@@ -16,7 +16,9 @@ from coophost.cli.options import (
     escape,
     json_option,
     name_argument,
+    next_step,
     pass_app,
+    table,
 )
 from coophost.errors import EXIT_PENDING, ConfigError, EnvironmentProblem
 
@@ -72,6 +74,7 @@ def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
         app.out.print(f"{host.name}  {host.fqdn}  ssh 127.0.0.1:{host.ssh_port}  {host.ip}")
     app.out.print(f"inventory: {the_lab.inventory}/hosts.yml  (try: ansible -i "
                   f"{the_lab.inventory}/hosts.yml all -m ping)")
+    next_step(app, f"coophost -i {the_lab.inventory} deploy")
 
 
 @lab.command()
@@ -84,14 +87,12 @@ def status(app: AppContext, name: str, as_json: bool) -> None:
     if as_json:
         app.emit_json(info)
         return
-    from rich.table import Table
-
-    table = Table(title=f"lab {name}  ({info['network']})")
-    for column in ("container", "role", "state", "ip", "ssh"):
-        table.add_column(column)
-    for row in info["containers"]:
-        table.add_row(*(str(row.get(c, "")) for c in ("container", "role", "state", "ip", "ssh")))
-    app.out.print(table if info["containers"] else f"lab {name}: not running")
+    if not info["containers"]:
+        app.out.print(f"lab {name}: not running")
+        return
+    columns = ["container", "role", "state", "ip", "ssh"]
+    table(app, columns, [[str(row.get(c, "")) for c in columns] for row in info["containers"]],
+          title=f"lab {name}  ({info['network']})")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

@@ -124,18 +124,33 @@ def wants_json(args: list[str]) -> bool:
 
 def _kind(error: CoophostError) -> str:
     """The error's class as a stable word for scripts: usage, config, validation, busy..."""
+    from coophost.errors import ValidationError
+
+    if isinstance(error, ValidationError):  # one problem or several
+        return "validation"
     name = type(error).__name__
     return name.removesuffix("Error").lower() or "error"
 
 
 def _fields(error: CoophostError) -> dict[str, object]:
-    """What a validation error names: the file, the field, the value (as shown) and why."""
+    """What a validation error names: the file, the field, the value (as shown) and why.
+
+    `errors` lists every problem found (one or more), each with its file, field, value,
+    problem and hint; the first one's are also given at the top, as a single error's are.
+    """
     from coophost.errors import ValidationError
 
     if not isinstance(error, ValidationError):
         return {}
+    problems = []
+    for one in error.errors:
+        problem: dict[str, object] = {"file": one.file, "field": one.field, "value": one.shown,
+                                      "problem": one.problem}
+        if one.hint:
+            problem["hint"] = one.hint
+        problems.append(problem)
     return {"file": error.file, "field": error.field, "value": error.shown,
-            "problem": error.problem}
+            "problem": error.problem, "errors": problems}
 
 
 def _json_error(kind: str, message: str, hint: str | None, code: int,
@@ -151,7 +166,16 @@ def _json_error(kind: str, message: str, hint: str | None, code: int,
 
 
 def _report(error: CoophostError) -> None:
-    _say("[bold red]error:[/] {}", error.message)
+    """Print the error on stderr; a validation error with several problems, each with its hint."""
+    problems = getattr(error, "errors", [error])
+    if len(problems) > 1:
+        for one in problems:
+            _say("[bold red]error:[/] {}", one.message)
+            if one.hint:
+                _say("[dim]hint:[/] {}", one.hint)
+        _say("[bold red]{} problems found[/]", str(len(problems)))
+    else:
+        _say("[bold red]error:[/] {}", error.message)
     if error.hint:
         _say("[dim]hint:[/] {}", error.hint)
 

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from coophost.cli.options import AppContext, escape, json_option, name_argument, pass_app, table
+from coophost.cli.options import (
+    AppContext,
+    escape,
+    json_option,
+    name_argument,
+    next_step,
+    pass_app,
+    table,
+)
 from coophost.errors import EXIT_USAGE, ConflictError, CoophostError, UsageError
 from coophost.layout import STATE_DIR
 
@@ -41,6 +49,7 @@ def member_add(app: AppContext, slug: str, name: str, contact: str, domains: tup
         loaded = load_registry(root, need_hosts=False)
         path = add_member(root, loaded, slug, name, contact, list(domains), list(ssh_keys))
     app.out.print(f"added member {slug} ({escape(str(path))})")
+    next_step(app, f"coophost service enable {slug} SERVICE")
 
 
 @member.command("list")
@@ -115,6 +124,7 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
                              add_domains=add_domain, remove_domains=remove_domain,
                              add_keys=add_ssh_key, remove_keys=remove_ssh_key)
         app.out.print(f"saved member {slug}")
+        next_step(app, "coophost deploy")
         return
     original = edit.read_member_text(root, slug)
     edited = _run_editor(original, slug)
@@ -135,6 +145,7 @@ def member_edit(app: AppContext, slug: str, name: str | None, contact: str | Non
         exc.hint = f"your edit is kept in {kept}; nothing was saved"
         raise
     app.out.print(f"saved member {slug}")
+    next_step(app, "coophost deploy")
 
 
 def _run_editor(text: str, slug: str) -> str:
@@ -176,7 +187,8 @@ def member_suspend(app: AppContext, slug: str, why: str) -> None:
     if set_status(app.inventory, slug, "suspended", actor(), why) is None:
         app.out.print(f"{slug} is suspended already: nothing changed")
         return
-    app.out.print(f"suspended {slug}; `coophost deploy` applies it")
+    app.out.print(f"suspended {slug}: its logins stop at the next deploy")
+    next_step(app, "coophost deploy")
 
 
 @member.command("resume")
@@ -191,7 +203,8 @@ def member_resume(app: AppContext, slug: str, why: str) -> None:
     if set_status(app.inventory, slug, "active", actor(), why) is None:
         app.out.print(f"{slug} is active already: nothing changed")
         return
-    app.out.print(f"resumed {slug}; `coophost deploy` applies it")
+    app.out.print(f"resumed {slug}: its logins work again after the next deploy")
+    next_step(app, "coophost deploy")
 
 
 @member.command("export")
@@ -235,9 +248,10 @@ def member_depart(app: AppContext, slug: str, out: Path) -> None:
     checks.slug(slug, "(command line)", "member")
     done = depart(app.inventory, slug, out, actor())
     app.out.print(f"{slug} departed on {done.departed_on}: {done.files} file(s) exported to "
-                  f"{done.archive} (sha256 {done.sha256}); `coophost deploy` stops its logins, "
+                  f"{done.archive} (sha256 {done.sha256}); the next deploy stops its logins, "
                   f"`coophost members purge` removes its services after {done.purge_after}; "
                   f"`coophost backup handover {slug} --out DIR` hands over its backups")
+    next_step(app, "coophost deploy")
 
 
 @member.command("remove")
@@ -260,7 +274,8 @@ def member_remove(app: AppContext, slug: str, yes: bool) -> int:
                        **({"secrets_kept": str(kept.relative_to(app.inventory))} if kept else {})})
     app.out.print(f"removed {slug}; the next deploy moves its data on the hosts into the "
                   "co-op's archive (`coophost members purge` deletes it after the retention "
-                  "period); run `coophost plan` to see what a deploy would remove")
+                  "period); `coophost plan` shows what a deploy would remove")
+    next_step(app, "coophost deploy")
     return 0
 
 
@@ -306,9 +321,11 @@ def member_move(app: AppContext, slug: str, service: str, host: str, force: bool
     if record_only or (moved is not None and service not in moved.moved):
         if not as_json and moved is not None and service not in moved.moved:
             app.out.print("it was not placed before: the next deploy makes it there")
-        elif as_json:
+        if as_json:
             app.emit_json({"member": slug, "service": service, "changed": True,
                            "carried": False})
+        else:
+            next_step(app, "coophost deploy")
         return 0
     report = carry(app.inventory, slug, service,
                    (lambda line: None) if as_json else (lambda line: app.out.print(line)))
@@ -329,7 +346,11 @@ def member_move(app: AppContext, slug: str, service: str, host: str, force: bool
     if report.ok:
         app.out.print(f"{slug}/{service} is on {report.to_host} with its data; "
                       f"{report.from_host} relays what still arrives there; point DNS at "
-                      f"{report.to_host} (`coophost dns check`)")
+                      f"{report.to_host}")
+        next_step(app, "coophost dns check")
+    else:
+        next_step(app, f"coophost member move {slug} {service} {host} (again: it finishes "
+                       "the move)")
     return 0 if report.ok else 1
 
 

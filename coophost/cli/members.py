@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, json_option, next_step, pass_app
 from coophost.errors import EnvironmentProblem
 
 
@@ -113,6 +113,10 @@ def purge(app: AppContext, dry_run: bool, today: Any, as_json: bool) -> None:
         where = f"{entry.host}:{entry.path}" if entry.host else entry.path
         app.out.print(f"{'would delete' if dry_run else 'deleted'} {where} "
                       f"(archived {entry.archived})")
+    if dry_run and (slugs or moves or expired):
+        next_step(app, "coophost members purge")
+    elif slugs or moves:
+        next_step(app, "coophost deploy")
 
 
 commands: list[click.Command] = [members]

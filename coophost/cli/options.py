@@ -163,14 +163,30 @@ def name_argument(kind: str, dest: str | None = None) -> Callable[[F], F]:
     return click.argument(dest or kind, metavar=kind.upper(), shell_complete=_COMPLETERS[kind])
 
 
-def table(app: AppContext, columns: list[str], rows: list[list[str]]) -> None:
-    """Print rows under column headings, in the one table style every command uses."""
+def table(app: AppContext, columns: list[str], rows: list[list[str]],
+          title: str | None = None) -> None:
+    """Print rows under column headings, in the one table style every command uses.
+
+    Cells may hold rich markup (escape a member's text with `escape`); `title`, when given,
+    is a line above the table.
+    """
     from rich.table import Table
 
     shown = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for row in rows:
         shown.add_row(*row)
+    if title:
+        app.out.print(f"[bold]{escape(title)}[/]")
     app.out.print(shown)
+
+
+def next_step(app: AppContext, step: str) -> None:
+    """Say what comes after a command that changed something: one `next:` line on stderr.
+
+    Every command words it alike (`next: coophost deploy`), on standard error so that what a
+    command prints on stdout (a zone file, a table) stays clean; none with --json.
+    """
+    app.err.print(f"[dim]next:[/] {escape(step)}")
 
 
 def escape(text: str) -> str:

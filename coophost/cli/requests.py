@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_argument, name_option, pass_app
+from coophost.cli.options import (
+    AppContext,
+    escape,
+    json_option,
+    name_argument,
+    name_option,
+    next_step,
+    pass_app,
+    table,
+)
 
 
 @click.group()
@@ -36,17 +45,12 @@ def list_requests(app: AppContext, state: str, member_slug: str | None, as_json:
     if not rows:
         app.out.print("No requests.")
         return
-    from rich.markup import escape
-    from rich.table import Table
+    from coophost.fmt import when
 
-    table = Table()
-    for column in ("id", "member", "service", "settings", "state", "filed", "by", "why"):
-        table.add_column(column)
-    for row in rows:
-        settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items())
-        table.add_row(str(row["id"]), row["member"], row["service"], escape(settings),
-                      row["state"], row["filed"], escape(row["filed_by"]), escape(row["why"]))
-    app.out.print(table)
+    table(app, ["id", "member", "service", "settings", "state", "filed", "by", "why"], [
+        [str(row["id"]), row["member"], row["service"],
+         escape(", ".join(f"{k}={v}" for k, v in row["settings"].items())), row["state"],
+         when(row["filed"]), escape(row["filed_by"]), escape(row["why"])] for row in rows])
 
 
 @requests.command("file")
@@ -68,6 +72,7 @@ def file_for_member(app: AppContext, slug: str, service_name: str,
     request = file_request(app.inventory, slug, service_name, settings,
                            f"{actor()} (for {slug})")
     app.out.print(f"request {request.id}: {slug} asks for {service_name} (pending)")
+    next_step(app, f"coophost requests approve {request.id}")
 
 
 @requests.command("approve")
@@ -81,7 +86,8 @@ def approve(app: AppContext, request_id: int, why: str) -> None:
 
     request, host = approve_request(app.inventory, request_id, actor(), why)
     app.out.print(f"request {request.id} approved: {request.member}/{request.service} placed "
-                  f"on {host}; `coophost deploy` applies it")
+                  f"on {host}")
+    next_step(app, "coophost deploy")
 
 
 @requests.command("deny")
@@ -95,6 +101,7 @@ def deny(app: AppContext, request_id: int, why: str) -> None:
 
     request = deny_request(app.inventory, request_id, actor(), why)
     app.out.print(f"request {request.id} denied")
+    next_step(app, "coophost requests list")
 
 
 commands: list[click.Command] = [requests]

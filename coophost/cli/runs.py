@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import click
 
-from coophost.cli.options import AppContext, json_option, pass_app
+from coophost.cli.options import AppContext, escape, json_option, pass_app, table
 from coophost.errors import UsageError
+from coophost.fmt import when
 
 
 @click.group()
 def runs() -> None:
     """Deploy runs recorded in state.db."""
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
 @runs.command("list")
@@ -27,8 +22,6 @@ def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     from dataclasses import asdict
 
-    from rich.table import Table
-
     from coophost.deploy.records import RunLog
     from coophost.state import StateDB
 
@@ -38,17 +31,15 @@ def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
         app.emit_json([{k: v for k, v in asdict(r).items() if k != "jobs"}
                        | {"hosts": {j.host: j.status for j in r.jobs}} for r in records])
         return
-    table = Table(title="runs")
-    for column in ("run", "started", "took", "status", "hosts", "by"):
-        table.add_column(column)
+    rows = []
     for r in records:
         took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at else ""
         counts: dict[str, int] = {}
         for job in r.jobs:
             counts[job.status] = counts.get(job.status, 0) + 1
-        table.add_row(str(r.id), _when(r.started_at), took, r.status,
-                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), r.user)
-    app.out.print(table)
+        rows.append([str(r.id), when(r.started_at), took, r.status,
+                     ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), escape(r.user)])
+    table(app, ["run", "started", "took", "status", "hosts", "by"], rows)
 
 
 @runs.command("show")
@@ -58,8 +49,6 @@ def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
 def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
     """Show one run: each host's job, its counters, units and failures."""
     from dataclasses import asdict
-
-    from rich.table import Table
 
     from coophost.deploy.records import RunLog
     from coophost.state import StateDB
@@ -71,15 +60,11 @@ def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
     if as_json:
         app.emit_json(asdict(record))
         return
-    app.out.print(f"run {record.id}: {record.status}, started {_when(record.started_at)} "
+    app.out.print(f"run {record.id}: {record.status}, started {when(record.started_at)} "
                   f"by {record.user}, options {record.options}")
-    table = Table()
-    for column in ("host", "status", "ok", "changed", "failed", "unreachable", "units"):
-        table.add_column(column)
-    for job in record.jobs:
-        table.add_row(job.host, job.status, str(job.ok), str(job.changed), str(job.failed),
-                      str(job.unreachable), ", ".join(job.units))
-    app.out.print(table)
+    table(app, ["host", "status", "ok", "changed", "failed", "unreachable", "units"],
+          [[job.host, job.status, str(job.ok), str(job.changed), str(job.failed),
+            str(job.unreachable), ", ".join(job.units)] for job in record.jobs])
     for job in record.jobs:
         if job.summary:
             app.out.print(f"{job.host}: {job.summary}")

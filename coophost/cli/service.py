@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from coophost.cli.options import AppContext, escape, json_option, name_argument, pass_app
+from coophost.cli.options import (
+    AppContext,
+    escape,
+    json_option,
+    name_argument,
+    next_step,
+    pass_app,
+)
 
 
 @click.group()
@@ -73,6 +80,7 @@ def service_enable(app: AppContext, slug: str, service_name: str,
             host = place_unit(with_hosts(loaded), loaded.catalogue, draft.member, service_name)
         _, host = enable_service(root, loaded, draft, service_name, host)
     app.out.print(f"{slug}/{service_name} enabled, placed on {host}")
+    next_step(app, "coophost deploy")
 
 
 @service.command("disable")
@@ -89,6 +97,7 @@ def service_disable(app: AppContext, slug: str, service_name: str) -> None:
         loaded = load_registry(app.inventory, need_hosts=False)
         disable_service(app.inventory, loaded, slug, service_name)
     app.out.print(f"{slug}/{service_name} disabled")
+    next_step(app, "coophost deploy")
 
 
 commands: list[click.Command] = [service]

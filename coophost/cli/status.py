@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from coophost.cli.options import AppContext, json_option, name_option, pass_app
+from coophost.cli.options import AppContext, json_option, name_option, next_step, pass_app
 from coophost.errors import UsageError
 
 if TYPE_CHECKING:
@@ -43,8 +43,7 @@ def _load(app: AppContext, hosts: tuple[str, ...], member: str | None) -> Loaded
         raise registry_checks.no_member(member, loaded.registry.members)
     for host in hosts:
         if host not in loaded.registry.hosts:
-            raise UsageError(f"no host {host!r} in hosts.yml",
-                             hint=registry_checks.suggest(host, sorted(loaded.registry.hosts)))
+            raise registry_checks.no_host(host, sorted(loaded.registry.hosts))
     return loaded
 
 
@@ -363,9 +362,8 @@ def notify_timer(app: AppContext, folder: Path, every: str, run_as: str) -> None
     atomic_write(folder / "coophost-notify.timer", TIMER.format(every=every).encode())
     app.out.print(f"wrote {folder / 'coophost-notify.service'} and "
                   f"{folder / 'coophost-notify.timer'}")
-    app.out.print("next: `systemctl daemon-reload && systemctl enable --now "
-                  "coophost-notify.timer`; `coophost notify run --dry-run` shows what it "
-                  "would mail now")
+    next_step(app, "systemctl daemon-reload && systemctl enable --now coophost-notify.timer "
+              "(`coophost notify run --dry-run` shows what it would mail now)")
 
 
 commands: list[click.Command] = [status, doctor, notify]

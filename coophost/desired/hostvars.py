@@ -11,7 +11,6 @@ from typing import Any
 
 from coophost.desired.render import moved_vars, render_host_file, unit_vars
 from coophost.desired.units import Desired, compute
-from coophost.errors import UsageError
 from coophost.fsutil import atomic_write
 from coophost.layout import HOST_VARS_DIR
 from coophost.registry.loader import Loaded, load_registry
@@ -31,7 +30,9 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
     registry = loaded.registry
     catalogue = loaded.catalogue
     if only_host is not None and only_host not in registry.hosts:
-        raise UsageError(f"no host {only_host!r} in hosts.yml")
+        from coophost.registry.checks import no_host
+
+        raise no_host(only_host, registry.hosts)
     store = SecretStore(root, registry.coop.vault, catalogue)
     per_host: dict[str, dict[str, list[dict[str, Any]]]] = {h: {} for h in registry.hosts}
     for (slug, service_name), unit in sorted(desired.units.items()):

@@ -198,18 +198,16 @@ def check_names(desired: Desired, root: Path, *, members: Iterable[str] = (),
 
     For the filters of `plan` and `deploy`: a misspelt name must not select nothing and pass.
     """
-    from coophost.errors import UsageError
     from coophost.registry import checks
 
     known_members = sorted({row[0] for row in desired.rows}
                            | {name[:-4] for name in MemberFiles(root).names})
-    for kind, given, known in (("member", members, known_members),
-                               ("host", hosts, sorted(desired.hosts)),
-                               ("service", services, sorted(desired.catalogue.services))):
+    for error, given, known in ((checks.no_member, members, known_members),
+                                (checks.no_host, hosts, sorted(desired.hosts)),
+                                (checks.no_service, services, sorted(desired.catalogue.services))):
         for name in given:
             if name not in known:
-                where = " in hosts.yml" if kind == "host" else ""
-                raise UsageError(f"no {kind} {name!r}{where}", hint=checks.suggest(name, known))
+                raise error(name, known)
 
 
 def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:

@@ -7,7 +7,6 @@ its current value.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,8 +116,10 @@ def _gib(value: float) -> str:
 
 
 def day(ts: float) -> str:
-    """A time as the CLI shows it: UTC, to the minute."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """A time as the CLI shows it everywhere (coophost.fmt): UTC, to the minute."""
+    from coophost.fmt import when
+
+    return when(ts)
 
 
 def cert_members(name: str, domains: Mapping[str, str], plan: HostPlan) -> tuple[str, ...]:

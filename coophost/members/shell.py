@@ -243,8 +243,7 @@ def export(shell: Shell) -> None:
 @pass_shell
 def backups(shell: Shell, as_json: bool) -> None:
     """Your services' backups: how many archives, the newest, and the last restore drill."""
-    from datetime import UTC, datetime
-
+    from coophost import fmt
     from coophost.backup.ops import member_backups
 
     assert shell.loaded is not None
@@ -254,8 +253,7 @@ def backups(shell: Shell, as_json: bool) -> None:
         return
     for row in rows:
         drill = row["last_drill"]
-        when = "" if drill is None else datetime.fromtimestamp(
-            drill["at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        when = "" if drill is None else fmt.when(drill["at"])
         shell.say(f"{row['service']}: {row['archives']} archive(s), newest "
                   f"{row['last'] or '-'}; last drill "
                   + ("-" if drill is None else
@@ -318,10 +316,13 @@ def _members_business(exc: CoophostError, slug: str) -> bool:
     show what is not the member's; the member sees that the co-op is under maintenance.
     Its own member file, and its own input ("(command line)", "(request)"), are its own.
     """
-    file = getattr(exc, "file", None)
     if getattr(exc, "maintenance", False):
         return False
-    return file is None or file.startswith("(") or file == f"members/{slug}.yml"
+    for one in getattr(exc, "errors", [exc]):  # a validation error may name several files
+        file = getattr(one, "file", None)
+        if not (file is None or file.startswith("(") or file == f"members/{slug}.yml"):
+            return False
+    return True
 
 
 def _run(root: Path, slug: str, command: str | None, stream: IO[bytes]) -> int:

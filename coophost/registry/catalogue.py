@@ -177,6 +177,8 @@ class Catalogue:
         An unknown name gets a did-you-mean; a coming service says that it is not offered yet.
         """
         if name not in self.services:
+            if file == "(command line)":  # the one wording of a service looked up by name
+                raise checks.no_service(name, self.services)
             checks.fail(file, field_path, name, "no such service",
                         hint=checks.suggest(name, self.services))
         self.refuse_coming(name, file, field_path)
@@ -337,72 +339,118 @@ def _suspension(raw: object, file: str, required: bool) -> Suspension | None:
     return Suspension(summary=str(summary), effects=tuple(effects))
 
 
+def _secret(index: int, item: object, params: Mapping[str, Parameter], file: str
+            ) -> SecretSpec:
+    """One entry of `secrets:`."""
+    spec = checks.mapping(item, file, f"secrets[{index}]")
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits", "var", "hash"),
+                                   file, f"secrets[{index}]")
+    if spec.get("kind") not in SECRET_KINDS:
+        with errors.check():
+            checks.fail(file, f"secrets[{index}].kind", spec.get("kind"),
+                        f"must be one of {', '.join(SECRET_KINDS)}")
+    for key in ("name", "var"):
+        if (key == "name" or key in spec) and not SECRET_NAME_RE.match(str(spec.get(key))):
+            with errors.check():
+                checks.fail(file, f"secrets[{index}].{key}", spec.get(key),
+                            "must be a lowercase identifier")
+    if spec.get("kind") == "per_mailbox_password" and "mailboxes" not in params:
+        with errors.check():
+            checks.fail(file, f"secrets[{index}].kind", spec["kind"],
+                        "needs a `mailboxes` parameter")
+    if "hash" in spec and (spec.get("kind") != "password" or spec["hash"] not in SECRET_HASHES):
+        with errors.check():
+            checks.fail(file, f"secrets[{index}].hash", spec["hash"],
+                        f"a password may be hashed with {', '.join(SECRET_HASHES)}")
+    errors.done()
+    return SecretSpec(name=str(spec["name"]), kind=str(spec["kind"]),
+                      length=int(spec.get("length", 32)), bits=int(spec.get("bits", 2048)),
+                      var=str(spec.get("var", "")), hash=str(spec.get("hash", "")))
+
+
 def parse_service(raw: bytes, file: str) -> Service:
     """Check and build one service definition from the bytes of its file.
 
-    `dns_placeholders` lists the placeholders its hooks supply (the contract test checks
-    that the hooks' `dns_placeholders` are the same); DNS templates may name them too.
+    Every problem of the file is reported at once. `dns_placeholders` lists the placeholders
+    its hooks supply (the contract test checks that the hooks' `dns_placeholders` are the
+    same); DNS templates may name them too.
     """
     data = checks.mapping(load_bytes(raw, file), file, "")
-    checks.refuse_unknown_keys(data, _SERVICE_KEYS, file, "")
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(data, _SERVICE_KEYS, file, "")
     for key in ("name", "description", "group", "role"):
         if not isinstance(data.get(key), str):
-            checks.fail(file, key, data.get(key), "required string")
+            with errors.check():
+                checks.fail(file, key, data.get(key), "required string")
     if data.get("status") not in STATUSES:
-        checks.fail(file, "status", data.get("status"), f"must be one of {', '.join(STATUSES)}")
-    params = {name: _parameter(name, spec, file)
-              for name, spec in checks.mapping(data.get("parameters"), file,
-                                               "parameters").items()}
-    cost = checks.mapping(data.get("cost"), file, "cost")
-    checks.refuse_unknown_keys(cost, ("ram_mb", "disk_gb"), file, "cost")
+        with errors.check():
+            checks.fail(file, "status", data.get("status"),
+                        f"must be one of {', '.join(STATUSES)}")
+    params: dict[str, Parameter] = {}
+    with errors.check():
+        for name, spec in checks.mapping(data.get("parameters"), file, "parameters").items():
+            with errors.check():
+                params[name] = _parameter(name, spec, file)
+    cost: dict[str, Any] = {}
+    with errors.check():
+        cost = checks.mapping(data.get("cost"), file, "cost")
+        checks.refuse_unknown_keys(cost, ("ram_mb", "disk_gb"), file, "cost")
     secrets = []
-    for index, item in enumerate(checks.sequence(data.get("secrets"), file, "secrets")):
-        spec = checks.mapping(item, file, f"secrets[{index}]")
-        checks.refuse_unknown_keys(spec, ("name", "kind", "length", "bits", "var", "hash"),
-                                   file, f"secrets[{index}]")
-        if spec.get("kind") not in SECRET_KINDS:
-            checks.fail(file, f"secrets[{index}].kind", spec.get("kind"),
-                        f"must be one of {', '.join(SECRET_KINDS)}")
-        for key in ("name", "var"):
-            if (key == "name" or key in spec) and not SECRET_NAME_RE.match(str(spec.get(key))):
-                checks.fail(file, f"secrets[{index}].{key}", spec.get(key),
-                            "must be a lowercase identifier")
-        if spec["kind"] == "per_mailbox_password" and "mailboxes" not in params:
-            checks.fail(file, f"secrets[{index}].kind", spec["kind"],
-                        "needs a `mailboxes` parameter")
-        if "hash" in spec and (spec["kind"] != "password" or spec["hash"] not in SECRET_HASHES):
-            checks.fail(file, f"secrets[{index}].hash", spec["hash"],
-                        f"a password may be hashed with {', '.join(SECRET_HASHES)}")
-        secrets.append(SecretSpec(name=str(spec["name"]), kind=str(spec["kind"]),
-                                  length=int(spec.get("length", 32)),
-                                  bits=int(spec.get("bits", 2048)),
-                                  var=str(spec.get("var", "")), hash=str(spec.get("hash", ""))))
-    dns_extra = frozenset(str(name) for name in checks.sequence(
-        data.get("dns_placeholders", []), file, "dns_placeholders"))
+    with errors.check():
+        for index, item in enumerate(checks.sequence(data.get("secrets"), file, "secrets")):
+            with errors.check():
+                secrets.append(_secret(index, item, params, file))
+    dns_extra: frozenset[str] = frozenset()
+    with errors.check():
+        dns_extra = frozenset(str(name) for name in checks.sequence(
+            data.get("dns_placeholders", []), file, "dns_placeholders"))
     for name in sorted(dns_extra):
         if name in DNS_PLACEHOLDERS or not SECRET_NAME_RE.match(name):
-            checks.fail(file, "dns_placeholders", name, "must be a new lowercase identifier",
-                        hint=f"always known: {', '.join(sorted(DNS_PLACEHOLDERS))}")
+            with errors.check():
+                checks.fail(file, "dns_placeholders", name, "must be a new lowercase identifier",
+                            hint=f"always known: {', '.join(sorted(DNS_PLACEHOLDERS))}")
     dns_known = DNS_PLACEHOLDERS | dns_extra
-    available = data["status"] == "available"
-    ports = _ports(data.get("ports"), file)
-    if available and not ports:
-        checks.fail(file, "ports", [], "an available service declares the ports it listens on")
+    available = data.get("status") == "available"
+    ports: tuple[Port, ...] = ()
+    with errors.check():
+        ports = _ports(data.get("ports"), file)
+        if available and not ports:
+            checks.fail(file, "ports", [], "an available service declares the ports it "
+                        "listens on")
+    systemd: tuple[str, ...] = ()
+    with errors.check():
+        systemd = _systemd(data.get("systemd", []), file)
+    version = 1
+    with errors.check():
+        version = checks.integer(data.get("version", 1), file, "version", 1)
+    dns: list[dict[str, str]] = []
+    with errors.check():
+        for i, record in enumerate(checks.sequence(data.get("dns"), file, "dns")):
+            with errors.check():
+                dns.append(_dns_record(record, file, f"dns[{i}]", dns_known))
+    data_paths: dict[str, Any] = {}
+    with errors.check():
+        data_paths = _data(data.get("data"), params, file)
+    suspension = None
+    with errors.check():
+        suspension = _suspension(data.get("suspension"), file, available)
+    member_ssh_keys = False
+    with errors.check():
+        member_ssh_keys = checks.boolean(data.get("member_ssh_keys", False), file,
+                                         "member_ssh_keys")
+    errors.done()
     return Service(
         name=data["name"], description=data["description"], group=data["group"],
-        role=data["role"], version=checks.integer(data.get("version", 1), file, "version", 1),
+        role=data["role"], version=version,
         needs_domain=bool(data.get("needs_domain", False)), parameters=params,
         cost={key: str(cost.get(key, "0")) for key in ("ram_mb", "disk_gb")},
-        secrets=tuple(secrets),
-        dns=tuple(_dns_record(r, file, f"dns[{i}]", dns_known)
-                  for i, r in enumerate(checks.sequence(data.get("dns"), file, "dns"))),
-        data=_data(data.get("data"), params, file),
+        secrets=tuple(secrets), dns=tuple(dns), data=data_paths,
         digest=hashlib.sha256(raw).hexdigest(), status=str(data["status"]),
-        ports=ports, systemd=_systemd(data.get("systemd", []), file),
-        suspension=_suspension(data.get("suspension"), file, available),
-        dns_extra=dns_extra,
-        member_ssh_keys=checks.boolean(data.get("member_ssh_keys", False), file,
-                                       "member_ssh_keys"),
+        ports=ports, systemd=systemd, suspension=suspension, dns_extra=dns_extra,
+        member_ssh_keys=member_ssh_keys,
     )
 
 
@@ -453,19 +501,22 @@ def load_catalogue(directory: Path | None = None) -> Catalogue:
     directory = services_dir() if directory is None else directory
     services: dict[str, Service] = {}
     digest = hashlib.sha256()
+    errors = checks.Collector()
     for path in sorted(directory.glob(f"*/{layout.SERVICE_FILE}")):
         folder = path.parent
         label = service_label(folder.name)
         raw = path.read_bytes()
-        service = parse_service(raw, label)
-        if service.name != folder.name:
-            raise ConfigError(f"{label}: name {service.name!r} must match the folder name")
-        services[service.name] = replace(service, folder=folder)
-        digest.update(folder.name.encode() + b"\0" + raw + b"\0")
-        hooks_file = folder / layout.HOOKS_FILE
-        if hooks_file.is_file():
-            digest.update(hooks_file.read_bytes() + b"\0")
-        elif service.dns_extra:
-            raise ConfigError(f"{label}: dns_placeholders {sorted(service.dns_extra)} need a "
-                              f"{layout.HOOKS_FILE} to supply them")
+        with errors.check():
+            service = parse_service(raw, label)
+            if service.name != folder.name:
+                checks.fail(label, "name", service.name, "must match the folder name")
+            services[service.name] = replace(service, folder=folder)
+            digest.update(folder.name.encode() + b"\0" + raw + b"\0")
+            hooks_file = folder / layout.HOOKS_FILE
+            if hooks_file.is_file():
+                digest.update(hooks_file.read_bytes() + b"\0")
+            elif service.dns_extra:
+                checks.fail(label, "dns_placeholders", sorted(service.dns_extra),
+                            f"need a {layout.HOOKS_FILE} to supply them")
+    errors.done()
     return Catalogue(services=services, digest=digest.hexdigest())

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from coophost.errors import UsageError, ValidationError
@@ -47,13 +48,41 @@ def fail(file: str, field: str, value: object, problem: str, hint: str | None = 
     raise ValidationError(file, field, value, problem, hint=hint)
 
 
+class Collector:
+    """Gathers the problems of independent checks, so that one run reports all of them.
+
+    Each `with errors.check():` block runs one check; a ValidationError it raises is kept
+    (its problems, when it holds several) and the code after the block goes on. `done()`
+    then raises one error naming every problem kept (ValidationError.combine), if any.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ValidationError] = []
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        """Run the block; keep the problems of a ValidationError it raises."""
+        try:
+            yield
+        except ValidationError as exc:
+            self.errors.extend(exc.errors)
+
+    def done(self) -> None:
+        """Raise one error naming every problem kept, if there is any."""
+        if self.errors:
+            raise ValidationError.combine(self.errors)
+
+
 def refuse_unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], file: str,
                         path: str) -> None:
-    """Refuse keys not in `allowed`, suggesting the nearest known one."""
+    """Refuse keys not in `allowed` (all of them at once), suggesting the nearest known one."""
     known = list(allowed)
+    errors = Collector()
     for key in data:
         if key not in known:
-            fail(file, _join(path, str(key)), key, "unknown key", suggest(str(key), known))
+            with errors.check():
+                fail(file, _join(path, str(key)), key, "unknown key", suggest(str(key), known))
+    errors.done()
 
 
 def suggest(word: str, known: Iterable[str]) -> str:
@@ -69,6 +98,22 @@ def no_member(slug: str, known: Iterable[str]) -> UsageError:
     return UsageError(f"no member {slug!r}",
                       hint=f"did you mean {close[0]!r}? (`coophost member list` shows them)"
                       if close else "`coophost member list` shows them")
+
+
+def no_host(name: str, known: Iterable[str]) -> UsageError:
+    """The one error for a host that hosts.yml does not have, with the closest name."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return UsageError(f"no host {name!r} in hosts.yml",
+                      hint=f"did you mean {close[0]!r}? (`coophost host list` shows them)"
+                      if close else "`coophost host list` shows them")
+
+
+def no_service(name: str, known: Iterable[str]) -> UsageError:
+    """The one error for a service the catalogue does not have, with the closest name."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return UsageError(f"no service {name!r}",
+                      hint=f"did you mean {close[0]!r}? (`coophost service list` shows them)"
+                      if close else "`coophost service list` shows them")
 
 
 def _join(path: str, key: str) -> str:

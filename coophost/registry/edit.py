@@ -511,16 +511,18 @@ def remove_host(root: Path, loaded: Loaded, name: str, applied_units: int = 0) -
                              f"{name!r}", hint="deploy the moves first")
         everything = doc.get("all") or {}
         found = False
+        known = set(everything.get("hosts") or {})
         if name in (everything.get("hosts") or {}):
             del everything["hosts"][name]
             found = True
         for group in (everything.get("children") or {}).values():
             members = (group or {}).get("hosts") or {}
+            known.update(members)
             if name in members:
                 del members[name]
                 found = True
         if not found:
-            raise UsageError(f"no host {name!r} in hosts.yml")
+            raise checks.no_host(name, sorted(known))
 
     _update_hosts(root, loaded, change)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from coophost import __version__
-from coophost.errors import ConfigError
+from coophost.errors import ConfigError, ValidationError
 from coophost.fsutil import read_regular
 from coophost.layout import COOP_FILE, HOSTS_FILE, MEMBERS_DIR, STATE_DIR
+from coophost.registry import checks
 from coophost.registry.cache import ParseCache, stat_array
 from coophost.registry.catalogue import Catalogue, load_catalogue
 from coophost.registry.model import (
@@ -132,12 +133,25 @@ def load_base(root: Path, *, need_hosts: bool = True) -> Base:
                           hint="pass -i/--inventory, run coophost inside a co-op directory, "
                                "or make one with `coophost init DIR`")
     catalogue = load_catalogue()
-    coop, coop_raw = load_coop(root, catalogue)
+    errors = checks.Collector()  # the problems of coop.yml and of hosts.yml, reported together
+    coop: Coop | None = None
+    coop_raw = b""
+    with errors.check():
+        coop, coop_raw = load_coop(root, catalogue)
     hosts: dict[str, Host] = {}
     hosts_digest = ""
     if need_hosts or (root / HOSTS_FILE).is_file():
-        hosts, hosts_raw = _load_hosts(root, catalogue)
-        hosts_digest = hashlib.sha256(hosts_raw).hexdigest()
+        try:
+            hosts, hosts_raw = _load_hosts(root, catalogue)
+        except ValidationError as exc:
+            errors.errors.extend(exc.errors)
+        except ConfigError:
+            errors.done()  # coop.yml's problems first, then why hosts.yml could not be read
+            raise
+        else:
+            hosts_digest = hashlib.sha256(hosts_raw).hexdigest()
+    errors.done()
+    assert coop is not None
     digest = hashlib.sha256(b"\0".join([
         __version__.encode(), catalogue.digest.encode(), hashlib.sha256(coop_raw).digest(),
     ])).hexdigest()
@@ -182,15 +196,21 @@ def scan_members(base: Base, cache: ParseCache, build: Callable[[Member], Any],
             return cached
     records = []
     sparing = _SPARING.get()
+    errors = checks.Collector()  # every invalid file's problems, reported together
     for entry, stat in zip(files.entries, files.stat_results, strict=True):
         try:
             record = _record(base, cache, build, entry, stat, known or {})
-        except ConfigError:
+        except ConfigError as exc:
             if sparing is None or entry.name == f"{sparing}.yml":
-                raise
+                if not isinstance(exc, ValidationError):
+                    errors.done()  # the problems found so far first
+                    raise
+                errors.errors.extend(exc.errors)
+                continue
             cache.path = None  # a partial load: never saved as the co-op's cache
             continue
         records.append(record)
+    errors.done()
     cache.forget_except(set(files.names))
     return records
 
@@ -242,13 +262,19 @@ def load_registry(root: Path, *, need_hosts: bool = True, use_cache: bool = True
         except ConfigError as exc:
             # In the member shell, a conflict that another member's file causes (two other
             # members claiming one name, by a hand edit) leaves that file out, not everyone.
-            file = str(getattr(exc, "file", ""))
-            other = file[len(MEMBERS_DIR) + 1:-4] if file.startswith(f"{MEMBERS_DIR}/") else ""
-            if sparing is None or other in ("", sparing) or other not in members:
+            others = {_other_member(str(getattr(one, "file", "")))
+                      for one in getattr(exc, "errors", [exc])}
+            others = {slug for slug in others if slug not in ("", sparing) and slug in members}
+            if sparing is None or not others:
                 raise
-            members = {slug: m for slug, m in members.items() if slug != other}
+            members = {slug: m for slug, m in members.items() if slug not in others}
             continue
         return Loaded(registry=registry, catalogue=base.catalogue, base=base, digests=digests)
+
+
+def _other_member(file: str) -> str:
+    """The slug of the member file `file` names (members/<slug>.yml), else ""."""
+    return file[len(MEMBERS_DIR) + 1:-4] if file.startswith(f"{MEMBERS_DIR}/") else ""
 
 
 def with_hosts(loaded: Loaded) -> Registry:

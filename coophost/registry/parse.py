@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from coophost.errors import ValidationError
 from coophost.registry import checks
 from coophost.registry.catalogue import Catalogue, Parameter, Service
 from coophost.registry.model import (
@@ -36,37 +37,70 @@ MAX_OPEN_REQUESTS = 1000
 
 
 def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
-    """Check coop.yml's content."""
+    """Check coop.yml's content; every problem of the file is reported at once."""
     top = checks.mapping(data, file, "")
-    checks.refuse_unknown_keys(top, COOP_KEYS, file, "")
-    name = checks.text(top.get("name"), file, "name", 100)
-    domain, _ = checks.domain(top.get("domain"), file, "domain")
-    contacts = tuple(checks.email(c, file, f"contacts[{i}]")
-                     for i, c in enumerate(checks.sequence(top.get("contacts"), file,
-                                                           "contacts", 20)))
-    if not contacts:
-        checks.fail(file, "contacts", [], "needs at least one contact address")
-    acme = checks.mapping(top.get("acme"), file, "acme")
-    checks.refuse_unknown_keys(acme, ("directory", "email"), file, "acme")
-    artifacts = checks.mapping(top.get("artifacts"), file, "artifacts")
-    checks.refuse_unknown_keys(artifacts, ("source",), file, "artifacts")
-    source = artifacts.get("source")
-    if source is not None:
-        checks.text(source, file, "artifacts.source", 500)
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(top, COOP_KEYS, file, "")
+    name = domain = acme_directory = acme_email = suspended_mail = ""
+    with errors.check():
+        name = checks.text(top.get("name"), file, "name", 100)
+    with errors.check():
+        domain, _ = checks.domain(top.get("domain"), file, "domain")
+    contacts: list[str] = []
+    contacts_ok = True
+    with errors.check():
+        given = checks.sequence(top.get("contacts"), file, "contacts", 20)
+        if not given:
+            checks.fail(file, "contacts", [], "needs at least one contact address")
+    for index, contact in enumerate(top.get("contacts") or []
+                                    if isinstance(top.get("contacts"), list) else []):
+        try:
+            contacts.append(checks.email(contact, file, f"contacts[{index}]"))
+        except ValidationError as exc:
+            errors.errors.extend(exc.errors)
+            contacts_ok = False
+    acme: dict[str, Any] = {}
+    with errors.check():
+        acme = checks.mapping(top.get("acme"), file, "acme")
+    with errors.check():
+        checks.refuse_unknown_keys(acme, ("directory", "email"), file, "acme")
+    with errors.check():
+        acme_directory = checks.url(acme.get("directory",
+                                             "https://acme-v02.api.letsencrypt.org/directory"),
+                                    file, "acme.directory")
+    if "email" in acme or (contacts and contacts_ok):
+        with errors.check():
+            acme_email = checks.email(acme.get("email", contacts[0] if contacts else None),
+                                      file, "acme.email")
+    source = None
+    with errors.check():
+        artifacts = checks.mapping(top.get("artifacts"), file, "artifacts")
+        with errors.check():
+            checks.refuse_unknown_keys(artifacts, ("source",), file, "artifacts")
+        source = artifacts.get("source")
+        if source is not None:
+            checks.text(source, file, "artifacts.source", 500)
+    allowances: dict[str, Any] = {}
+    with errors.check():
+        allowances = _allowances(top.get("allowances"), file, catalogue)
+    retention: dict[str, int] = {}
+    with errors.check():
+        given_retention = checks.mapping(top.get("retention"), file, "retention")
+        for key, value in given_retention.items():
+            with errors.check():
+                retention[key] = checks.integer(value, file, f"retention.{key}", 0, 36500)
+    vault = VaultSettings(password_file=None, password_env=None)
+    with errors.check():
+        vault = _vault(top.get("vault"), file)
+    with errors.check():
+        suspended_mail = _choice(top.get("suspended_mail", "accept"), SUSPENDED_MAIL, file,
+                                 "suspended_mail")
+    errors.done()
     return Coop(
-        name=name, domain=domain, contacts=contacts,
-        acme_directory=checks.url(acme.get("directory",
-                                           "https://acme-v02.api.letsencrypt.org/directory"),
-                                  file, "acme.directory"),
-        acme_email=checks.email(acme.get("email", contacts[0]), file, "acme.email"),
-        artifact_source=source,
-        allowances=_allowances(top.get("allowances"), file, catalogue),
-        retention={key: checks.integer(value, file, f"retention.{key}", 0, 36500)
-                   for key, value in checks.mapping(top.get("retention"), file,
-                                                    "retention").items()},
-        vault=_vault(top.get("vault"), file),
-        suspended_mail=_choice(top.get("suspended_mail", "accept"), SUSPENDED_MAIL, file,
-                               "suspended_mail"),
+        name=name, domain=domain, contacts=tuple(contacts), acme_directory=acme_directory,
+        acme_email=acme_email, artifact_source=source, allowances=allowances,
+        retention=retention, vault=vault, suspended_mail=suspended_mail,
     )
 
 
@@ -78,45 +112,67 @@ def _choice(value: object, choices: tuple[str, ...], file: str, field: str) -> s
 
 def _allowances(data: object, file: str, catalogue: Catalogue) -> dict[str, Any]:
     allowances = checks.mapping(data, file, "allowances")
-    checks.refuse_unknown_keys(allowances, ("domains", "services", "open_requests"), file,
-                               "allowances")
-    result: dict[str, Any] = {"domains": checks.integer(allowances.get("domains", 10), file,
-                                                         "allowances.domains", 0, MAX_DOMAINS),
-                              "open_requests": checks.integer(
-                                  allowances.get("open_requests", DEFAULT_OPEN_REQUESTS), file,
-                                  "allowances.open_requests", 0, MAX_OPEN_REQUESTS)}
-    per_service = checks.mapping(allowances.get("services"), file, "allowances.services")
-    checks.refuse_unknown_keys(per_service, catalogue.services, file, "allowances.services")
-    result["services"] = {}
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(allowances, ("domains", "services", "open_requests"), file,
+                                   "allowances")
+    result: dict[str, Any] = {"domains": 10, "open_requests": DEFAULT_OPEN_REQUESTS,
+                              "services": {}}
+    with errors.check():
+        result["domains"] = checks.integer(allowances.get("domains", 10), file,
+                                           "allowances.domains", 0, MAX_DOMAINS)
+    with errors.check():
+        result["open_requests"] = checks.integer(
+            allowances.get("open_requests", DEFAULT_OPEN_REQUESTS), file,
+            "allowances.open_requests", 0, MAX_OPEN_REQUESTS)
+    per_service: dict[str, Any] = {}
+    with errors.check():
+        per_service = checks.mapping(allowances.get("services"), file, "allowances.services")
+    with errors.check():
+        checks.refuse_unknown_keys(per_service, catalogue.services, file, "allowances.services")
     for service_name, limits in per_service.items():
+        if service_name not in catalogue.services:
+            continue
         where = f"allowances.services.{service_name}"
-        limits = checks.mapping(limits, file, where)
-        service = catalogue.services[service_name]
-        limited = [p.name for p in service.parameters.values()
-                   if p.type in ("int", "localparts", "aliases", "member_domains")]
-        checks.refuse_unknown_keys(limits, limited, file, where)
-        result["services"][service_name] = {
-            key: checks.integer(value, file, f"{where}.{key}", 0, MAX_LIMIT)
-            for key, value in limits.items()}
+        with errors.check():
+            limits = checks.mapping(limits, file, where)
+            service = catalogue.services[service_name]
+            limited = [p.name for p in service.parameters.values()
+                       if p.type in ("int", "localparts", "aliases", "member_domains")]
+            with errors.check():
+                checks.refuse_unknown_keys(limits, limited, file, where)
+            result["services"][service_name] = checked = {}
+            for key, value in limits.items():
+                with errors.check():
+                    checked[key] = checks.integer(value, file, f"{where}.{key}", 0, MAX_LIMIT)
+    errors.done()
     return result
 
 
 def _vault(data: object, file: str) -> VaultSettings:
     vault = checks.mapping(data, file, "vault")
-    checks.refuse_unknown_keys(vault, ("password_file", "password_env", "create_password_file"),
-                               file, "vault")
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(vault, ("password_file", "password_env",
+                                           "create_password_file"), file, "vault")
     password_file = vault.get("password_file")
     password_env = vault.get("password_env")
     if password_file is not None:
-        checks.text(password_file, file, "vault.password_file", 500)
+        with errors.check():
+            checks.text(password_file, file, "vault.password_file", 500)
     if password_env is not None and (not isinstance(password_env, str)
                                      or not password_env.isidentifier()):
-        checks.fail(file, "vault.password_env", password_env, "must be an environment "
-                    "variable name")
+        with errors.check():
+            checks.fail(file, "vault.password_env", password_env, "must be an environment "
+                        "variable name")
     if password_file is None and password_env is None:
-        checks.fail(file, "vault", vault, "name a password_file or a password_env")
-    create = checks.boolean(vault.get("create_password_file", False), file,
-                            "vault.create_password_file")
+        with errors.check():
+            checks.fail(file, "vault", vault, "name a password_file or a password_env")
+    create = False
+    with errors.check():
+        create = checks.boolean(vault.get("create_password_file", False), file,
+                                "vault.create_password_file")
+    errors.done()
     return VaultSettings(password_file=password_file, password_env=password_env,
                          create_password_file=create)
 
@@ -132,40 +188,60 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
     top = checks.mapping(data, file, "")
     if "all" not in top:
         checks.fail(file, "all", None, "an Ansible YAML inventory starts with `all:`")
+    errors = checks.Collector()
     raw_hosts: dict[str, dict[str, dict[str, Any]]] = {}
     groups: dict[str, set[str]] = {}
-    _walk_group("all", top["all"], {}, raw_hosts, groups, file, "all")
+    _walk_group("all", top["all"], {}, raw_hosts, groups, file, "all", errors)
     service_groups = {service.group for service in catalogue.services.values()}
     hosts: dict[str, Host] = {}
     for name, layers in raw_hosts.items():
-        hvars = {**layers["group"], **layers["host"]}
-        where = f"hosts.{name}"
+        host = _host(name, layers, groups, service_groups, file, errors)
+        if host is not None:
+            hosts[name] = host
+    errors.done()
+    return dict(sorted(hosts.items()))
+
+
+def _host(name: str, layers: dict[str, dict[str, Any]], groups: dict[str, set[str]],
+          service_groups: set[str], file: str, errors: checks.Collector) -> Host | None:
+    """One host of hosts.yml, or None when its variables have problems (kept in `errors`)."""
+    hvars = {**layers["group"], **layers["host"]}
+    where = f"hosts.{name}"
+    found = len(errors.errors)
+    with errors.check():
         checks.host_name(name, file, where)
-        member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
-        port = 22
-        if "ansible_port" in hvars:
+    member_of = tuple(sorted(groups.get(name, set()) - {"all"}))
+    port = 22
+    if "ansible_port" in hvars:
+        with errors.check():
             port = checks.integer(hvars["ansible_port"], file, f"{where}.ansible_port", 1, 65535)
-        key_file = hvars.get("ansible_ssh_private_key_file")
+    key_file = hvars.get("ansible_ssh_private_key_file")
+    capacity = {"ram_mb": 0, "disk_gb": 0}
+    with errors.check():
         capacity = _capacity(hvars.get("coophost_capacity"), file,
                              f"{where}.coophost_capacity",
                              required=bool(service_groups.intersection(member_of)))
-        fqdn = hvars.get("coophost_fqdn", name)
-        if "." in str(fqdn):
+    fqdn = hvars.get("coophost_fqdn", name)
+    if "." in str(fqdn):
+        with errors.check():
             fqdn, _ = checks.domain(fqdn, file, f"{where}.coophost_fqdn")
-        lab_domain = hvars.get("coophost_lab_domain")
-        if lab_domain is not None:
+    lab_domain = hvars.get("coophost_lab_domain")
+    if lab_domain is not None:
+        with errors.check():
             lab_domain, _ = checks.domain(lab_domain, file, f"{where}.coophost_lab_domain")
-        hosts[name] = Host(name=name, fqdn=str(fqdn),
-                           address=str(hvars.get("ansible_host", name)),
-                           groups=member_of, capacity=capacity,
-                           dns_addresses=_dns_addresses(hvars, file, where),
-                           vars_digest=_vars_digest(hvars), lab_domain=lab_domain or "",
-                           connection=HostEntry(
-                               name=name, address=str(hvars.get("ansible_host", name)),
-                               port=port, user=str(hvars.get("ansible_user", "root")),
-                               key_file=key_file if isinstance(key_file, str) else None,
-                               groups=member_of, vars=hvars))
-    return dict(sorted(hosts.items()))
+    dns_addresses: tuple[str, ...] = ()
+    with errors.check():
+        dns_addresses = _dns_addresses(hvars, file, where)
+    if len(errors.errors) > found:
+        return None
+    return Host(name=name, fqdn=str(fqdn), address=str(hvars.get("ansible_host", name)),
+                groups=member_of, capacity=capacity, dns_addresses=dns_addresses,
+                vars_digest=_vars_digest(hvars), lab_domain=lab_domain or "",
+                connection=HostEntry(
+                    name=name, address=str(hvars.get("ansible_host", name)),
+                    port=port, user=str(hvars.get("ansible_user", "root")),
+                    key_file=key_file if isinstance(key_file, str) else None,
+                    groups=member_of, vars=hvars))
 
 
 def _vars_digest(hvars: dict[str, Any]) -> str:
@@ -214,87 +290,150 @@ def _capacity(value: object, file: str, where: str, required: bool) -> dict[str,
 
 def _walk_group(group: str, node: object, inherited: dict[str, Any],
                 hosts: dict[str, dict[str, dict[str, Any]]], groups: dict[str, set[str]],
-                file: str, where: str) -> None:
-    """Collect each host's group variables and own variables (kept apart), and its groups."""
-    spec = checks.mapping(node, file, where)
-    checks.refuse_unknown_keys(spec, ("hosts", "vars", "children"), file, where)
-    merged = {**inherited, **checks.mapping(spec.get("vars"), file, f"{where}.vars")}
-    for name, hvars in checks.mapping(spec.get("hosts"), file, f"{where}.hosts").items():
-        entry = hosts.setdefault(name, {"group": {}, "host": {}})
-        entry["group"].update(merged)
-        entry["host"].update(checks.mapping(hvars, file, f"{where}.hosts.{name}"))
-        groups.setdefault(name, set()).add(group)
-    for child, sub in checks.mapping(spec.get("children"), file, f"{where}.children").items():
-        _walk_group(child, sub, merged, hosts, groups, file, f"{where}.children.{child}")
+                file: str, where: str, errors: checks.Collector) -> None:
+    """Collect each host's group variables and own variables (kept apart), and its groups.
+
+    A problem of a group is kept in `errors` and the walk goes on with the next group.
+    """
+    with errors.check():
+        spec = checks.mapping(node, file, where)
+        with errors.check():
+            checks.refuse_unknown_keys(spec, ("hosts", "vars", "children"), file, where)
+        merged = {**inherited, **checks.mapping(spec.get("vars"), file, f"{where}.vars")}
+        with errors.check():
+            for name, hvars in checks.mapping(spec.get("hosts"), file,
+                                              f"{where}.hosts").items():
+                with errors.check():
+                    own = checks.mapping(hvars, file, f"{where}.hosts.{name}")
+                    entry = hosts.setdefault(name, {"group": {}, "host": {}})
+                    entry["group"].update(merged)
+                    entry["host"].update(own)
+                    groups.setdefault(name, set()).add(group)
+        for child, sub in checks.mapping(spec.get("children"), file,
+                                         f"{where}.children").items():
+            _walk_group(child, sub, merged, hosts, groups, file, f"{where}.children.{child}",
+                        errors)
 
 
 def parse_member(data: object, file: str, expected_slug: str, coop: Coop,
                  catalogue: Catalogue) -> Member:
-    """Check one member file's content and resolve its services' settings."""
+    """Check one member file's content and resolve its services' settings.
+
+    Every problem of the file is reported at once (one ValidationError naming each). A
+    service's settings are checked against the member's domains and contact address, so they
+    are checked once those are valid (else each bad domain would also fail every vhost).
+    """
     top = checks.mapping(data, file, "")
-    checks.refuse_unknown_keys(top, MEMBER_KEYS, file, "")
-    slug = checks.slug(top.get("slug"), file, "slug")
-    if slug != expected_slug:
-        checks.fail(file, "slug", slug, f"must match the file name ({expected_slug}.yml)")
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(top, MEMBER_KEYS, file, "")
+    slug = expected_slug
+    with errors.check():
+        slug = checks.slug(top.get("slug"), file, "slug")
+        if slug != expected_slug:
+            checks.fail(file, "slug", slug, f"must match the file name ({expected_slug}.yml)")
     status = top.get("status", "active")
     if status not in MEMBER_STATUSES:
-        checks.fail(file, "status", status, f"must be one of {', '.join(MEMBER_STATUSES)}")
-    max_domains = coop.allowances["domains"]
-    domains: list[Domain] = []
-    for index, value in enumerate(checks.sequence(top.get("domains"), file, "domains",
-                                                  MAX_DOMAINS)):
-        name, ascii_form = checks.domain(value, file, f"domains[{index}]")
-        if any(d.ascii == ascii_form for d in domains):
-            checks.fail(file, f"domains[{index}]", value, "listed twice")
-        domains.append(Domain(name, ascii_form))
-    if len(domains) > max_domains:
-        checks.fail(file, "domains", f"{len(domains)} domains",
-                    f"the co-op allows at most {max_domains}")
+        with errors.check():
+            checks.fail(file, "status", status,
+                        f"must be one of {', '.join(MEMBER_STATUSES)}")
+    before = len(errors.errors)
+    domains = _domains(top.get("domains"), file, coop, errors)
+    name = contact = departed_on = life = ""
+    with errors.check():
+        name = checks.text(top.get("name"), file, "name", 200)
+    with errors.check():
+        contact = checks.email(top.get("contact"), file, "contact")
+    identity_ok = len(errors.errors) == before  # domains and contact
+    ssh_keys: list[str] = []
+    with errors.check():
+        for index, key in enumerate(checks.sequence(top.get("ssh_keys"), file, "ssh_keys",
+                                                    50)):
+            with errors.check():
+                ssh_keys.append(checks.ssh_public_key(key, file, f"ssh_keys[{index}]"))
+    with errors.check():
+        departed_on = _departed_on(top.get("departed_on"), status, file)
+    with errors.check():
+        life = _life(top.get("id"), file)
     member = Member(
-        slug=slug, name=checks.text(top.get("name"), file, "name", 200),
-        contact=checks.email(top.get("contact"), file, "contact"), status=str(status),
-        domains=tuple(domains),
-        ssh_keys=tuple(checks.ssh_public_key(k, file, f"ssh_keys[{i}]")
-                       for i, k in enumerate(checks.sequence(top.get("ssh_keys"), file,
-                                                             "ssh_keys", 50))),
-        services={}, placement={}, file=file,
-        departed_on=_departed_on(top.get("departed_on"), status, file),
-        life=_life(top.get("id"), file))
-    services = checks.mapping(top.get("services"), file, "services")
-    checks.refuse_unknown_keys(services, catalogue.services, file, "services")
-    for name, settings in services.items():
-        catalogue.refuse_coming(name, file, f"services.{name}")
-        service = catalogue.services[name]
-        member.services[name] = resolve_settings(service, settings, member, coop, file)
-    placement = checks.mapping(top.get("placement"), file, "placement")
-    for name, host in placement.items():
-        if name not in member.services:
-            checks.fail(file, f"placement.{name}", host, "placement of a service that is not "
-                        "enabled", hint=f"enabled: {', '.join(member.services) or 'none'}")
-        member.placement[name] = checks.host_name(host, file, f"placement.{name}")
-    member.moved.update(_moved(top.get("moved"), member, file))
-    member.rotated.update(_rotated(top.get("rotated"), file))
-    check_reserved(member, ReservedNames(coop, {}), catalogue, coop)
+        slug=slug, name=name, contact=contact, status=str(status), domains=tuple(domains),
+        ssh_keys=tuple(ssh_keys), services={}, placement={}, file=file,
+        departed_on=departed_on, life=life)
+    services: dict[str, Any] = {}
+    with errors.check():
+        services = checks.mapping(top.get("services"), file, "services")
+    with errors.check():
+        checks.refuse_unknown_keys(services, catalogue.services, file, "services")
+    for service_name, settings in services.items():
+        if service_name not in catalogue.services:
+            continue
+        with errors.check():
+            catalogue.refuse_coming(service_name, file, f"services.{service_name}")
+            if identity_ok:
+                member.services[service_name] = resolve_settings(
+                    catalogue.services[service_name], settings, member, coop, file)
+    enabled = [n for n in services if n in catalogue.services]
+    placement: dict[str, Any] = {}
+    with errors.check():
+        placement = checks.mapping(top.get("placement"), file, "placement")
+    for service_name, host in placement.items():
+        with errors.check():
+            if service_name not in enabled:
+                checks.fail(file, f"placement.{service_name}", host, "placement of a service "
+                            "that is not enabled", hint=f"enabled: {', '.join(enabled) or 'none'}")
+            member.placement[service_name] = checks.host_name(host, file,
+                                                              f"placement.{service_name}")
+    with errors.check():
+        member.moved.update(_moved(top.get("moved"), member, enabled, file))
+    with errors.check():
+        member.rotated.update(_rotated(top.get("rotated"), file))
+    with errors.check():
+        check_reserved(member, ReservedNames(coop, {}), catalogue, coop)
+    errors.done()
     return member
 
 
-def _moved(value: object, member: Member, file: str) -> dict[str, dict[str, str]]:
+def _domains(value: object, file: str, coop: Coop, errors: checks.Collector) -> list[Domain]:
+    """The member's domains, each checked; problems go to `errors`."""
+    domains: list[Domain] = []
+    given: list[Any] = []
+    with errors.check():
+        given = checks.sequence(value, file, "domains", MAX_DOMAINS)
+    for index, item in enumerate(given):
+        with errors.check():
+            name, ascii_form = checks.domain(item, file, f"domains[{index}]")
+            if any(d.ascii == ascii_form for d in domains):
+                checks.fail(file, f"domains[{index}]", item, "listed twice")
+            domains.append(Domain(name, ascii_form))
+    max_domains = coop.allowances["domains"]
+    if len(domains) > max_domains:
+        with errors.check():
+            checks.fail(file, "domains", f"{len(domains)} domains",
+                        f"the co-op allows at most {max_domains}")
+    return domains
+
+
+def _moved(value: object, member: Member, enabled: list[str],
+           file: str) -> dict[str, dict[str, str]]:
     """`moved:` (written by `member move`): the host each moved service left, and when.
 
     The host it left relays what still arrives there (mail) to the new one until `members
     purge` drops the record after `retention.relay_days`.
     """
     moved: dict[str, dict[str, str]] = {}
+    errors = checks.Collector()
     for name, record in checks.mapping(value, file, "moved").items():
         where = f"moved.{name}"
-        if name not in member.services:
-            checks.fail(file, where, name, "a move of a service that is not enabled")
-        entry = checks.mapping(record, file, where)
-        checks.refuse_unknown_keys(entry, ("from", "on"), file, where)
-        host = checks.host_name(entry.get("from"), file, f"{where}.from")
-        if host == member.placement.get(name):
-            checks.fail(file, f"{where}.from", host, "is where the service is placed now")
-        moved[name] = {"from": host, "on": _date(entry.get("on"), file, f"{where}.on")}
+        with errors.check():
+            if name not in enabled:
+                checks.fail(file, where, name, "a move of a service that is not enabled")
+            entry = checks.mapping(record, file, where)
+            checks.refuse_unknown_keys(entry, ("from", "on"), file, where)
+            host = checks.host_name(entry.get("from"), file, f"{where}.from")
+            if host == member.placement.get(name):
+                checks.fail(file, f"{where}.from", host, "is where the service is placed now")
+            moved[name] = {"from": host, "on": _date(entry.get("on"), file, f"{where}.on")}
+    errors.done()
     return moved
 
 
@@ -363,22 +502,30 @@ def resolve_settings(service: Service, given: object, member: Member, coop: Coop
     """Return a service's settings with defaults applied, each checked against its parameter."""
     where = f"services.{service.name}"
     values = checks.mapping(given, file, where)
-    checks.refuse_unknown_keys(values, service.parameters, file, where)
+    errors = checks.Collector()
+    with errors.check():
+        checks.refuse_unknown_keys(values, service.parameters, file, where)
     if service.needs_domain and not member.domains:
-        checks.fail(file, where, service.name, "this service needs the member to have a domain")
+        with errors.check():
+            checks.fail(file, where, service.name,
+                        "this service needs the member to have a domain")
+    errors.done()
     limits = coop.allowances["services"].get(service.name, {})
     resolved: dict[str, Any] = {}
+    errors = checks.Collector()
     for param in service.parameters.values():
         field = f"{where}.{param.name}"
         value = values.get(param.name, param.default)
-        resolved[param.name] = _parameter_value(param, value, member, coop, file, field)
-        limit = limits.get(param.name)
-        if limit is not None:
-            size = resolved[param.name]
-            size = size if isinstance(size, int) else len(size)
-            if size > limit:
-                checks.fail(file, field, values.get(param.name, param.default),
-                            f"the co-op allows at most {limit}")
+        with errors.check():
+            resolved[param.name] = _parameter_value(param, value, member, coop, file, field)
+            limit = limits.get(param.name)
+            if limit is not None:
+                size = resolved[param.name]
+                size = size if isinstance(size, int) else len(size)
+                if size > limit:
+                    checks.fail(file, field, values.get(param.name, param.default),
+                                f"the co-op allows at most {limit}")
+    errors.done()
     if service.hooks is not None:  # cross-field checks only the service knows
         service.hooks.check_settings(resolved, file, where)
     return resolved
@@ -559,45 +706,66 @@ def check_reserved(member: Member, reserved: ReservedNames, catalogue: Catalogue
                    coop: Coop) -> None:
     """Refuse a domain or vhost `member` claims that is reserved."""
     fallbacks = fallback_addresses(member.slug, member.services, catalogue, coop)
+    errors = checks.Collector()
     for key, field, value in claims(member, catalogue):
         if "@" in key or key.startswith("ssh:"):  # an address's domain is checked on its own
             continue
         problem = reserved.problem(key, fallbacks if field.startswith("services.") else ())
         if problem is not None:
-            checks.fail(member.file, field, value, f"{problem}: no member may claim it")
+            with errors.check():
+                checks.fail(member.file, field, value, f"{problem}: no member may claim it")
+    errors.done()
 
 
 def check_claims(claimed: Iterable[tuple[str, str, list[tuple[str, str, str]]]]) -> None:
-    """Refuse a key claimed by two members; `claimed` yields (slug, file, claims) in order."""
+    """Refuse a key claimed by two members; `claimed` yields (slug, file, claims) in order.
+
+    Every such key is reported at once.
+    """
     owners: dict[str, tuple[str, str]] = {}
+    errors = checks.Collector()
     for slug, file, items in claimed:
         for key, field, value in items:
             owner, owner_file = owners.setdefault(key, (slug, file))
             if owner != slug:
                 what = "this SSH key " if key.startswith("ssh:") else ""
-                checks.fail(file, field, value, f"{what}already belongs to member {owner!r} "
-                            f"({owner_file})")
+                with errors.check():
+                    checks.fail(file, field, value, f"{what}already belongs to member "
+                                f"{owner!r} ({owner_file})")
+    errors.done()
 
 
 def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str, Host],
                     catalogue: Catalogue) -> None:
     """Refuse a placement on a host that does not exist or is not in the service's group."""
+    errors = checks.Collector()
     for service_name, host_name in placement.items():
         host = hosts.get(host_name)
         where = f"placement.{service_name}"
-        if host is None:
-            checks.fail(file, where, host_name, "no such host in hosts.yml",
-                        hint=f"hosts: {', '.join(hosts) or 'none'}")
-        group = catalogue.services[service_name].group
-        if host is not None and group not in host.groups:
-            checks.fail(file, where, host_name, f"host is not in the {group!r} group of "
-                        "hosts.yml")
+        with errors.check():
+            if host is None:
+                checks.fail(file, where, host_name, "no such host in hosts.yml",
+                            hint=checks.suggest(host_name, hosts))
+            group = catalogue.services[service_name].group
+            if host is not None and group not in host.groups:
+                checks.fail(file, where, host_name, f"host is not in the {group!r} group of "
+                            "hosts.yml")
+    errors.done()
 
 
 def cross_check(registry: Registry, catalogue: Catalogue) -> None:
-    """Check across records: unique domains, addresses and vhosts; placement references."""
-    check_claims((m.slug, m.file, claims(m, catalogue)) for m in registry.members.values())
+    """Check across records: unique domains, addresses and vhosts; placement references.
+
+    Every problem found is reported at once.
+    """
+    errors = checks.Collector()
+    with errors.check():
+        check_claims((m.slug, m.file, claims(m, catalogue))
+                     for m in registry.members.values())
     reserved = ReservedNames(registry.coop, registry.hosts)
     for member in registry.members.values():
-        check_reserved(member, reserved, catalogue, registry.coop)
-        check_placement(member.file, member.placement, registry.hosts, catalogue)
+        with errors.check():
+            check_reserved(member, reserved, catalogue, registry.coop)
+        with errors.check():
+            check_placement(member.file, member.placement, registry.hosts, catalogue)
+    errors.done()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from coophost.errors import ConfigError, UsageError
+from coophost.registry import checks
 from coophost.registry.catalogue import Catalogue
 from coophost.registry.model import Member, Registry
 
@@ -164,7 +165,7 @@ def check_move(registry: Registry, catalogue: Catalogue, slug: str, service_name
     service = catalogue.services[service_name]
     host = registry.hosts.get(host_name)
     if host is None:
-        raise UsageError(f"no host {host_name!r} in hosts.yml")
+        raise checks.no_host(host_name, registry.hosts)
     if service.group not in host.groups:
         raise UsageError(f"host {host_name!r} is not in the {service.group!r} group")
     others = {s: m for s, m in registry.members.items() if s != slug}
@@ -194,7 +195,7 @@ def evacuation(registry: Registry, catalogue: Catalogue, host_name: str
     when one has nowhere to go.
     """
     if host_name not in registry.hosts:
-        raise UsageError(f"no host {host_name!r} in hosts.yml")
+        raise checks.no_host(host_name, registry.hosts)
     found = demands(registry.members, catalogue)
     leaving = {(d.member, d.service) for d in found if d.recorded == host_name}
     needed = [replace(d, recorded=None) if (d.member, d.service) in leaving else d

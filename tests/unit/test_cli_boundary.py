@@ -88,7 +88,7 @@ def test_unknown_host_name_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n")
     proc = run_cli("-i", str(tmp_path), "host", "check", "h9")
     assert proc.returncode == 2
-    assert "no host h9" in proc.stderr
+    assert "no host 'h9' in hosts.yml" in proc.stderr
 
 
 def test_completion_script_is_printed() -> None:

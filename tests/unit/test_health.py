@@ -262,11 +262,12 @@ def test_notify_timer_writes_a_service_and_timer_for_this_coop(coop: Path, cli,
     code, out, err = cli("-i", str(coop), "notify", "timer", "--dir", str(units),
                          "--every", "10min", "--user", "coophost")
     assert code == 0, err
+    assert "coophost-notify.timer" in out
     service = (units / "coophost-notify.service").read_text()
     assert f"-m coophost -i {coop.resolve()} notify run" in service
     assert "User=coophost" in service
     assert "OnUnitActiveSec=10min" in (units / "coophost-notify.timer").read_text()
-    assert "systemctl enable --now coophost-notify.timer" in out
+    assert "next: systemctl daemon-reload && systemctl enable --now coophost-notify.timer" in err
     code, _, err = cli("-i", str(coop), "notify", "timer", "--dir", str(tmp_path / "no"),
                        "--every", "soon; rm -rf /")
     assert code == 2 and "--every" in err and not (tmp_path / "no").exists()

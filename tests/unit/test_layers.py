@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "coophost"
 
 # Lowest first. A prefix names a module or a whole package.
 LAYERS: list[tuple[str, ...]] = [
-    ("coophost", "coophost.errors", "coophost.fsutil", "coophost.layout", "coophost.lock",
-     "coophost.state"),
+    ("coophost", "coophost.errors", "coophost.fmt", "coophost.fsutil", "coophost.layout",
+     "coophost.lock", "coophost.state"),
     ("coophost.registry",),
     ("coophost.secrets", "coophost.ssh", "coophost.remote", "coophost.services",
      "coophost.backup.model", "coophost.backup.render"),

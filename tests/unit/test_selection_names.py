@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 CASES = [
-    (["--member", "nobody"], "no member 'nobody'", "known: "),
+    (["--member", "nobody"], "no member 'nobody'", "`coophost member list` shows them"),
     (["--member", "ada-book"], "no member 'ada-book'", "did you mean 'ada-books'?"),
     (["--service", "mali"], "no service 'mali'", "did you mean 'mail'?"),
     (["--host", "hh1"], "no host 'hh1' in hosts.yml", "did you mean 'h1'?"),
