@@ -112,6 +112,24 @@ MIGRATIONS: tuple[str, ...] = (
         mailed_at  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: the tasks that changed or failed in each host job (coophost.deploy.tasks): role, task
+    # name, loop item, and a failure's message; of a no_log task only its role and name. At
+    # most a few hundred per job, the rest counted in host_job.tasks_omitted. Never a diff.
+    """
+    CREATE TABLE job_task (
+        run_id  INTEGER NOT NULL,
+        host    TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        role    TEXT NOT NULL,
+        task    TEXT NOT NULL,
+        item    TEXT NOT NULL,
+        status  TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (run_id, host, seq),
+        FOREIGN KEY (run_id, host) REFERENCES host_job (run_id, host)
+    ) WITHOUT ROWID;
+    ALTER TABLE host_job ADD COLUMN tasks_omitted INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -54,6 +54,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
         SilentProgress,
         summary_table,
     )
+    from coophost.deploy.tasks import check_report
 
     if resume and everything:
         raise UsageError("--resume and --all exclude each other")
@@ -93,7 +94,10 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
         app.emit_json({
             "run": result.run_id, "check": check, "exit_code": result.exit_code,
             "hosts": {h: {"status": o.status, **o.counts, "summary": o.summary,
-                          "units": result.jobs[h].unit_names, "reasons": result.jobs[h].reasons}
+                          "units": result.jobs[h].unit_names, "reasons": result.jobs[h].reasons,
+                          "tasks": [t.stored() | ({"diff": t.diff} if diff else {})
+                                    for t in o.tasks],
+                          "tasks_omitted": o.tasks_omitted}
                       for h, o in sorted(result.outcomes.items())},
             "members": result.by_member()})
         return result.exit_code
@@ -104,7 +108,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
     if diff:
         for host, outcome in sorted(result.outcomes.items()):
             app.out.rule(f"{host}: what --check would change")
-            click.echo(outcome.output)
+            click.echo(check_report(outcome.tasks, outcome.tasks_omitted))
     title = f"run {result.run_id}" if result.run_id else "check (nothing recorded)"
     app.out.print(summary_table(result.outcomes, title))
     for member, units in result.by_member().items():

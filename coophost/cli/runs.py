@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from coophost.cli.options import AppContext, escape, json_option, pass_app, table
 from coophost.errors import UsageError
 from coophost.fmt import when
+
+if TYPE_CHECKING:
+    from coophost.deploy.records import JobRecord
 
 
 @click.group()
@@ -47,7 +52,7 @@ def list_runs(app: AppContext, limit: int, as_json: bool) -> None:
 @json_option
 @pass_app
 def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
-    """Show one run: each host's job, its counters, units and failures."""
+    """Show one run: each host's job, counters, units, failures and the tasks that changed."""
     from dataclasses import asdict
 
     from coophost.deploy.records import RunLog
@@ -58,7 +63,10 @@ def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
     if record is None:
         raise UsageError(f"no run {run_id}")
     if as_json:
-        app.emit_json(asdict(record))
+        data = asdict(record)
+        for job, shown in zip(record.jobs, data["jobs"], strict=True):
+            shown["task_records"] = [t.stored() for t in job.task_records]
+        app.emit_json(data)
         return
     app.out.print(f"run {record.id}: {record.status}, started {when(record.started_at)} "
                   f"by {record.user}, options {record.options}")
@@ -68,6 +76,22 @@ def show_run(app: AppContext, run_id: int, as_json: bool) -> None:
     for job in record.jobs:
         if job.summary:
             app.out.print(f"{job.host}: {job.summary}")
+    for job in record.jobs:
+        for line in task_lines(job):
+            app.out.print(line, markup=False, highlight=False)
+
+
+def task_lines(job: JobRecord) -> list[str]:
+    """A host's changed and failed tasks, a line each, under a heading; none: no lines."""
+    if not job.task_records and not job.tasks_omitted:
+        return []
+    lines = [f"{job.host}: tasks that changed or failed"]
+    for task in job.task_records:
+        said = f": {task.message}" if task.message else ""
+        lines.append(f"  {task.status:<11} {task.label()}{said}")
+    if job.tasks_omitted:
+        lines.append(f"  ... and {job.tasks_omitted} more, not recorded")
+    return lines
 
 
 commands: list[click.Command] = [runs]

@@ -228,7 +228,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
             applied = (job.host_hash, job.units) if outcome.status == "ok" else None
             with StateDB(root) as db:
                 RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
-                                        outcome.counts, outcome.summary, applied, job.settings)
+                                        outcome.counts, outcome.summary, applied, job.settings,
+                                        outcome.tasks, outcome.tasks_omitted)
 
     def start(hosts: list[str]) -> None:
         for host in hosts:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coophost.deploy.runner import PlaybookResult, run_playbook
+from coophost.deploy.tasks import TaskLog, TaskRecord, failure_message, item_label
 from coophost.errors import HostUnreachable
 from coophost.fsutil import private_folder
 from coophost.layout import KNOWN_HOSTS_FILE
@@ -49,6 +50,9 @@ class HostOutcome:
     # Each failed task's role and what it said about what failed (message, loop item): what
     # the engine reads to name the member and unit behind a host's failure.
     causes: list[tuple[str, str]] = field(default_factory=list)
+    # The tasks that changed or failed (coophost.deploy.tasks), and how many more there were.
+    tasks: list[TaskRecord] = field(default_factory=list)
+    tasks_omitted: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class LocalExecutor:
         tasks = dict.fromkeys(hosts, 0)
         failures: dict[str, list[str]] = {h: [] for h in hosts}
         causes: dict[str, list[tuple[str, str]]] = {h: [] for h in hosts}
+        logs = {h: TaskLog(with_diff=self.check) for h in hosts}
 
         def on_event(event: dict[str, Any]) -> bool:
             data = event.get("event_data") or {}
@@ -148,6 +153,7 @@ class LocalExecutor:
             if host not in tasks:
                 return False
             task = str(data.get("task", ""))
+            logs[host].add(kind, data, str(event.get("stdout") or ""))
             if kind == "runner_on_start":
                 sink(host, "task", task)
             elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed",
@@ -172,44 +178,8 @@ class LocalExecutor:
         outcomes = {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
         for host, outcome in outcomes.items():
             outcome.causes = causes[host]
+            outcome.tasks, outcome.tasks_omitted = logs[host].records, logs[host].omitted
         return outcomes
-
-
-def failure_message(res: dict[str, Any]) -> str:
-    """What a failed task said: its message, or those of a loop's failed items."""
-    results = res.get("results")
-    if isinstance(results, list):
-        said = [str(r.get("msg", "")) for r in results if isinstance(r, dict) and r.get("failed")]
-        if any(said):
-            return "; ".join(dict.fromkeys(s for s in said if s))[:300]
-    return str(res.get("msg", ""))[:300]
-
-
-def item_label(res: dict[str, Any]) -> str:
-    """A short name of the loop item(s) a failed task result names, or "" (none, or hidden).
-
-    A string item as it is; a mapping by its member's slug or its `name`; items of a loop's
-    failed results joined. Results hidden by no_log carry no item.
-    """
-    def one(item: object) -> str:
-        if isinstance(item, str):
-            return item[:100]
-        if isinstance(item, dict):
-            member = item.get("member")
-            if isinstance(member, dict) and isinstance(member.get("slug"), str):
-                return str(member["slug"])
-            for key in ("slug", "name"):
-                if isinstance(item.get(key), str):
-                    return str(item[key])[:100]
-        return ""
-
-    if "item" in res:
-        return one(res["item"])
-    results = res.get("results")
-    if isinstance(results, list):
-        return ", ".join(label for r in results if isinstance(r, dict) and r.get("failed")
-                         for label in [one(r.get("item"))] if label)[:300]
-    return ""
 
 
 KEY_CHECK_TASK = "host key check"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from coophost.deploy.tasks import MAX_MESSAGE, MAX_TASKS, TaskRecord
 from coophost.state import StateDB, write_applied
 
 RUN_ACTIVE = "running"
@@ -33,6 +34,9 @@ class JobRecord:
     tasks: int
     units: list[str]
     summary: str
+    # The tasks that changed or failed (no diffs), and how many more were not kept.
+    task_records: list[TaskRecord] = field(default_factory=list)
+    tasks_omitted: int = 0
 
 
 @dataclass
@@ -78,11 +82,15 @@ class RunLog:
 
     def job_finished(self, run_id: int, host: str, status: str, counts: dict[str, int],
                       summary: str, applied: tuple[str, list[tuple[str, str, str]]] | None,
-                      settings: Mapping[tuple[str, str], str] | None = None) -> None:
+                      settings: Mapping[tuple[str, str], str] | None = None,
+                      tasks: Sequence[TaskRecord] = (), tasks_omitted: int = 0) -> None:
         """Record a job's outcome and, only for a host that succeeded, what it now runs.
 
-        Both happen in one transaction: a crash leaves either neither or both.
+        Both happen in one transaction: a crash leaves either neither or both. `tasks`: the
+        tasks that changed or failed, of which the first MAX_TASKS are kept (their diffs never).
         """
+        kept = list(tasks)[:MAX_TASKS]
+        tasks_omitted += len(tasks) - len(kept)
         now = time.time()
         with self.db.transaction() as conn:
             conn.execute(
@@ -91,6 +99,14 @@ class RunLog:
                 (status, now, counts.get("ok", 0), counts.get("changed", 0),
                  counts.get("failed", 0), counts.get("unreachable", 0), counts.get("tasks", 0),
                  summary, run_id, host))
+            conn.execute("UPDATE host_job SET tasks_omitted = ? WHERE run_id = ? AND host = ?",
+                         (tasks_omitted, run_id, host))
+            conn.execute("DELETE FROM job_task WHERE run_id = ? AND host = ?", (run_id, host))
+            conn.executemany(
+                "INSERT INTO job_task (run_id, host, seq, role, task, item, status, message) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, host, seq, t.role, t.task, t.item, t.status, t.message[:MAX_MESSAGE])
+                 for seq, t in enumerate(kept)])
             if applied is not None:
                 write_applied(conn, host, applied[0], applied[1], run_id, settings)
 
@@ -136,13 +152,19 @@ class RunLog:
                         str(mode), json.loads(str(options)), str(user))
         for job in self.db.conn.execute(
                 "SELECT run_id, host, status, started_at, finished_at, ok, changed, failed, "
-                "unreachable, tasks, units, summary FROM host_job WHERE run_id = ? "
-                "ORDER BY host", (run.id,)):
+                "unreachable, tasks, units, summary, tasks_omitted FROM host_job WHERE run_id = ? "
+                "ORDER BY host", (run.id,)).fetchall():
             run.jobs.append(JobRecord(
                 run_id=job[0], host=job[1], status=job[2], started_at=job[3],
                 finished_at=job[4], ok=job[5], changed=job[6], failed=job[7],
-                unreachable=job[8], tasks=job[9], units=json.loads(job[10]), summary=job[11]))
+                unreachable=job[8], tasks=job[9], units=json.loads(job[10]), summary=job[11],
+                task_records=self._tasks(run.id, str(job[1])), tasks_omitted=job[12]))
         return run
+
+    def _tasks(self, run_id: int, host: str) -> list[TaskRecord]:
+        return [TaskRecord(*row) for row in self.db.conn.execute(
+            "SELECT role, task, item, status, message FROM job_task "
+            "WHERE run_id = ? AND host = ? ORDER BY seq", (run_id, host))]
 
     def last_tasks(self, host: str) -> int:
         """How many tasks the host's last finished job ran (a progress estimate)."""

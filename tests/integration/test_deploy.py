@@ -143,6 +143,97 @@ def test_change_to_one_member_runs_only_that_members_host(lab: LabInfo) -> None:
     assert cli(lab, "plan").returncode == 0
 
 
+POSTFIX_TABLES = ("Write the members' domains, mailboxes, aliases, sender logins, suspended "
+                  "and relayed domains")
+DOVECOT_USERS = "Write the mailboxes' logins, password hashes and quotas"  # a no_log task
+SECRET_SIGNS = ("$argon2", "CRYPT}", "BEGIN", "PRIVATE")
+
+
+def set_mail(lab: LabInfo, member: str, quota: int, aliases: dict[str, list[str]]) -> None:
+    proc = cli(lab, "service", "enable", member, "mail", "--set", f"quota_mb={quota}",
+               "--set", f"aliases={json.dumps(aliases)}")
+    assert proc.returncode == 0, proc.stderr
+
+
+def run_tasks(lab: LabInfo, run_id: object) -> dict[str, list[dict[str, str]]]:
+    """`runs show RUN --json`: each host job's recorded tasks."""
+    shown = cli(lab, "runs", "show", str(run_id), "--json")
+    assert shown.returncode == 0, shown.stderr
+    return {job["host"]: job["task_records"] for job in json.loads(shown.stdout)["jobs"]}
+
+
+def test_check_diff_shows_each_tasks_diff_and_runs_show_names_changed_and_failed_tasks(
+        lab: LabInfo) -> None:
+    """A new alias and quota for one member: `deploy --check --diff` shows the alias line it
+    would add, the no_log quota file as hidden, no secret; `runs show` then lists the changed
+    tasks on that member's host only; with postmap broken there, the failed task and its
+    message. The member's settings and postmap are put back, and deployed, at the end."""
+    host = where(lab)["ada-books/mail"]
+    container = f"coophost-{lab.name}-{host}"
+    mail = YAML(typ="safe").load(
+        (lab.inventory / "members" / "ada-books.yml").read_text())["services"]["mail"]
+    quota, aliases = int(mail["quota_mb"]), dict(mail["aliases"])
+    set_mail(lab, "ada-books", quota + 77, {**aliases, "sales": ["orders"]})
+    try:
+        runs_before = state(lab, "SELECT count(*), max(id) FROM run")
+        proc = cli(lab, "deploy", "--check", "--diff")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        text = proc.stdout
+        assert f"{host}: what --check would change" in text
+        assert "+sales@ada-books.test orders@ada-books.test" in text, text
+        assert f"changed: mail : {DOVECOT_USERS}\n(diff hidden: no_log)" in text, text
+        assert not [sign for sign in SECRET_SIGNS if sign in text], text
+        assert "ada@ada-books.test:" not in text  # a line of the hashes file
+        code, result = deploy_json(lab, "--check", "--diff")
+        assert code == 0, result
+        [(checked, outcome)] = result["hosts"].items()  # type: ignore[union-attr]
+        tables = {t["item"]: t for t in outcome["tasks"] if t["task"] == POSTFIX_TABLES}
+        assert checked == host and "aliases" in tables, outcome  # (senders may change too)
+        assert "+sales@ada-books.test orders@ada-books.test" in tables["aliases"]["diff"]
+        assert state(lab, "SELECT count(*), max(id) FROM run") == runs_before
+
+        code, result = deploy_json(lab)
+        assert code == 0, result
+        tasks = run_tasks(lab, result["run"])
+        assert list(tasks) == [host], tasks  # only the member's host ran, and has records
+        changed = {(t["task"], t["item"]) for t in tasks[host] if t["status"] == "changed"}
+        assert {(POSTFIX_TABLES, "aliases"), (DOVECOT_USERS, "")} <= changed, tasks
+        assert all(t["message"] == "" for t in tasks[host])
+        shown = cli(lab, "runs", "show", str(result["run"]))
+        assert f"{host}: tasks that changed or failed" in shown.stdout
+        assert f"changed     mail : {POSTFIX_TABLES} (aliases)" in shown.stdout, shown.stdout
+
+        # A failure: postmap (the tables' validator) broken on the host, the alias removed.
+        broken = on_container(container, "sh", "-c",
+                              "mv /usr/sbin/postmap /usr/sbin/postmap.it-real && printf "
+                              "'#!/bin/sh\\necho postmap broken by the test >&2\\nexit 1\\n' "
+                              "> /usr/sbin/postmap && chmod 755 /usr/sbin/postmap")
+        assert broken.returncode == 0, broken.stderr
+        try:
+            set_mail(lab, "ada-books", quota, aliases)
+            code, result = deploy_json(lab)
+            assert code == 1, result
+            [failed] = [t for t in run_tasks(lab, result["run"])[host] if t["status"] == "failed"]
+            assert (failed["role"], failed["task"]) == ("mail", POSTFIX_TABLES), failed
+            assert "aliases" in failed["item"].split(", "), failed  # (and senders, maybe)
+            assert "validate" in failed["message"], failed
+            shown = cli(lab, "runs", "show", str(result["run"]))
+            assert (f"failed      mail : {POSTFIX_TABLES} ({failed['item']}): "
+                    f"{failed['message']}") in shown.stdout, shown.stdout
+        finally:
+            on_container(container, "mv", "/usr/sbin/postmap.it-real", "/usr/sbin/postmap")
+    finally:
+        set_mail(lab, "ada-books", quota, aliases)
+        code, result = deploy_json(lab)
+        assert code == 0, result
+        assert cli(lab, "plan").returncode == 0
+
+
+def on_container(container: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
 def test_check_diff_shows_changes_without_touching_hosts_or_state(lab: LabInfo) -> None:
     proc = cli(lab, "member", "add", "eve-garden", "--name", "Eve's Garden", "--contact",
                "eve@eve-garden.test", "--domain", "eve-garden.test")
