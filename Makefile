@@ -79,6 +79,8 @@ bench: engine
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/git.py
 	$(BIN)/python bench/backup.py
+	@# health checks need a deployed co-op: the demo lab (`make demo` first)
+	$(BIN)/python bench/status.py --inventory inventories/$(LAB)
 
 clean-lab: setup
 	$(COOPHOST) lab down --name $(LAB)
