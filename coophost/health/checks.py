@@ -210,15 +210,19 @@ def host_checks(found: HostFacts, plan: HostPlan, limits: Thresholds,
     return checks
 
 
-def deploy_checks(last_jobs: Mapping[str, Mapping[str, Any]], hosts: Iterable[str],
-                  members: Mapping[str, tuple[str, ...]]) -> list[Check]:
-    """Each host's last deploy job (`last_jobs`: host -> run_id, status, finished_at, summary)."""
+def deploy_checks(last_jobs: Mapping[str, Mapping[str, Any]], hosts: Iterable[str]
+                  ) -> list[Check]:
+    """Each host's last deploy job (`last_jobs`: host -> run_id, status, finished_at, summary).
+
+    For the sysadmins only: a failed job's summary may name any member's unit on the host, so
+    these checks concern no member (the member shell never shows them).
+    """
     checks = []
     for host in sorted(hosts):
         job = last_jobs.get(host)
         if job is None:
             checks.append(Check(f"{host}/deploy", host, "deploy", False, "never deployed",
-                                f"`coophost deploy --host {host}`", members.get(host, ())))
+                                f"`coophost deploy --host {host}`"))
             continue
         good = job["status"] == "ok"
         when = day(job["finished_at"]) if job.get("finished_at") else "unfinished"
@@ -227,8 +231,7 @@ def deploy_checks(last_jobs: Mapping[str, Mapping[str, Any]], hosts: Iterable[st
             detail += ": " + str(job["summary"]).splitlines()[0][:200]
         checks.append(Check(f"{host}/deploy", host, "deploy", good, detail,
                             "" if good else f"`coophost runs show {job['run_id']}`, then "
-                            f"`coophost deploy --host {host}` once fixed",
-                            members.get(host, ())))
+                            f"`coophost deploy --host {host}` once fixed"))
     return checks
 
 

@@ -72,8 +72,7 @@ def run_checks(loaded: Loaded, limits: Thresholds, *, hosts: Iterable[str] = (),
         checks += host_checks(found[host], plans[host], limits, domains, now)
     with StateDB(loaded.root) as db:
         jobs = last_jobs(db)
-    deployable = sorted(h for h in chosen if plans[h].units and h in registry.hosts)
-    checks += deploy_checks(jobs, deployable, {h: plans[h].members for h in deployable})
+    checks += deploy_checks(jobs, sorted(chosen))
     if backups and servers:
         from coophost.backup.ops import listing, max_age_hours
 
