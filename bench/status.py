@@ -15,29 +15,19 @@ On a deployed co-op (the demo lab: `make demo` first), side by side, each timed 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from deploy import run as timed  # noqa: E402 - bench/deploy.py, beside this script
+
 BIN = Path(sys.executable).parent
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)
-          ) -> float:
-    """Wall time of one run of `argv`; exit if it ended with an unexpected status."""
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    took = time.perf_counter() - start
-    if done.returncode not in ok:
-        sys.exit(f"bench: {' '.join(argv[:4])}... exited {done.returncode}:\n"
-                 f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return took
 
 
 def main() -> int:
@@ -52,8 +42,6 @@ def main() -> int:
     inventory = args.inventory.resolve()
     if not (inventory / "hosts.yml").is_file():
         sys.exit(f"bench: {inventory} has no hosts.yml: run `make demo` first")
-    import json
-
     env = {**os.environ, **ansible_env(inventory)}
     extra = json.dumps(pinned_extravars(inventory))
     ways: dict[str, tuple[list[str], dict[str, str] | None, tuple[int, ...]]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,16 +61,34 @@ def _summary(report: Report) -> list[list[str]]:
 
         services = [c for c in mine if c.kind == "service"]
         certs = [c for c in mine if c.kind == "certificate"]
-        soonest = min(certs, key=lambda c: c.detail) if certs else None
+        due = sum(not c.ok for c in certs)
         rows.append([host, "ok" if not bad else f"{len(bad)} to fix",
                      f"{sum(c.ok for c in services)}/{len(services)} up",
-                     f"{len(certs)}" + (f", {sum(not c.ok for c in certs)} due" if any(
-                         not c.ok for c in certs) else "") if soonest else "-",
+                     (f"{len(certs)}" + (f", {due} due" if due else "")) if certs else "-",
                      detail("mail queue").split(" ")[0] or "-",
                      detail("disk").split(" (")[-1].rstrip(")") or "-",
                      detail("memory").split(" (")[-1].rstrip(")") or "-",
                      _short_deploy(detail("deploy"))])
     return rows
+
+
+def _relays(report: Report) -> list[str]:
+    """Hosts where RELAY_UNIT is active (so they are reachable over pinned SSH too)."""
+    return sorted(c.host for c in report.checks
+                  if c.ok and c.key == f"{c.host}/unit/{RELAY_UNIT}")
+
+
+def _finish(app: AppContext, loaded: Loaded, report: Report, *, keep: bool, as_json: bool,
+            everything: bool) -> int:
+    """Keep a full run's results for the member shell, print the report, give its exit code."""
+    from coophost.health.gather import record
+    from coophost.state import StateDB
+
+    if keep:
+        with StateDB(loaded.root) as db:
+            record(db, report, scope_hosts=report.hosts)
+    show(app, report, as_json, everything)
+    return report.exit_code
 
 
 def _short_deploy(detail: str) -> str:
@@ -141,17 +160,13 @@ def status(app: AppContext, hosts: tuple[str, ...], member: str | None, cert_day
     once; a host that cannot be reached is itself a finding. The results
     are kept for members' `status` in the member shell.
     """
-    from coophost.health.gather import record, run_checks
-    from coophost.state import StateDB
+    from coophost.health.gather import run_checks
 
     loaded = _load(app, hosts, member)
     report = run_checks(loaded, _limits(cert_days, queue_max), hosts=hosts, member=member,
                         backups=not no_backups)
-    if not member and not no_backups:
-        with StateDB(loaded.root) as db:
-            record(db, report, scope_hosts=report.hosts)
-    show(app, report, as_json, everything)
-    return report.exit_code
+    return _finish(app, loaded, report, keep=not member and not no_backups, as_json=as_json,
+                   everything=everything)
 
 
 @click.command("doctor")
@@ -173,24 +188,19 @@ def doctor(app: AppContext, hosts: tuple[str, ...], cert_days: int, queue_max: i
     """
     from coophost.cli.dns import _lab_nameserver
     from coophost.dns.ops import parse_nameserver
-    from coophost.health.gather import record, run_checks
+    from coophost.health.gather import run_checks
     from coophost.health.outside import dns_checks, reach
-    from coophost.state import StateDB
 
     loaded = _load(app, hosts, None)
     where = parse_nameserver(nameserver) if nameserver else _lab_nameserver(app)
     report = run_checks(loaded, _limits(cert_days, queue_max), hosts=hosts,
                         backups=not no_backups)
     up = {c.host for c in report.checks if c.key == f"{c.host}/reachable" and c.ok}
-    relays = {c.host for c in report.checks if c.ok and c.key == f"{c.host}/unit/{RELAY_UNIT}"}
-    report.checks += reach(loaded, sorted(up), relays)
+    report.checks += reach(loaded, sorted(up), _relays(report))
     if not hosts:
         report.checks += dns_checks(loaded, where)
-    if not no_backups and not hosts:
-        with StateDB(loaded.root) as db:
-            record(db, report, scope_hosts=report.hosts)
-    show(app, report, as_json, everything)
-    return report.exit_code
+    return _finish(app, loaded, report, keep=not no_backups and not hosts, as_json=as_json,
+                   everything=everything)
 
 
 @click.group("notify")
@@ -265,8 +275,6 @@ def _deliver(loaded: Loaded, report: Report, db: Any, dry_run: bool
     deployed = [key for key, (_h, done) in unit_states(loaded).items() if done]
     shown = {r.id: shown_state(r, deployed) for r in requests}
     contacts = {m.slug: m.contact for m in registry.members.values()}
-    import time
-
     member_mails, quiet = news.request_mails(requests, shown, contacts, mailed,
                                              registry.coop.name, time.time())
     mails += member_mails
@@ -276,9 +284,7 @@ def _deliver(loaded: Loaded, report: Report, db: Any, dry_run: bool
     if not mails:
         return [], []
     entries = connections(registry.hosts)
-    # Hosts whose postfix is up (whichever service runs it), reachable over pinned SSH.
-    relays = sorted(c.host for c in report.checks
-                    if c.ok and c.key == f"{c.host}/unit/{RELAY_UNIT}")
+    relays = _relays(report)  # postfix up, whichever service runs it
     if not relays:
         return [], [f"no mail host with postfix up to send {len(mails)} message(s) through"]
     sent, failed = [], []
