@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from paramiko.hostkeys import HostKeyEntry
 
 from coophost.errors import ConfigError, HostKeyMismatch, HostUnreachable
 from coophost.registry.hosts import HostEntry
+from coophost.sshroute import Hop, Route
 
 # One remote command, no member input in it: each section is introduced by a marker line.
 PREFLIGHT = (
@@ -196,20 +197,82 @@ def _pinned_client(known_hosts: Path, *, strict: bool = True) -> paramiko.SSHCli
     return client
 
 
+def route_of(host: HostEntry) -> Route:
+    """How to reach `host`: hosts.yml's explicit settings, then ~/.ssh/config (as OpenSSH)."""
+    from coophost.sshroute import config_path, load_config, route
+
+    from_inventory = bool(host.vars)  # an entry made by hand (`--remote`) is all explicit
+    found = route(host.address,
+                  host.port if not from_inventory or "ansible_port" in host.vars else None,
+                  host.user if not from_inventory or "ansible_user" in host.vars else None,
+                  host.key_file, load_config(config_path()), default_user=host.user)
+    if not found.jumps or not found.target.key_files:
+        return found
+    # A jump host with no IdentityFile of its own is reached with the host's key, as
+    # OpenSSH would offer every identity it has to each hop.
+    jumps = tuple(hop if hop.key_files else replace(hop, key_files=found.target.key_files)
+                  for hop in found.jumps)
+    return replace(found, jumps=jumps)
+
+
+def _keys(hop: Hop) -> Any:
+    """The key_filename for paramiko: one file, a list (it tries each), or None."""
+    return list(hop.key_files) or None
+
+
+def _shown(host: HostEntry, hop: Hop, last: bool) -> HostEntry:
+    """The entry error messages name: the host, or the jump host on its way."""
+    name = host.name if last else f"{host.name}'s jump host {hop.hostname}"
+    return HostEntry(name, hop.hostname, hop.port, hop.user, None)
+
+
+@contextmanager
+def _through_jumps(host: HostEntry, found: Route, known_hosts: Path, timeout: float, *,
+                   strict: bool) -> Iterator[tuple[list[paramiko.SSHClient], Any]]:
+    """Sessions to each jump host (pinned keys), and a channel to the target through them."""
+    clients: list[paramiko.SSHClient] = []
+    sock: Any = None
+    try:
+        hops = found.hops
+        for index, hop in enumerate(found.jumps):
+            client = _pinned_client(known_hosts, strict=strict)
+            clients.append(client)
+            with _mapped_errors(_shown(host, hop, False), known_hosts):
+                client.connect(hop.hostname, port=hop.port, username=hop.user,
+                               key_filename=_keys(hop), timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                               allow_agent=False, look_for_keys=False)
+                transport = client.get_transport()
+                if transport is None:  # pragma: no cover - connect() always sets one
+                    raise paramiko.SSHException("no transport")
+                following = hops[index + 1]
+                sock = transport.open_channel("direct-tcpip",
+                                              (following.hostname, following.port),
+                                              ("127.0.0.1", 0), timeout=timeout)
+        yield clients, sock
+    finally:
+        for client in reversed(clients):
+            client.close()
+
+
 def check_host_key(host: HostEntry, known_hosts: Path, timeout: float = 10.0) -> None:
     """Check the key `host` offers against `known_hosts`, before any authentication.
 
     Raises HostKeyMismatch or HostUnreachable (exit 4); nothing is sent to the host but the
-    key exchange, so a host that is not the pinned one sees no login attempt.
+    key exchange, so a host that is not the pinned one sees no login attempt. Jump hosts on
+    the way (ProxyJump in ~/.ssh/config) are pinned too, and logged in to.
     """
-    client = _pinned_client(known_hosts)
-    try:
-        with _mapped_errors(host, known_hosts):
-            client.connect(host.address, port=host.port, username=host.user, timeout=timeout,
-                           banner_timeout=timeout, auth_timeout=timeout,
-                           auth_strategy=_KeyOnly(SSHConfig()))
-    finally:
-        client.close()
+    found = route_of(host)
+    with _through_jumps(host, found, known_hosts, timeout, strict=True) as (_jumps, sock):
+        client = _pinned_client(known_hosts)
+        try:
+            with _mapped_errors(_shown(host, found.target, True), known_hosts):
+                client.connect(found.target.hostname, port=found.target.port,
+                               username=found.target.user, timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                               auth_strategy=_KeyOnly(SSHConfig()))
+        finally:
+            client.close()
 
 
 @contextmanager
@@ -218,21 +281,27 @@ def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
             own_known_hosts: bool = False) -> Iterator[paramiko.SSHClient]:
     """An SSH session to `host` that trusts only the keys pinned in `known_hosts`.
 
-    `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a member's own client);
-    hosts are reached only with the inventory's key. The co-op's known_hosts must be readable
-    line by line (exit 2 otherwise); a person's `own_known_hosts` may hold lines for other
-    tools, which pin nothing here.
+    The route is OpenSSH's: hosts.yml's explicit settings, then ~/.ssh/config's HostName,
+    User, Port, IdentityFile and ProxyJump (coophost.sshroute); every hop's key is checked
+    against `known_hosts`. `personal_keys` lets paramiko also try ~/.ssh keys and the agent (a
+    member's own client); hosts are reached only with the inventory's key. The co-op's
+    known_hosts must be readable line by line (exit 2 otherwise); a person's
+    `own_known_hosts` may hold lines for other tools, which pin nothing here.
     """
-    client = _pinned_client(known_hosts, strict=not own_known_hosts)
-    try:
-        with _mapped_errors(host, known_hosts):
-            client.connect(host.address, port=host.port, username=host.user,
-                           key_filename=host.key_file, timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout, allow_agent=personal_keys,
-                           look_for_keys=personal_keys)
-        yield client
-    finally:
-        client.close()
+    found = route_of(host)
+    target = found.target
+    with _through_jumps(host, found, known_hosts, timeout,
+                        strict=not own_known_hosts) as (_jumps, sock):
+        client = _pinned_client(known_hosts, strict=not own_known_hosts)
+        try:
+            with _mapped_errors(_shown(host, target, True), known_hosts):
+                client.connect(target.hostname, port=target.port, username=target.user,
+                               key_filename=_keys(target), timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                               allow_agent=personal_keys, look_for_keys=personal_keys)
+            yield client
+        finally:
+            client.close()
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 30.0) -> tuple[int, str]:
