@@ -1,0 +1,88 @@
+"""A host behind a bastion, on real lab hosts: coophost's own SSH follows ~/.ssh/config's
+ProxyJump as OpenSSH would, through h1 to h2's lab address, with both keys pinned in the
+co-op's known_hosts and a changed key refused on either hop.
+
+The ssh config and a known_hosts that pins h2 under its lab address (where the jump reaches
+it) are written for the test; the controller never reaches that address directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from coophost.errors import HostKeyMismatch
+from coophost.lab.lab import Lab
+from coophost.lab.mailcheck import lab_state
+from coophost.registry.hosts import HostEntry, load_hosts
+from coophost.ssh import check_host_key, connect, run
+from tests.integration.conftest import LabInfo
+from tests.integration.test_trust_hostkeys import logins
+
+pytestmark = pytest.mark.lab
+
+BASTION, BEHIND = "h1", "h2"
+
+
+def known_line(names: str, key_line: str) -> str:
+    kind, blob = key_line.split()[:2]
+    return f"{names} {kind} {blob}\n"
+
+
+@pytest.fixture
+def jump(lab: LabInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+         ) -> tuple[HostEntry, Path, dict[str, object]]:
+    state = lab_state(Lab(lab.name, lab.inventory))
+    hosts = {h.name: h for h in state.hosts}
+    entries = {e.name: e for e in load_hosts(lab.inventory)}
+    bastion, behind = hosts[BASTION], hosts[BEHIND]
+    key, user = entries[BEHIND].key_file, entries[BEHIND].user
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host coop-bastion\n    HostName 127.0.0.1\n    Port {bastion.ssh_port}\n"
+        f"    User {user}\n    IdentityFile {key}\n\n"
+        f"Host {BEHIND}-inside\n    HostName {behind.ip}\n    ProxyJump coop-bastion\n")
+    monkeypatch.setenv("COOPHOST_SSH_CONFIG", str(config))
+    known = tmp_path / "known_hosts"
+    known.write_text(known_line(f"[127.0.0.1]:{bastion.ssh_port}", bastion.host_key)
+                     + known_line(behind.ip, behind.host_key))
+    entry = HostEntry(BEHIND, f"{BEHIND}-inside", 22, user, key, (),
+                      {"ansible_host": f"{BEHIND}-inside", "ansible_user": user})
+    return entry, known, {"bastion": bastion, "behind": behind}
+
+
+def test_a_host_behind_a_bastion_is_reached_through_it_with_both_keys_pinned(
+        lab: LabInfo, jump) -> None:  # type: ignore[no-untyped-def]
+    entry, known, hosts = jump
+    since = time.time() - 1
+    check_host_key(entry, known)
+    with connect(entry, known) as client:
+        status, out = run(client, "hostname; echo $SSH_CONNECTION")
+    assert status == 0
+    name, connection = out.split("\n")[:2]
+    assert name.startswith(BEHIND), out
+    # h2 saw the connection come from h1's lab address: it went through the jump
+    assert connection.split()[0] == hosts["bastion"].ip, connection  # type: ignore[attr-defined]
+    assert logins(lab, BASTION, since), "the bastion logged no login"
+
+
+def test_a_changed_key_on_either_hop_is_refused(lab: LabInfo, jump) -> None:  # type: ignore[no-untyped-def]
+    entry, known, hosts = jump
+    good = known.read_text()
+    other = hosts["behind"].host_key  # type: ignore[attr-defined]
+    bastion_name = f"[127.0.0.1]:{hosts['bastion'].ssh_port}"  # type: ignore[attr-defined]
+    # the bastion pinned with h2's key: refused before any login to it
+    known.write_text(known_line(bastion_name, other)
+                     + known_line(hosts["behind"].ip, other))  # type: ignore[attr-defined]
+    with pytest.raises(HostKeyMismatch, match="jump host"):
+        check_host_key(entry, known)
+    # h2 pinned under its lab address with h1's key: the bastion is fine, h2 is refused
+    bastion_key = hosts["bastion"].host_key  # type: ignore[attr-defined]
+    known.write_text(known_line(bastion_name, bastion_key)
+                     + known_line(hosts["behind"].ip, bastion_key))  # type: ignore[attr-defined]
+    with pytest.raises(HostKeyMismatch) as caught, connect(entry, known):
+        pass
+    assert "jump host" not in caught.value.message and BEHIND in caught.value.message
+    known.write_text(good)
