@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,20 +199,9 @@ def _pinned_client(known_hosts: Path, *, strict: bool = True) -> paramiko.SSHCli
 
 def route_of(host: HostEntry) -> Route:
     """How to reach `host`: hosts.yml's explicit settings, then ~/.ssh/config (as OpenSSH)."""
-    from coophost.sshroute import config_path, load_config, route
+    from coophost.sshroute import config_path, host_route, load_config
 
-    from_inventory = bool(host.vars)  # an entry made by hand (`--remote`) is all explicit
-    found = route(host.address,
-                  host.port if not from_inventory or "ansible_port" in host.vars else None,
-                  host.user if not from_inventory or "ansible_user" in host.vars else None,
-                  host.key_file, load_config(config_path()), default_user=host.user)
-    if not found.jumps or not found.target.key_files:
-        return found
-    # A jump host with no IdentityFile of its own is reached with the host's key, as
-    # OpenSSH would offer every identity it has to each hop.
-    jumps = tuple(hop if hop.key_files else replace(hop, key_files=found.target.key_files)
-                  for hop in found.jumps)
-    return replace(found, jumps=jumps)
+    return host_route(host, load_config(config_path()))
 
 
 def _keys(hop: Hop) -> Any:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coophost.fsutil import ALIVE_FILE, private_folder
-from coophost.layout import KNOWN_HOSTS_FILE, content_root, roles_paths
+from coophost.fsutil import ALIVE_FILE, atomic_write, private_folder
+from coophost.layout import KNOWN_HOSTS_FILE, STATE_DIR, content_root, roles_paths
 
 KEEP_RUNNER_DIR_ENV = "COOPHOST_KEEP_RUNNER_DIR"
 RUN_FOLDER_PREFIX = "coophost-run-"
+SSH_CONFIG_FILE = "ssh_config"  # in the inventory's state folder: jump routes for Ansible
 CONTROL_DIR = "cp"  # a run's own SSH master sockets
 
 
@@ -57,8 +58,40 @@ def pinned_ssh_args(inventory: Path) -> str:
     config.read(content_root() / "ansible.cfg")
     shipped = config.get("ssh_connection", "ssh_args", fallback="")
     known = shlex.quote(str((inventory / KNOWN_HOSTS_FILE).resolve()))
-    return (f"{shipped} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} "
+    jumps = jump_config_path(inventory)
+    use = f"-F {shlex.quote(str(jumps))} " if jumps.is_file() else ""
+    return (f"{use}{shipped} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} "
             "-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no").strip()
+
+
+def jump_config_path(inventory: Path) -> Path:
+    """Where `write_jump_config` keeps the ssh config of hosts reached through jump hosts."""
+    return (inventory / STATE_DIR / SSH_CONFIG_FILE).resolve()
+
+
+def write_jump_config(inventory: Path) -> Path | None:
+    """Give Ansible's ssh the ProxyJump routes of ~/.ssh/config, every hop pinned.
+
+    Written when some host of hosts.yml is reached through a jump host (coophost.sshroute
+    explains why OpenSSH's own ProxyJump will not do), removed otherwise; `pinned_ssh_args`
+    then adds `-F` for it. The sysadmin's config and the system's are included after it.
+    """
+    from coophost.registry.hosts import load_hosts
+    from coophost.sshroute import config_path, host_route, load_config, openssh_config
+
+    user_config = config_path()
+    config = load_config(user_config)
+    routes = {h.address: host_route(h, config) for h in load_hosts(inventory)}
+    target = jump_config_path(inventory)
+    if not any(r.jumps for r in routes.values()):
+        target.unlink(missing_ok=True)
+        return None
+    system = Path("/etc/ssh/ssh_config")
+    includes = tuple(p for p in (user_config, system) if p is not None and p.is_file())
+    text = openssh_config(routes, (inventory / KNOWN_HOSTS_FILE).resolve(), target, includes)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, text, 0o600)
+    return target
 
 
 def ansible_env(inventory: Path) -> dict[str, str]:
@@ -117,6 +150,7 @@ def run_playbook(
     import ansible_runner  # imported here: it is slow to import and most commands never run it
 
     cmdline = "--check --diff" if check else None
+    write_jump_config(inventory)
     with private_folder(RUN_FOLDER_PREFIX) as private:
         # Multiplexed SSH masters of this run only: a master kept from an earlier run would
         # carry a connection whose host key was checked then, not now.

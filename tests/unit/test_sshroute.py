@@ -112,3 +112,72 @@ def test_ssh_routes_an_inventory_host_by_its_explicit_settings_only(
     found = route_of(entry)
     assert found.jumps[1].key_files == ("/keys/coop",)
     assert found.target.key_files == ("/keys/coop",)
+
+
+def ssh_g(config: Path, host: str) -> dict[str, str]:
+    """What the real OpenSSH client makes of `config` for `host` (`ssh -G`, nothing sent)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ssh") is None:
+        pytest.skip("the OpenSSH client is not installed")
+    out = subprocess.run(["ssh", "-G", "-F", str(config), host], capture_output=True, text=True,
+                         check=True).stdout
+    result: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        result.setdefault(key, value)
+    return result
+
+
+def test_ansibles_ssh_reaches_each_jump_pinned_to_the_coops_known_hosts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from coophost.sshroute import host_route, openssh_config
+
+    user_config = tmp_path / "config"
+    user_config.write_text(CONFIG)
+    config = load_config(user_config)
+    entries = [HostEntry("h1", "h1", 22, "coophost", "/keys/coop", (), {"ansible_user": "c"}),
+               HostEntry("h2", "h2", 22, "coophost", "/keys/coop", (), {"ansible_user": "c"}),
+               HostEntry("h3", "192.0.2.30", 22, "coophost", None, (), {"ansible_user": "c"})]
+    routes = {e.address: host_route(e, config) for e in entries}
+    own = tmp_path / "coophost ssh_config"  # a space: quoted for the ProxyCommand's shell
+    known = tmp_path / "known_hosts"
+    own.write_text(openssh_config(routes, known, own, (user_config,)))
+    # the target: our ProxyCommand wins over the sysadmin's ProxyJump, read after it
+    h1 = ssh_g(own, "h1")
+    assert h1["hostname"] == "10.0.0.11" and h1["port"] == "2200"
+    assert "proxyjump" not in h1
+    jump = h1["proxycommand"].split()[-1]
+    assert h1["proxycommand"].startswith(f"ssh -F '{own}' -W [%h]:%p coophost-jump-")
+    # the jump host: its own address, user, port and key, checked against the co-op's file
+    first = ssh_g(own, jump)
+    assert (first["hostname"], first["user"], first["port"]) == ("192.0.2.10", "jumper", "2222")
+    assert first["stricthostkeychecking"] == "true"
+    assert first["userknownhostsfile"] == str(known)
+    assert first["globalknownhostsfile"] == "/dev/null"
+    assert first["identityfile"].endswith("/.ssh/bastion_key")
+    assert "proxycommand" not in first or first["proxycommand"] == "none"
+    # a chain: the second hop is reached through the first, each pinned
+    h2 = ssh_g(own, "h2")
+    relay = ssh_g(own, h2["proxycommand"].split()[-1])
+    assert relay["hostname"] == "192.0.2.20"
+    assert relay["userknownhostsfile"] == str(known)
+    assert relay["identityfile"] == "/keys/coop"  # no IdentityFile of its own: the host's key
+    ops = ssh_g(own, relay["proxycommand"].split()[-1])
+    assert (ops["hostname"], ops["user"], ops["port"]) == ("192.0.2.10", "ops", "2022")
+    assert ops["identityfile"].endswith("/.ssh/bastion_key")
+    # a host without jumps gets nothing from coophost
+    assert "proxycommand" not in ssh_g(own, "192.0.2.30")
+
+
+def test_ansibles_ssh_config_refuses_what_it_cannot_write_safely(tmp_path: Path) -> None:
+    from coophost.sshroute import Route, openssh_config
+
+    jump = Hop("bastion", 22, "ops")
+    with pytest.raises(ConfigError, match="cannot be matched"):
+        openssh_config({"h1 *": Route(Hop("h1", 22, "c"), (jump,))}, tmp_path / "k",
+                       tmp_path / "c")
+    with pytest.raises(ConfigError, match="quote"):
+        openssh_config({"h1": Route(Hop("h1", 22, "c"), (Hop("b", 22, 'o"p'),))},
+                       tmp_path / "k", tmp_path / "c")
