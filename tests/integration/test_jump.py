@@ -8,17 +8,21 @@ it) are written for the test; the controller never reaches that address directly
 
 from __future__ import annotations
 
+import json
+import shutil
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coophost.errors import HostKeyMismatch
-from coophost.lab.lab import Lab
+from coophost.lab.lab import Lab, LabHost
 from coophost.lab.mailcheck import lab_state
 from coophost.registry.hosts import HostEntry, load_hosts
 from coophost.ssh import check_host_key, connect, run
-from tests.integration.conftest import LabInfo
+from tests.integration.conftest import LabInfo, coophost
 from tests.integration.test_trust_hostkeys import logins
 
 pytestmark = pytest.mark.lab
@@ -86,3 +90,81 @@ def test_a_changed_key_on_either_hop_is_refused(lab: LabInfo, jump) -> None:  # 
         pass
     assert "jump host" not in caught.value.message and BEHIND in caught.value.message
     known.write_text(good)
+
+
+@pytest.fixture
+def behind_bastion(lab: LabInfo, tmp_path: Path) -> tuple[Path, dict[str, str], LabHost]:
+    """A copy of the co-op whose h2 is reached only through h1: hosts.yml names it by an alias
+    that ~/.ssh/config routes by ProxyJump to h2's lab name, which only the lab's own DNS
+    (asked by h1) resolves; the controller cannot reach it any other way."""
+    state = lab_state(Lab(lab.name, lab.inventory))
+    hosts = {h.name: h for h in state.hosts}
+    bastion, behind = hosts[BASTION], hosts[BEHIND]
+    copy = tmp_path / "coop"
+    shutil.copytree(lab.inventory, copy, symlinks=True,
+                    ignore=shutil.ignore_patterns("runs", "*.lock"))
+    inventory = yaml.safe_load((copy / "hosts.yml").read_text())
+    entry = inventory["all"]["hosts"][BEHIND]
+    entry["ansible_host"] = f"{BEHIND}-inside"
+    entry.pop("ansible_port", None)
+    (copy / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    with (copy / "known_hosts").open("a") as known:
+        known.write(known_line(behind.fqdn, behind.host_key))
+    key = {e.name: e for e in load_hosts(lab.inventory)}[BEHIND].key_file
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host coop-bastion\n    HostName 127.0.0.1\n    Port {bastion.ssh_port}\n"
+        f"    User coophost\n    IdentityFile {key}\n\n"
+        f"Host {BEHIND}-inside\n    HostName {behind.fqdn}\n    ProxyJump coop-bastion\n")
+    return copy, {"COOPHOST_SSH_CONFIG": str(config)}, bastion
+
+
+def test_a_host_behind_a_bastion_is_checked_deployed_and_exported_through_it(
+        lab: LabInfo, behind_bastion: tuple[Path, dict[str, str], LabHost],
+        tmp_path: Path) -> None:
+    copy, env, bastion = behind_bastion
+    since = time.time() - 1
+    checked = coophost("-i", str(copy), "host", "check", BEHIND, "--json", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)[0]["host_key"] == "ok"
+    # Ansible's OpenSSH, every play on h2 (mitogen's and plain ssh's), through the jump
+    deployed = coophost("-i", str(copy), "deploy", "--all", "--host", BEHIND, "--json", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert json.loads(deployed.stdout)["hosts"][BEHIND]["status"] == "ok", deployed.stdout
+    # a member's takeout, read from h2 through the jump
+    member = member_on(copy, BEHIND)
+    archive = tmp_path / "export.tar.gz"
+    exported = coophost("-i", str(copy), "member", "export", member, "--out", str(archive),
+                        env=env)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    with tarfile.open(archive) as tar:
+        assert any(f"/{BEHIND}/" in f"/{name}" for name in tar.getnames()), tar.getnames()
+    # h2 saw every one of those logins come from the bastion, none straight from the controller
+    accepted = logins(lab, BEHIND, since)
+    assert accepted, "h2 logged no login"
+    assert all(f" from {bastion.ip} " in line for line in accepted), accepted
+    assert logins(lab, BASTION, since), "the bastion logged no login"
+
+
+def test_ansible_refuses_a_bastion_whose_key_changed(
+        lab: LabInfo, behind_bastion: tuple[Path, dict[str, str], LabHost]) -> None:
+    copy, env, bastion = behind_bastion
+    known = copy / "known_hosts"
+    other = next(h for h in lab_state(Lab(lab.name, lab.inventory)).hosts if h.name == "h3")
+    lines = [line for line in known.read_text().splitlines()
+             if not line.startswith(f"[127.0.0.1]:{bastion.ssh_port} ")]
+    known.write_text("\n".join(lines) + "\n"
+                     + known_line(f"[127.0.0.1]:{bastion.ssh_port}", other.host_key))
+    since = time.time() - 1
+    deployed = coophost("-i", str(copy), "deploy", "--all", "--host", BEHIND, "--json", env=env)
+    assert deployed.returncode == 4, deployed.stdout + deployed.stderr
+    assert not logins(lab, BASTION, since) and not logins(lab, BEHIND, since)
+
+
+def member_on(inventory: Path, host: str) -> str:
+    """An active member with a unit placed on `host`."""
+    from coophost.registry.loader import load_registry
+
+    members = load_registry(inventory).registry.members
+    return next(slug for slug, m in sorted(members.items())
+                if host in m.placement.values() and m.status == "active")

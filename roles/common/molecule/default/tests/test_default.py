@@ -33,6 +33,17 @@ def test_sshd_effective_settings(host, setting, value):
     assert f"{setting} {value}" in effective.splitlines()
 
 
+def test_only_admins_may_forward_tcp_through_the_host(host):
+    def forwarding(user):
+        effective = host.check_output(f"sshd -T -C user={user},host=client,addr=192.0.2.1")
+        return {line.split()[1] for line in effective.splitlines()
+                if line.startswith("allowtcpforwarding ")}
+
+    assert forwarding("ada") == {"local"}  # an admin can be routed through (ProxyJump)
+    assert forwarding("git") == {"no"}  # a service account cannot
+    assert forwarding("nobody") == {"no"}
+
+
 def test_sshd_runs_and_listens(host):
     assert host.service("ssh").is_running
     assert host.socket("tcp://0.0.0.0:22").is_listening
