@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("coophost", "coophost.errors", "coophost.fmt", "coophost.fsutil", "coophost.layout",
      "coophost.lock", "coophost.state"),
     ("coophost.registry",),
-    ("coophost.secrets", "coophost.ssh", "coophost.remote", "coophost.services",
+    ("coophost.secrets", "coophost.ssh", "coophost.enrol", "coophost.remote", "coophost.services",
      "coophost.backup.model", "coophost.backup.render"),
     ("coophost.desired",),
     ("coophost.deploy", "coophost.dns"),
