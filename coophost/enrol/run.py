@@ -143,34 +143,40 @@ def _bootstrap(request: Request, key: paramiko.PKey, admin_user: str, public_lin
     entry = HostEntry(request.name, request.address, request.port, request.user, None)
     identity = str(request.identity) if request.identity else None
 
-    def setup(secret: str | None) -> None:
+    def setup(secret: str | None, sudo_secret: str | None) -> tuple[int, str]:
         with connect_pinned(entry, key, password=secret, key_file=identity,
                             allow_agent=identity is None and secret is None) as client:
-            sudo_password = secret if request.user != "root" else None
+            sudo_password = sudo_secret if request.user != "root" else None
             argv = plan.as_root(
                 ["/bin/sh", "-c", plan.SETUP_SCRIPT, "sh", admin_user, public_line],
                 request.user, with_password=sudo_password is not None)
             status, _out, err = _run(
                 client, argv, stdin=None if sudo_password is None else sudo_password + "\n")
-        if status != 0:
-            raise ExternalCommandError(
-                f"{request.name}: making the {admin_user} account as {request.user} failed "
-                f"(exit {status}): {err.strip()[-500:]}",
-                hint="nothing was turned off: the bootstrap login still works")
+        return status, err
 
     try:
-        setup(password)
+        status, err = setup(password, password)
     except HostKeyMismatch:
         raise
     except HostUnreachable as exc:
         refused = "not accepted" in exc.message or "No authentication methods" in exc.message
         if password is not None or not refused:
             raise
-        asked = ask_password()
-        if asked is None:
+        password = ask_password()
+        if password is None:
             raise HostUnreachable(f"{exc.message}; give the bootstrap account's password in "
                                   f"{plan.PASSWORD_ENV} or at the prompt") from exc
-        setup(asked)
+        status, err = setup(password, password)
+    if status != 0 and password is None and "password is required" in err:
+        password = ask_password()  # the key logged in; sudo wants the account's password
+        if password is not None:
+            status, err = setup(None, password)
+    if status != 0:
+        raise ExternalCommandError(
+            f"{request.name}: making the {admin_user} account as {request.user} failed "
+            f"(exit {status}): {err.strip()[-500:]}",
+            hint=f"nothing was turned off: the bootstrap login still works"
+                 f"{'' if request.user == 'root' else f'; sudo may need {plan.PASSWORD_ENV}'}")
 
 
 def _harden(admin: HostEntry, key: paramiko.PKey) -> str:
@@ -289,4 +295,9 @@ def enrol(inventory: Path, request: Request, *, password: str | None,
             result.registered = True
         else:
             result.capacity = dict(existing.capacity)
+            if (request.groups and set(request.groups) != set(existing.groups)) or (
+                    request.fqdn and request.fqdn != existing.fqdn):
+                say(f"{request.name}: {HOSTS_FILE} keeps its groups "
+                    f"({', '.join(existing.groups) or 'none'}) and fqdn ({existing.fqdn}): "
+                    f"edit {HOSTS_FILE} to change them")
     return result

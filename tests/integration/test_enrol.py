@@ -6,7 +6,10 @@ container is removed at the end."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
+import pty
 import secrets
 import subprocess
 import time
@@ -19,11 +22,11 @@ import pytest
 
 from coophost.lab.keys import ssh_keypair
 from coophost.lab.lab import SYSTEMD_FLAGS, Lab, free_port, wait_for_boot, wait_for_ssh
-from tests.integration.conftest import LabInfo, coophost
+from tests.integration.conftest import COOPHOST, LabInfo, coophost, record
 
 pytestmark = pytest.mark.lab
 
-PASSWORD_ENV = "COOPHOST_BOOTSTRAP_PASSWORD"  # noqa: S105 - the variable's name
+PASSWORD_ENV = "COOPHOST_BOOTSTRAP_PASSWORD"
 
 
 @dataclass
@@ -55,13 +58,17 @@ def docker(*args: str, stdin: bytes | None = None) -> str:
     return proc.stdout.decode()
 
 
-@pytest.fixture(scope="module")
-def fresh_host(lab: LabInfo) -> Iterator[FreshHost]:
-    """One extra container of the lab's image, on its network, with only root's password."""
+@contextlib.contextmanager
+def fresh_container(lab: LabInfo, sshd: bytes, setup: list[tuple[list[str], bytes | None]]
+                    ) -> Iterator[tuple[str, int, str]]:
+    """A container of the lab's image on its network, as a new install: its own host key,
+    `sshd` settings, no coophost account, then each `setup` command (argv, stdin) run in it.
+
+    Yields (container, published ssh port, `type base64` host key); removed at the end.
+    """
     the_lab = Lab(lab.name, lab.inventory)
     container = f"coophost-{lab.name}-enrol-{secrets.token_hex(3)}"
     port = free_port()
-    password = secrets.token_urlsafe(18)
     key = ssh_keypair(f"root@{container}")
     docker("create", "--name", container, "--label", "coophost.test=enrol",
            "--hostname", "fresh.enrol.test", "--network", the_lab.network,
@@ -69,26 +76,35 @@ def fresh_host(lab: LabInfo) -> Iterator[FreshHost]:
            "/lib/systemd/systemd")
     try:
         # The image's host keys are every lab container's: this host gets its own, as a new
-        # install would. Root logs in with a password; the image's coophost account is gone.
-        for path, content, mode in (
-                ("/etc/ssh/ssh_host_ed25519_key", key.private, "600"),
-                ("/etc/ssh/ssh_host_ed25519_key.pub", key.public.encode() + b"\n", "644"),
+        # install would; the image's coophost account is removed.
+        for path, content in (
+                ("/etc/ssh/ssh_host_ed25519_key", key.private),
+                ("/etc/ssh/ssh_host_ed25519_key.pub", key.public.encode() + b"\n"),
                 ("/etc/ssh/sshd_config.d/50-fresh-install.conf",
-                 b"HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin yes\n"
-                 b"PasswordAuthentication yes\n", "644")):
+                 b"HostKey /etc/ssh/ssh_host_ed25519_key\n" + sshd)):
             docker("cp", "-", f"{container}:{path.rsplit('/', 1)[0]}", stdin=_tar(path, content))
         docker("start", container)
         wait_for_boot(container)
-        docker("exec", container, "chmod", "600", "/etc/ssh/ssh_host_ed25519_key")
-        docker("exec", "-i", container, "chpasswd", stdin=f"root:{password}\n".encode())
         docker("exec", container, "userdel", "--remove", "coophost")
         docker("exec", container, "rm", "-f", "/etc/sudoers.d/coophost")
+        for argv, stdin in setup:
+            docker("exec", "-i", container, *argv, stdin=stdin)
         docker("exec", container, "systemctl", "restart", "ssh")
         wait_for_ssh(port)
-        yield FreshHost(container, port, password, " ".join(key.public.split()[:2]))
+        yield container, port, " ".join(key.public.split()[:2])
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True,
                        check=False)
+
+
+@pytest.fixture(scope="module")
+def fresh_host(lab: LabInfo) -> Iterator[FreshHost]:
+    """A new install where only root logs in, with a password."""
+    password = secrets.token_urlsafe(18)
+    with fresh_container(lab, b"PermitRootLogin yes\nPasswordAuthentication yes\n",
+                         [(["chpasswd"], f"root:{password}\n".encode())]) as made:
+        container, port, host_key = made
+        yield FreshHost(container, port, password, host_key)
 
 
 def _tar(path: str, content: bytes) -> bytes:
@@ -99,6 +115,7 @@ def _tar(path: str, content: bytes) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo(path.rsplit("/", 1)[1])
         info.size, info.mode = len(content), 0o600 if path.endswith("_key") else 0o644
+        info.uid = info.gid = 0
         tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
 
@@ -129,6 +146,23 @@ def enrol(coop: Path, host: FreshHost, *extra: str, password: str | None = None
     return coophost("-i", str(coop), "host", "enrol", "fresh", "--address", "127.0.0.1",
                     "--port", str(host.port), "--group", "mail", *extra,
                     env={PASSWORD_ENV: password if password is not None else host.password})
+
+
+def enrol_at_terminal(coop: Path, port: int, answer: str, *extra: str,
+                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`host enrol` with a terminal as stdin, on which `answer` is typed."""
+    main, tty = pty.openpty()
+    try:
+        os.write(main, answer.encode())
+        args = ["-i", str(coop), "host", "enrol", "fresh", "--address", "127.0.0.1",
+                "--port", str(port), "--group", "mail", *extra]
+        proc = subprocess.run([*COOPHOST, *args], stdin=tty, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, **(env or {})}, check=False)
+        record(args, proc.stdout, proc.stderr)
+        return proc
+    finally:
+        os.close(main)
+        os.close(tty)
 
 
 def root_password_works(host: FreshHost) -> bool:
@@ -165,6 +199,13 @@ def test_enrol_pins_the_console_fingerprint_only_and_is_idempotent(
     assert unasked.returncode == 2, unasked.stderr
     assert fresh_host.fingerprint() in unasked.stderr
     assert files(new_coop) == before
+
+    declined = enrol_at_terminal(new_coop, fresh_host.port, "n\n",
+                                 env={PASSWORD_ENV: fresh_host.password})
+    assert declined.returncode == 2, declined.stdout + declined.stderr
+    assert fresh_host.fingerprint() in declined.stderr and "not confirmed" in declined.stderr
+    assert files(new_coop) == before
+    assert not fresh_host.has_user("coophost"), "a declined key got a login anyway"
 
     done = enrol(new_coop, fresh_host, "--fingerprint", fresh_host.fingerprint())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -203,3 +244,41 @@ def test_enrol_refuses_a_key_other_than_the_pinned_one(
             known_hosts.unlink()
         else:
             known_hosts.write_bytes(saved)
+
+
+def test_enrol_with_a_sysadmins_key_and_sudo_password_after_a_confirmation(
+        lab: LabInfo, new_coop: Path, tmp_path: Path) -> None:
+    """The other bootstrap: no root login, a sysadmin's account with a key and sudo (password)."""
+    started = time.monotonic()
+    sysadmin = ssh_keypair("sysadmin@laptop")
+    identity = tmp_path / "id_sysadmin"
+    identity.write_bytes(sysadmin.private)
+    identity.chmod(0o600)
+    password = secrets.token_urlsafe(18)
+    setup: list[tuple[list[str], bytes | None]] = [
+        (["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "ada"], None),
+        (["chpasswd"], f"ada:{password}\n".encode()),
+        (["install", "-d", "-m", "700", "-o", "ada", "-g", "ada", "/home/ada/.ssh"], None),
+        (["sh", "-c", "cat > /home/ada/.ssh/authorized_keys && "
+          "chown ada:ada /home/ada/.ssh/authorized_keys"], sysadmin.public.encode() + b"\n")]
+    with fresh_container(lab, b"PermitRootLogin no\nPasswordAuthentication yes\n",
+                         setup) as (container, port, host_key):
+        fingerprint = subprocess.run(
+            ["docker", "exec", container, "ssh-keygen", "-lf",
+             "/etc/ssh/ssh_host_ed25519_key.pub"], capture_output=True, text=True,
+            check=True).stdout.split()[1]
+        coop = new_coop.parent / "coop-key"
+        coophost("init", str(coop), "--name", "Key Co-op", "--domain", "key.test",
+                 "--contact", "admin@key.test", check=True)
+        done = enrol_at_terminal(coop, port, "y\n", "--user", "ada", "--identity",
+                                 str(identity), env={PASSWORD_ENV: password})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert fingerprint in done.stderr
+        assert password not in done.stdout + done.stderr
+        assert f"[127.0.0.1]:{port} {host_key}" in (coop / "known_hosts").read_text()
+        check = coophost("-i", str(coop), "host", "check", "fresh")
+        assert check.returncode == 0, check.stdout + check.stderr
+        effective = docker("exec", container, "sshd", "-T")
+        assert "passwordauthentication no" in effective.splitlines()
+        assert "permitrootlogin no" in effective.splitlines()
+    print(f"enrol with a sysadmin's key: {time.monotonic() - started:.1f} s")
