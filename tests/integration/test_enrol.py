@@ -11,6 +11,7 @@ import hashlib
 import os
 import pty
 import secrets
+import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -70,7 +71,8 @@ def fresh_container(lab: LabInfo, sshd: bytes, setup: list[tuple[list[str], byte
     container = f"coophost-{lab.name}-enrol-{secrets.token_hex(3)}"
     port = free_port()
     key = ssh_keypair(f"root@{container}")
-    docker("create", "--name", container, "--label", "coophost.test=enrol",
+    # The lab's label: should this process die before removing it, `lab down` does.
+    docker("create", "--name", container, "--label", f"coophost.lab={lab.name}",
            "--hostname", "fresh.enrol.test", "--network", the_lab.network,
            "-p", f"127.0.0.1:{port}:22", *SYSTEMD_FLAGS, the_lab.recipe.base_tag,
            "/lib/systemd/systemd")
@@ -91,7 +93,8 @@ def fresh_container(lab: LabInfo, sshd: bytes, setup: list[tuple[list[str], byte
             docker("exec", "-i", container, *argv, stdin=stdin)
         docker("exec", container, "systemctl", "restart", "ssh")
         wait_for_ssh(port)
-        yield container, port, " ".join(key.public.split()[:2])
+        on_host = docker("exec", container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+        yield container, port, " ".join(on_host.split()[:2])
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True,
                        check=False)
@@ -149,17 +152,35 @@ def enrol(coop: Path, host: FreshHost, *extra: str, password: str | None = None
 
 
 def enrol_at_terminal(coop: Path, port: int, answer: str, *extra: str,
-                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`host enrol` with a terminal as stdin, on which `answer` is typed."""
+                      env: dict[str, str] | None = None, password: str | None = None
+                      ) -> subprocess.CompletedProcess[str]:
+    """`host enrol` with a terminal as stdin, on which `answer` is typed, and `password` once
+    the hidden prompt shows (it flushes what was typed before it, as a terminal does)."""
     main, tty = pty.openpty()
+    args = ["-i", str(coop), "host", "enrol", "fresh", "--address", "127.0.0.1",
+            "--port", str(port), "--group", "mail", *extra]
     try:
         os.write(main, answer.encode())
-        args = ["-i", str(coop), "host", "enrol", "fresh", "--address", "127.0.0.1",
-                "--port", str(port), "--group", "mail", *extra]
-        proc = subprocess.run([*COOPHOST, *args], stdin=tty, capture_output=True, text=True,
-                              timeout=300, env={**os.environ, **(env or {})}, check=False)
-        record(args, proc.stdout, proc.stderr)
-        return proc
+        # A session of its own: no controlling terminal, so a hidden prompt reads this one.
+        with subprocess.Popen([*COOPHOST, *args], stdin=tty, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+                              start_new_session=True) as proc:
+            err = b""
+            assert proc.stderr is not None and proc.stdout is not None
+            if password is not None:
+                deadline = time.monotonic() + 120
+                while b"password of" not in err and time.monotonic() < deadline:
+                    if not select.select([proc.stderr], [], [], 1.0)[0]:
+                        continue
+                    chunk = os.read(proc.stderr.fileno(), 4096)
+                    if not chunk:
+                        break
+                    err += chunk
+                os.write(main, password.encode() + b"\n")
+            out, rest = proc.communicate(timeout=300)
+        text = out.decode(), (err + rest).decode()
+        record(args, *text)
+        return subprocess.CompletedProcess(args, proc.returncode, *text)
     finally:
         os.close(main)
         os.close(tty)
@@ -246,9 +267,10 @@ def test_enrol_refuses_a_key_other_than_the_pinned_one(
             known_hosts.write_bytes(saved)
 
 
-def test_enrol_with_a_sysadmins_key_and_sudo_password_after_a_confirmation(
+def test_enrol_with_a_sysadmins_key_and_a_typed_sudo_password_after_a_confirmation(
         lab: LabInfo, new_coop: Path, tmp_path: Path) -> None:
-    """The other bootstrap: no root login, a sysadmin's account with a key and sudo (password)."""
+    """The other bootstrap: no root login, a sysadmin's account with a key and sudo, whose
+    password is typed at the hidden prompt."""
     started = time.monotonic()
     sysadmin = ssh_keypair("sysadmin@laptop")
     identity = tmp_path / "id_sysadmin"
@@ -270,11 +292,13 @@ def test_enrol_with_a_sysadmins_key_and_sudo_password_after_a_confirmation(
         coop = new_coop.parent / "coop-key"
         coophost("init", str(coop), "--name", "Key Co-op", "--domain", "key.test",
                  "--contact", "admin@key.test", check=True)
+        # The key logs in; sudo wants ada's password, typed at the prompt (no env variable).
         done = enrol_at_terminal(coop, port, "y\n", "--user", "ada", "--identity",
-                                 str(identity), env={PASSWORD_ENV: password})
+                                 str(identity), password=password)
         assert done.returncode == 0, done.stdout + done.stderr
         assert fingerprint in done.stderr
         assert password not in done.stdout + done.stderr
+        assert "password of ada on fresh" in done.stderr
         assert f"[127.0.0.1]:{port} {host_key}" in (coop / "known_hosts").read_text()
         check = coophost("-i", str(coop), "host", "check", "fresh")
         assert check.returncode == 0, check.stdout + check.stderr
