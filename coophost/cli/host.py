@@ -15,7 +15,7 @@ from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE
 
 @click.group()
 def host() -> None:
-    """The co-op's hosts: register, list, remove, and preflight checks."""
+    """The co-op's hosts: enrol, register, list, remove, and preflight checks."""
 
 
 @host.command()
@@ -80,7 +80,7 @@ def _service_groups() -> list[str]:
 @pass_app
 def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, ram_mb: int,
         disk_gb: int, groups: tuple[str, ...]) -> None:
-    """Add a host to hosts.yml (enrol its SSH key separately)."""
+    """Add a host to hosts.yml by hand (pin its key yourself; `host enrol` does it all)."""
     from coophost.lock import coop_lock
     from coophost.registry.catalogue import load_catalogue
     from coophost.registry.edit import add_host, check_new_host
@@ -128,7 +128,7 @@ def enrol(app: AppContext, name: str, address: str, port: int, user: str,
     (ansible_user) with the controller's key and sudo without password, proves that account
     works, and only then turns password and root logins off. Finally pins the key in
     known_hosts, runs `host check`'s preflight and adds the host to hosts.yml with the
-    capacity read from the machine, of which HEADROOM.
+    capacity read from the machine less headroom: HEADROOM.
 
     Enrolling an enrolled host again changes nothing (exit 0). Exit 1 when the preflight
     fails (the key stays pinned, hosts.yml is not written).
@@ -193,7 +193,7 @@ def enrol(app: AppContext, name: str, address: str, port: int, user: str,
     return EXIT_OK
 
 
-enrol.help = (enrol.help or "").replace("of which HEADROOM", f"of which {HEADROOM_HELP}")
+enrol.help = (enrol.help or "").replace("HEADROOM.", f"{HEADROOM_HELP}.")
 
 
 @host.command("list")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import pty
 import secrets
@@ -244,6 +245,13 @@ def test_enrol_pins_the_console_fingerprint_only_and_is_idempotent(
     again = enrol(new_coop, fresh_host, "--fingerprint", fresh_host.fingerprint())
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing changed" in again.stdout
+    assert files(new_coop) == enrolled
+    as_json = enrol(new_coop, fresh_host, "--fingerprint", fresh_host.fingerprint(), "--json")
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert (report["changed"], report["verdict"], report["account"]) == (
+        False, "already pinned", "already working")
+    assert report["preflight"]["ok"] is True
     assert files(new_coop) == enrolled
     print(f"enrol, refusals and re-enrol: {time.monotonic() - started:.1f} s")
 
