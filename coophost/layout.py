@@ -34,6 +34,7 @@ STATE_FILE = "state.db"  # under .coophost/
 LOCK_FILE = "lock"  # under .coophost/
 REQUESTS_LOCK = "requests.lock"  # members' requests: never blocked by a running deploy
 VAULT_PASSWORD_FILE = "vault-password"  # noqa: S105 - a file name, not a password
+CONTROLLER_KEY_FILE = "controller-key"  # the SSH key coophost reaches hosts with (git-ignored)
 
 # coophost's own Ansible content, under content_root()
 SERVICES_DIR = "services"  # services/<name>/: one member service, its role and coophost.yml

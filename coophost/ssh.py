@@ -293,6 +293,55 @@ def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
             client.close()
 
 
+def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.PKey:
+    """The host key `address:port` offers, from the key exchange alone: nothing is sent after it.
+
+    Nothing is trusted here: the caller compares the key with a fingerprint or a pinned one.
+    """
+    import socket
+
+    where = f"{address}:{port}"
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise HostUnreachable(f"{where}: no SSH key exchange: {exc}") from exc
+    finally:
+        transport.close()
+
+
+@contextmanager
+def connect_pinned(host: HostEntry, key: paramiko.PKey, timeout: float = 10.0, *,
+                   password: str | None = None, key_file: str | None = None,
+                   allow_agent: bool = False) -> Iterator[paramiko.SSHClient]:
+    """An SSH session to `host` that trusts `key` (already checked by the caller) and nothing else.
+
+    For enrolment, before the key is written to known_hosts: a host offering another key is
+    refused (exit 4) exactly as `connect` refuses it. `password` is used for authentication only
+    and never shown.
+    """
+    from coophost.enrol.plan import known_hosts_name
+
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(known_hosts_name(host.address, host.port), key.get_name(), key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        with _mapped_errors(host, Path("(the key being enrolled)")):
+            client.connect(host.address, port=host.port, username=host.user,
+                           key_filename=key_file, password=password, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout,
+                           allow_agent=allow_agent, look_for_keys=False)
+        yield client
+    finally:
+        client.close()
+
+
 def run(client: paramiko.SSHClient, command: str, timeout: float = 30.0) -> tuple[int, str]:
     """Run a fixed command (never built from member input); return (status, stdout)."""
     _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)

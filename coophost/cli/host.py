@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import click
 
 from coophost.cli.options import AppContext, escape, json_option, next_step, pass_app, table
+from coophost.enrol.plan import HEADROOM_HELP
 from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE, EXIT_USAGE
 
 
 @click.group()
 def host() -> None:
-    """The co-op's hosts: register, list, remove, and preflight checks."""
+    """The co-op's hosts: enrol, register, list, remove, and preflight checks."""
 
 
 @host.command()
@@ -78,7 +80,7 @@ def _service_groups() -> list[str]:
 @pass_app
 def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, ram_mb: int,
         disk_gb: int, groups: tuple[str, ...]) -> None:
-    """Add a host to hosts.yml (enrol its SSH key separately)."""
+    """Add a host to hosts.yml by hand (pin its key yourself; `host enrol` does it all)."""
     from coophost.lock import coop_lock
     from coophost.registry.catalogue import load_catalogue
     from coophost.registry.edit import add_host, check_new_host
@@ -91,6 +93,107 @@ def add(app: AppContext, name: str, address: str, port: int, fqdn: str | None, r
                  ram_mb=ram_mb, disk_gb=disk_gb, groups=groups)
     app.out.print(f"added host {name}")
     next_step(app, f"coophost host check {name}")
+
+
+@host.command("enrol")
+@click.argument("name")
+@click.option("--address", required=True, help="Address to reach it over SSH (ansible_host).")
+@click.option("--port", default=22, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--user", default="root", show_default=True,
+              help="The bootstrap account to log in with once (root, or a sysadmin's account "
+                   "with sudo).")
+@click.option("--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The bootstrap account's private key [default: the SSH agent, else a "
+                   "password: env COOPHOST_BOOTSTRAP_PASSWORD or asked for].")
+@click.option("--fingerprint", metavar="SHA256:...",
+              help="The host key's fingerprint as read on its console (`ssh-keygen -lf "
+                   "/etc/ssh/ssh_host_ed25519_key.pub`); without it, the key is shown and you "
+                   "are asked.")
+@click.option("--fqdn", help="Its public name (coophost_fqdn).")
+@click.option("--group", "groups", multiple=True,
+              shell_complete=lambda _ctx, _param, incomplete: [
+                  g for g in _service_groups() if g.startswith(incomplete)],
+              help="A service group it serves (repeatable).")
+@json_option
+@pass_app
+def enrol(app: AppContext, name: str, address: str, port: int, user: str,
+          identity: Path | None, fingerprint: str | None, fqdn: str | None,
+          groups: tuple[str, ...], as_json: bool) -> int:
+    """Take a freshly installed Debian host into the co-op.
+
+    Reads the host key before logging in and pins it only when it equals --fingerprint (or
+    you confirm it); a key other than that one, or than the one already pinned, is refused
+    (exit 4) with nothing written. Then logs in once with the bootstrap account (its key, or
+    a password that is never shown nor logged), makes the admin account hosts.yml names
+    (ansible_user) with the controller's key and sudo without password, proves that account
+    works, and only then turns password and root logins off. Finally pins the key in
+    known_hosts, runs `host check`'s preflight and adds the host to hosts.yml with the
+    capacity read from the machine less headroom: HEADROOM.
+
+    Enrolling an enrolled host again changes nothing (exit 0). Exit 1 when the preflight
+    fails (the key stays pinned, hosts.yml is not written).
+    """
+    import os
+
+    from coophost.cli import options
+    from coophost.enrol import plan
+    from coophost.enrol.run import Request
+    from coophost.enrol.run import enrol as run_enrol
+    from coophost.errors import UsageError
+
+    interactive = options.stdin_is_terminal()
+
+    def confirm(key_type: str, found: str) -> bool:
+        if not interactive:
+            raise UsageError(f"{name}: the host offers {key_type} {found}; stdin is not a "
+                             "terminal to confirm it: nothing written",
+                             hint="give --fingerprint as read on the host's console")
+        app.err.print(f"{escape(name)} ({escape(address)}:{port}) offers {key_type} {found}")
+        return click.confirm("is this the fingerprint shown on the host's console "
+                             "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)?",
+                             default=False, err=True)
+
+    def ask_password() -> str | None:
+        if not interactive:
+            return None
+        answer: str = click.prompt(f"password of {user} on {name}", hide_input=True,
+                                   err=True)
+        return answer
+
+    request = Request(name=name, address=address, port=port, user=user,
+                      fingerprint=fingerprint, groups=groups, fqdn=fqdn, identity=identity)
+    result = run_enrol(app.inventory, request, password=os.environ.get(plan.PASSWORD_ENV) or None,
+                       confirm=confirm, ask_password=ask_password,
+                       say=(lambda _line: None) if as_json else
+                       (lambda line: app.err.print(escape(line))))
+    report = result.report
+    if as_json:
+        app.emit_json(result.as_dict())
+    else:
+        if report is None or not report.ok:
+            listed = "not added to hosts.yml"
+        elif result.registered:
+            listed = (f"added to hosts.yml with {result.capacity['ram_mb']} MB RAM and "
+                      f"{result.capacity['disk_gb']} GB disk")
+        else:
+            listed = "already in hosts.yml"
+        app.out.print(f"{name}: account {result.account}; sshd {result.sshd}; key "
+                      f"{'pinned' if result.pinned else 'already pinned'}; {listed}")
+        if not result.changed:
+            app.out.print(f"{name} was enrolled already: nothing changed")
+        if report and report.error:
+            app.err.print(f"[red]{name}[/]: {escape(report.error)}")
+    if report is None or not report.ok:
+        if not as_json:
+            app.err.print(f"[red]{name}[/]: the preflight check failed; see "
+                          f"`coophost host check {name}`")
+        return EXIT_PENDING
+    if not as_json and result.changed:
+        next_step(app, "coophost deploy")
+    return EXIT_OK
+
+
+enrol.help = (enrol.help or "").replace("HEADROOM.", f"{HEADROOM_HELP}.")
 
 
 @host.command("list")

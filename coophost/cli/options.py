@@ -104,6 +104,11 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal, to ask a person (else a missing answer is exit 2)."""
+    return sys.stdin.isatty()
+
+
 def _inventory_of(ctx: click.Context) -> Path:
     """The co-op directory a command line names (for completion, before the root runs)."""
     given = ctx.find_root().params.get("inventory")

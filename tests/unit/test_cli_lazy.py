@@ -27,7 +27,7 @@ def test_every_command_is_reachable_and_listed() -> None:
         assert cli.get_command(ctx, name) is not None, name
     host = cli.get_command(ctx, "host")
     assert isinstance(host, click.Group)
-    assert {"check", "add", "list", "remove"} <= set(host.list_commands(ctx))
+    assert {"check", "add", "enrol", "list", "remove"} <= set(host.list_commands(ctx))
     assert cli.get_command(ctx, "nope") is None
 
 
