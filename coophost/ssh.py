@@ -293,53 +293,78 @@ def connect(host: HostEntry, known_hosts: Path, timeout: float = 10.0, *,
             client.close()
 
 
-def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.PKey:
+def _explicit(host: HostEntry) -> tuple[HostEntry, Route]:
+    """`host` as given (no inventory variables), with ~/.ssh/config's HostName and jumps."""
+    entry = HostEntry(host.name, host.address, host.port, host.user, host.key_file)
+    return entry, route_of(entry)
+
+
+def pin_name(address: str, port: int) -> str:
+    """The known_hosts name `connect` looks `address:port` up under.
+
+    That is the name after ~/.ssh/config's HostName, as `[name]:port` off port 22.
+    """
+    target = _explicit(HostEntry(address, address, port, "root", None))[1].target
+    return target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+
+
+def fetch_host_key(address: str, port: int, known_hosts: Path, timeout: float = 10.0
+                   ) -> paramiko.PKey:
     """The host key `address:port` offers, from the key exchange alone: nothing is sent after it.
 
     Nothing is trusted here: the caller compares the key with a fingerprint or a pinned one.
+    A host behind jump hosts (ProxyJump in ~/.ssh/config) is reached through them, each
+    checked against `known_hosts`.
     """
     import socket
 
     where = f"{address}:{port}"
-    try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as exc:
-        raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
-    transport = paramiko.Transport(sock)
-    try:
-        transport.banner_timeout = timeout
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise HostUnreachable(f"{where}: no SSH key exchange: {exc}") from exc
-    finally:
-        transport.close()
+    entry, found = _explicit(HostEntry(address, address, port, "root", None))
+    target = found.target
+    with _through_jumps(entry, found, known_hosts, timeout, strict=True) as (_jumps, sock):
+        if sock is None:
+            try:
+                sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+            except OSError as exc:
+                raise HostUnreachable(f"{where}: unreachable: {exc}") from exc
+        transport = paramiko.Transport(sock)
+        try:
+            transport.banner_timeout = timeout
+            transport.start_client(timeout=timeout)
+            return transport.get_remote_server_key()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostUnreachable(f"{where}: no SSH key exchange: {exc}") from exc
+        finally:
+            transport.close()
 
 
 @contextmanager
-def connect_pinned(host: HostEntry, key: paramiko.PKey, timeout: float = 10.0, *,
-                   password: str | None = None, key_file: str | None = None,
-                   allow_agent: bool = False) -> Iterator[paramiko.SSHClient]:
+def connect_pinned(host: HostEntry, key: paramiko.PKey, known_hosts: Path,
+                   timeout: float = 10.0, *, password: str | None = None,
+                   key_file: str | None = None, allow_agent: bool = False
+                   ) -> Iterator[paramiko.SSHClient]:
     """An SSH session to `host` that trusts `key` (already checked by the caller) and nothing else.
 
     For enrolment, before the key is written to known_hosts: a host offering another key is
     refused (exit 4) exactly as `connect` refuses it. `password` is used for authentication only
-    and never shown.
+    and never shown. Jump hosts on the way are checked against `known_hosts`.
     """
-    from coophost.enrol.plan import known_hosts_name
-
-    client = paramiko.SSHClient()
-    client.get_host_keys().add(known_hosts_name(host.address, host.port), key.get_name(), key)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
-        with _mapped_errors(host, Path("(the key being enrolled)")):
-            client.connect(host.address, port=host.port, username=host.user,
-                           key_filename=key_file, password=password, timeout=timeout,
-                           banner_timeout=timeout, auth_timeout=timeout,
-                           allow_agent=allow_agent, look_for_keys=False)
-        yield client
-    finally:
-        client.close()
+    entry, found = _explicit(host)
+    target = found.target
+    with _through_jumps(entry, found, known_hosts, timeout, strict=True) as (_jumps, sock):
+        client = paramiko.SSHClient()
+        name = target.hostname if target.port == 22 else f"[{target.hostname}]:{target.port}"
+        client.get_host_keys().add(name, key.get_name(), key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            with _mapped_errors(host, Path("(the key being enrolled)")):
+                client.connect(target.hostname, port=target.port, username=host.user,
+                               key_filename=key_file, password=password, timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                               allow_agent=allow_agent, look_for_keys=False)
+            yield client
+        finally:
+            client.close()
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 30.0) -> tuple[int, str]:

@@ -29,6 +29,7 @@ from coophost.layout import HOSTS_FILE, KNOWN_HOSTS_FILE
 from coophost.lock import coop_lock
 from coophost.registry.hosts import HostEntry
 from coophost.ssh import HostReport, connect_pinned, fetch_host_key, known_hosts_entries, preflight
+from coophost.ssh import pin_name as ssh_pin_name
 
 KNOWN_HOSTS_LIMIT = 4 * 1024 * 1024
 
@@ -111,10 +112,10 @@ def _controller_key(path: Path) -> paramiko.PKey:
         raise ConfigError(f"{path}: the controller's key cannot be read: {exc}") from exc
 
 
-def _admin_works(admin: HostEntry, key: paramiko.PKey) -> bool:
+def _admin_works(admin: HostEntry, key: paramiko.PKey, known_hosts: Path) -> bool:
     """Whether the admin account logs in with the controller's key and may `sudo -n`."""
     try:
-        with connect_pinned(admin, key, key_file=admin.key_file) as client:
+        with connect_pinned(admin, key, known_hosts, key_file=admin.key_file) as client:
             status, _out, _err = _run(client, ["sudo", "-n", "true"])
             return status == 0
     except HostKeyMismatch:
@@ -137,14 +138,15 @@ def _run(client: paramiko.SSHClient, argv: list[str], stdin: str | None = None,
     return out.channel.recv_exit_status(), text, errors
 
 
-def _bootstrap(request: Request, key: paramiko.PKey, admin_user: str, public_line: str,
-               password: str | None, ask_password: Callable[[], str | None]) -> None:
+def _bootstrap(request: Request, key: paramiko.PKey, known_hosts: Path, admin_user: str,
+               public_line: str, password: str | None,
+               ask_password: Callable[[], str | None]) -> None:
     """Log in with the bootstrap account over the checked key and make the admin account."""
     entry = HostEntry(request.name, request.address, request.port, request.user, None)
     identity = str(request.identity) if request.identity else None
 
     def setup(secret: str | None, sudo_secret: str | None) -> tuple[int, str]:
-        with connect_pinned(entry, key, password=secret, key_file=identity,
+        with connect_pinned(entry, key, known_hosts, password=secret, key_file=identity,
                             allow_agent=identity is None and secret is None) as client:
             sudo_password = sudo_secret if request.user != "root" else None
             argv = plan.as_root(
@@ -179,9 +181,9 @@ def _bootstrap(request: Request, key: paramiko.PKey, admin_user: str, public_lin
                  f"{'' if request.user == 'root' else f'; sudo may need {plan.PASSWORD_ENV}'}")
 
 
-def _harden(admin: HostEntry, key: paramiko.PKey) -> str:
+def _harden(admin: HostEntry, key: paramiko.PKey, known_hosts: Path) -> str:
     """Turn password and root logins off through the admin account, if not off already."""
-    with connect_pinned(admin, key, key_file=admin.key_file) as client:
+    with connect_pinned(admin, key, known_hosts, key_file=admin.key_file) as client:
         _status, effective, _err = _run(client, ["sudo", "-n", "/usr/sbin/sshd", "-T"])
         if not plan.sshd_problems(effective):
             return "already hardened"
@@ -195,8 +197,8 @@ def _harden(admin: HostEntry, key: paramiko.PKey) -> str:
         return "hardened" if not problems else "still: " + "; ".join(problems)
 
 
-def _capacity(admin: HostEntry, key: paramiko.PKey) -> dict[str, int]:
-    with connect_pinned(admin, key, key_file=admin.key_file) as client:
+def _capacity(admin: HostEntry, key: paramiko.PKey, known_hosts: Path) -> dict[str, int]:
+    with connect_pinned(admin, key, known_hosts, key_file=admin.key_file) as client:
         _s, meminfo, _e = _run(client, ["cat", "/proc/meminfo"])
         _s, df, _e = _run(client, ["df", "-Pk", "/"])
     return plan.declared_capacity(plan.parse_mem_total_mb(meminfo), plan.parse_df_free_gb(df))
@@ -247,9 +249,9 @@ def enrol(inventory: Path, request: Request, *, password: str | None,
         pinned = [plan.PinnedKey(tuple(entry.hostnames), entry.key.get_name(),
                                  entry.key.get_base64())
                   for entry in known_hosts_entries(known_hosts, strict=True)]
-        offered = fetch_host_key(request.address, request.port)
+        offered = fetch_host_key(request.address, request.port, known_hosts)
         found = plan.fingerprint(offered.asbytes())
-        pin_name = plan.known_hosts_name(request.address, request.port)
+        pin_name = ssh_pin_name(request.address, request.port)
         verdict = plan.pin_verdict(offered.get_name(), offered.asbytes(),
                                    (pin_name, request.name), pinned, request.fingerprint)
         where = f"{request.name} ({request.address}:{request.port})"
@@ -269,18 +271,19 @@ def enrol(inventory: Path, request: Request, *, password: str | None,
         say(f"{request.name}: host key {offered.get_name()} {found} ({verdict.value})")
         admin = HostEntry(request.name, request.address, request.port, admin_user,
                           str(key_path))
-        if _admin_works(admin, offered):
+        if _admin_works(admin, offered, known_hosts):
             result.account = "already working"
         else:
             say(f"{request.name}: making the {admin_user} account as {request.user}")
-            _bootstrap(request, offered, admin_user, public_line, password, ask_password)
-            if not _admin_works(admin, offered):
+            _bootstrap(request, offered, known_hosts, admin_user, public_line, password,
+                       ask_password)
+            if not _admin_works(admin, offered, known_hosts):
                 raise ExternalCommandError(
                     f"{where}: the {admin_user} account was made but does not log in with "
                     f"the controller's key and `sudo -n true`",
                     hint="nothing was turned off: the bootstrap login still works")
             result.account = "created"
-        result.sshd = _harden(admin, offered)
+        result.sshd = _harden(admin, offered, known_hosts)
         if verdict is not plan.Verdict.ALREADY_PINNED:
             _pin(known_hosts, pin_name, offered)
             result.pinned = True
@@ -288,7 +291,7 @@ def enrol(inventory: Path, request: Request, *, password: str | None,
         if not result.report.ok:
             return result
         if existing is None:
-            result.capacity = _capacity(admin, offered)
+            result.capacity = _capacity(admin, offered, known_hosts)
             add_host(inventory, loaded, request.name, address=request.address,
                      port=request.port, fqdn=request.fqdn, ram_mb=result.capacity["ram_mb"],
                      disk_gb=result.capacity["disk_gb"], groups=request.groups)

@@ -314,3 +314,53 @@ def test_enrol_with_a_sysadmins_key_and_a_typed_sudo_password_after_a_confirmati
         assert "passwordauthentication no" in effective.splitlines()
         assert "permitrootlogin no" in effective.splitlines()
     print(f"enrol with a sysadmin's key: {time.monotonic() - started:.1f} s")
+
+
+def test_enrol_through_a_bastion_pins_both_and_every_login_comes_from_it(
+        lab: LabInfo, tmp_path: Path) -> None:
+    """A new host reachable only through a co-op host (ProxyJump in ~/.ssh/config): the
+    bastion is checked against the co-op's known_hosts, the new host's key against the
+    console's fingerprint, and the new host sees every connection come from the bastion."""
+    from coophost.lab.mailcheck import lab_state
+    from coophost.registry.hosts import load_hosts
+
+    state = lab_state(Lab(lab.name, lab.inventory))
+    bastion = next(h for h in state.hosts if h.name == "h1")
+    key = next(e for e in load_hosts(lab.inventory) if e.name == "h1").key_file
+    password = secrets.token_urlsafe(18)
+    with fresh_container(lab, b"PermitRootLogin yes\nPasswordAuthentication yes\n",
+                         [(["chpasswd"], f"root:{password}\n".encode())]) as made:
+        container, _port, host_key = made
+        inside = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
+                        "{{end}}", container).strip()
+        fingerprint = docker("exec", container, "ssh-keygen", "-lf",
+                             "/etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        config = tmp_path / "ssh_config"
+        config.write_text(f"Host coop-bastion\n    HostName 127.0.0.1\n"
+                          f"    Port {bastion.ssh_port}\n    User coophost\n"
+                          f"    IdentityFile {key}\n\nHost {inside}\n"
+                          f"    ProxyJump coop-bastion\n")
+        coop = tmp_path / "coop"
+        coophost("init", str(coop), "--name", "Jump Co-op", "--domain", "jump.test",
+                 "--contact", "admin@jump.test", check=True)
+        env = {"COOPHOST_SSH_CONFIG": str(config), PASSWORD_ENV: password}
+        args = ["-i", str(coop), "host", "enrol", "fresh", "--address", inside,
+                "--fingerprint", fingerprint, "--group", "mail"]
+        # the bastion not pinned yet: refused before any login, nothing written
+        refused = coophost(*args, env=env)
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert "jump host" in refused.stderr
+        assert not (coop / "known_hosts").exists()
+        # the bastion pinned (as enrolling it would have): the new host is enrolled through it
+        kind, blob = bastion.host_key.split()[:2]
+        (coop / "known_hosts").write_text(f"[127.0.0.1]:{bastion.ssh_port} {kind} {blob}\n")
+        since = time.time() - 1
+        done = coophost(*args, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{inside} {host_key}" in (coop / "known_hosts").read_text().splitlines()
+        check = coophost("-i", str(coop), "host", "check", "fresh", env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        logins = [line for line in docker(
+            "exec", container, "journalctl", "-u", "ssh", "--since", f"@{int(since)}",
+            "--no-pager", "-o", "cat").splitlines() if line.startswith("Accepted ")]
+        assert logins and all(f" from {bastion.ip} " in line for line in logins), logins
