@@ -31,7 +31,7 @@ from coophost.dns.push import (
     tsig_key,
 )
 from coophost.dns.records import make_record
-from coophost.dns.serve import dns_server_vars, primary, zone_of
+from coophost.dns.serve import dns_server_vars, primary, tsig_ref, zone_of
 from coophost.errors import ValidationError
 from coophost.registry.catalogue import load_catalogue
 from coophost.registry.model import Host
@@ -206,7 +206,7 @@ def _signed_zone():
 
 
 def test_a_valid_chain_validates() -> None:
-    ksk, dnskey, dnskey_sigs, mx, mx_sigs = _signed_zone()
+    _ksk, dnskey, dnskey_sigs, mx, mx_sigs = _signed_zone()
     anchors = ds_records(ZONE, dnskey)
     assert len(anchors) == 1  # the KSK only
     findings = validate_chain(ZONE, dnskey, dnskey_sigs, anchors, [(mx, mx_sigs)])
@@ -235,7 +235,7 @@ def test_a_tampered_rrsig_fails_validation() -> None:
 
 def test_a_dnskey_not_matching_the_recorded_ds_fails_and_nothing_is_trusted() -> None:
     _, dnskey, dnskey_sigs, mx, mx_sigs = _signed_zone()
-    other_ksk, other_dnskey, *_ = _signed_zone()
+    _other_ksk, other_dnskey, *_ = _signed_zone()
     findings = validate_chain(ZONE, dnskey, dnskey_sigs, ds_records(ZONE, other_dnskey),
                               [(mx, mx_sigs)])
     assert [f.ok for f in findings] == [False, False]
@@ -243,7 +243,7 @@ def test_a_dnskey_not_matching_the_recorded_ds_fails_and_nothing_is_trusted() ->
 
 
 def test_a_swapped_dnskey_rrset_signed_by_another_key_fails() -> None:
-    ksk, dnskey, _, mx, mx_sigs = _signed_zone()
+    _ksk, dnskey, _, mx, mx_sigs = _signed_zone()
     _, _, other_sigs, _, _ = _signed_zone()
     findings = validate_chain(ZONE, dnskey, other_sigs, ds_records(ZONE, dnskey),
                               [(mx, mx_sigs)])
@@ -259,3 +259,35 @@ def test_no_recorded_ds_or_expired_signatures_fail() -> None:
     assert not findings[0].ok
     assert not validate_chain(ZONE, dnskey, dnskey_sigs, ds_records(ZONE, dnskey),
                               [(mx, None)])[1].ok
+
+
+# ---- rendering a dns host -------------------------------------------------------------------
+
+def test_a_dns_host_gets_its_zones_port_53_and_the_secret_only_as_vault(coop: Path) -> None:
+    import yaml
+
+    from coophost.desired.hostvars import host_files
+    from coophost.desired.units import compute
+
+    hosts = coop / "hosts.yml"
+    before = compute(coop).host_hashes
+    hosts.write_text(hosts.read_text().replace("  children:\n", "  children:\n"
+                                               "    dns:\n      hosts:\n        h2:\n", 1))
+    after = compute(coop).host_hashes
+    assert after["h2"] != before["h2"]
+    texts, store = host_files(coop)
+    loader = type("L", (yaml.SafeLoader,), {})
+    loader.add_constructor("!unsafe", lambda ld, node: ld.construct_scalar(node))
+    loader.add_constructor("!vault", lambda ld, node: ("vault", ld.construct_scalar(node)))
+    h2 = yaml.load(texts["h2"], Loader=loader)
+    h1 = yaml.load(texts["h1"], Loader=loader)
+    server = h2["coophost_dns_server"]
+    assert server["zones"] == ["dune-press.test"] and server["tsig_key_name"] == "coophost-update."
+    assert server["tsig_secret"][0] == "vault"
+    assert 53 in h2["coophost_host_ports"] and h2["coophost_host_udp_ports"] == [53]
+    assert h1["coophost_dns_server"] == {} and h1["coophost_host_udp_ports"] == []
+    secret = store.value(tsig_ref())
+    assert len(secret) == 44 and secret not in texts["h2"]
+    import base64
+
+    assert len(base64.b64decode(secret)) == 33

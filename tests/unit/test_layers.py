@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
      "coophost.lock", "coophost.state"),
     ("coophost.registry",),
     ("coophost.secrets", "coophost.ssh", "coophost.remote", "coophost.services",
-     "coophost.backup.model", "coophost.backup.render"),
+     "coophost.backup.model", "coophost.backup.render", "coophost.dns.serve"),
     ("coophost.desired",),
     ("coophost.deploy", "coophost.dns"),
     ("coophost.members", "coophost.backup", "coophost.health"),
