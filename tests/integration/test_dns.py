@@ -81,11 +81,19 @@ def test_a_new_domain_is_pushed_alone_and_removed_with_it_hand_records_kept(serv
     loaded = load_registry(served.inventory)
     target = primary_target(loaded)
     key = tsig_key(tsig_secret(loaded))
-    hand = dns.update.Update(ZONE + ".", keyring=key)
-    hand.add(ZONE + ".", 300, "TXT", '"added by hand"')
-    assert dns.query.tcp(hand, target.address, port=target.port, timeout=10).rcode() == 0
+    hand_value = '"added by hand"'
+
+    def by_hand(add: bool) -> None:
+        update = dns.update.Update(ZONE + ".", keyring=key)
+        if add:  # the TTL of coophost's records: one RRset has one TTL
+            update.add(ZONE + ".", 3600, "TXT", hand_value)
+        else:
+            update.delete(ZONE + ".", "TXT", hand_value)
+        assert dns.query.tcp(update, target.address, port=target.port, timeout=10).rcode() == 0
+
     member = served.inventory / MEMBER_FILE
     original = member.read_bytes()
+    by_hand(add=True)
     try:
         member.write_text(original.decode().replace(
             "  - dune-press.test\n", f"  - dune-press.test\n  - {NEW_DOMAIN}\n"))
@@ -94,17 +102,15 @@ def test_a_new_domain_is_pushed_alone_and_removed_with_it_hand_records_kept(serv
         names = {r["name"] for r in added["add"]}
         assert names and all(n.endswith(NEW_DOMAIN + ".") for n in names), names
         assert {(n, t) for n, t, _ in _zone(served)} >= {(f"{NEW_DOMAIN}.", "MX")}
+        member.write_bytes(original)
+        removed = _push(served)[ZONE]
+        assert removed["add"] == []
+        assert {r["name"] for r in removed["delete"]} == names
+        assert (ZONE + ".", "TXT", hand_value) in _zone(served)  # not coophost's: kept
     finally:
         member.write_bytes(original)
-    removed = _push(served)[ZONE]
-    assert removed["add"] == []
-    assert {r["name"] for r in removed["delete"]} == names
-    after = _zone(served)
-    hand_key = (ZONE + ".", "TXT", '"added by hand"')
-    assert hand_key in after  # never pushed by coophost: kept
-    cleanup = dns.update.Update(ZONE + ".", keyring=key)
-    cleanup.delete(ZONE + ".", "TXT", '"added by hand"')
-    assert dns.query.tcp(cleanup, target.address, port=target.port, timeout=10).rcode() == 0
+        _push(served)
+        by_hand(add=False)
     assert _zone(served) == before
 
 
@@ -118,6 +124,20 @@ def test_dns_check_validates_the_dnssec_chain_against_the_recorded_ds(served: La
     assert proc.returncode == 0 and data["ok"], proc.stdout + proc.stderr
     assert data["dnssec"] and all(item["ok"] for item in data["dnssec"])
     assert {item["what"] for item in data["dnssec"]} >= {"DNSKEY", f"{ZONE}. MX"}
+
+    # a DS the zone's key does not match: nothing validates, exit 1
+    anchors = served.inventory / ".coophost" / "dns-anchors.json"
+    recorded = anchors.read_bytes()
+    try:
+        digest = json.loads(recorded)["zones"][ZONE][0]
+        wrong = digest[:-4] + ("0000" if not digest.endswith("0000") else "1111")
+        anchors.write_text(json.dumps({"zones": {ZONE: [wrong]}}))
+        proc = served.cli("dns", "check", "--member", "dune-press", "--dnssec", "--json")
+        data = json.loads(proc.stdout)
+        assert proc.returncode == 1 and not data["ok"]
+        assert not any(item["ok"] for item in data["dnssec"])
+    finally:
+        anchors.write_bytes(recorded)
 
 
 def test_a_wrong_tsig_key_is_refused_with_exit_2_and_the_zone_unchanged(served: LabInfo):
