@@ -109,7 +109,9 @@ def check_records(app: AppContext, member_slug: str | None, nameserver: str | No
                        + (f"  ({item.detail})" if item.detail else ""))
         click.echo(f"{len(chain) - len(bad_chain)} of {len(chain)} DNSSEC validations passed")
     if bad:
-        next_step(app, "coophost dns records (publish what is missing or differs)")
+        next_step(app, "coophost dns push (zones the co-op serves), coophost dns records "
+                       "(publish what is missing or differs elsewhere)" if dnssec else
+                  "coophost dns records (publish what is missing or differs)")
     return EXIT_PENDING if failed else EXIT_OK
 
 
