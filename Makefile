@@ -33,9 +33,13 @@ demo: engine
 	$(COOPHOST) -i inventories/$(LAB) plan
 	@# the hosts themselves hold what was applied (a check-mode run; nothing changes)
 	$(COOPHOST) -i inventories/$(LAB) drift
-	@# the members' MX, SPF, DKIM and DMARC records, served by the lab DNS and checked
+	@# the members' MX, SPF, DKIM and DMARC records, served by the lab DNS; those of the zone
+	@# the co-op serves itself (dune-press.test, Knot on h2) pushed there by TSIG-signed updates,
+	@# its DS recorded, and every record checked, the served zone's DNSSEC chain validated
 	$(COOPHOST) -i inventories/$(LAB) lab dns sync --name $(LAB)
-	$(COOPHOST) -i inventories/$(LAB) dns check
+	$(COOPHOST) -i inventories/$(LAB) dns push
+	$(COOPHOST) -i inventories/$(LAB) dns ds
+	$(COOPHOST) -i inventories/$(LAB) dns check --dnssec
 	@# each service's own end-to-end probe; mail: a message from one member to a member on
 	@# another host, delivered, DKIM-signed, over TLS; git: a push over SSH with the member's
 	@# key, the same commits cloned over HTTPS from its vhost, its cgit page
@@ -46,7 +50,8 @@ demo: engine
 	$(COOPHOST) -i inventories/$(LAB) backup drill
 	$(COOPHOST) -i inventories/$(LAB) backup list
 	@echo "demo: the lab co-op '$(LAB)' is deployed on $(HOSTS) hosts and matches its registry;"
-	@echo "demo: its DNS answers every member record and mail between members on two hosts"
+	@echo "demo: its DNS answers every member record (dune-press.test signed, from Knot on h2)"
+	@echo "demo: and mail between members on two hosts"
 	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
 	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above);"
 	@echo "demo: every unit is backed up on b1 and its latest archive restored identical."

@@ -182,6 +182,9 @@ INTERNAL_SPECS = {
     "_backup_client_keys": SecretSpec(name="client_key", kind="ssh_ed25519_key"),
     "_backup_host_keys": SecretSpec(name="host_key", kind="ssh_ed25519_key"),
     "_backup_admin": SecretSpec(name="admin_key", kind="ssh_ed25519_key"),
+    # The DNS update key (coophost.dns.serve): 44 letters and digits are valid base64, which
+    # is what Knot and dnspython read a TSIG secret as (33 bytes).
+    "_dns_tsig": SecretSpec(name="tsig", kind="password", length=44),
 }
 
 

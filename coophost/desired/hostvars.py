@@ -52,6 +52,8 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
     relays = relays_by_host(((m.slug, {s: r["from"] for s, r in m.moved.items()})
                              for m in registry.members.values()), placed_at,
                             {key: "" for key in placed_at}, registry.hosts)
+    from coophost.dns.serve import DNS_PORT, dns_server_vars
+
     texts = {}
     for name, host in registry.hosts.items():
         if only_host is not None and name != only_host:
@@ -65,6 +67,7 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
             vhost_params={n: [p.name for p in s.parameters.values() if p.type == "vhost"]
                           for n, s in catalogue.services.items()},
             service_groups={n: s.group for n, s in catalogue.services.items() if s.available},
+            dns_server=dns_server_vars(host, registry.coop), dns_port=DNS_PORT,
             moved_away=[moved_vars(registry.members[slug], catalogue.services[service], to,
                                    server_address(registry.hosts[to]))
                         for slug, service, to, _ in relays.get(name, [])])

@@ -185,7 +185,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      vhost_params: Mapping[str, Iterable[str]] | None = None,
                      backup: Mapping[str, Any] | None = None,
                      moved_away: list[dict[str, Any]] | None = None,
-                     service_groups: Mapping[str, str] | None = None) -> str:
+                     service_groups: Mapping[str, str] | None = None,
+                     dns_server: Mapping[str, Any] | None = None, dns_port: int = 53) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
@@ -196,6 +197,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     `backup`: the host's part of the backup setup (coophost.backup.render.backup_vars).
     `moved_away`: the units that left this host lately (`moved:` in member files), each with
     the host it went to: the service's role relays what still arrives here (mail).
+    `dns_server`: the host's authoritative DNS setup (coophost.dns.serve.dns_server_vars), {}
+    on a host outside group dns; a dns host's TCP and UDP port `dns_port` is opened.
     """
     from jinja2 import Environment, StrictUndefined
 
@@ -213,9 +216,12 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     vhosts = sorted({unit["settings"][name] for s in placed for unit in units[s]
                      for name in (vhost_params or {}).get(s, ())
                      if unit["settings"].get(name)})
+    backup = backup or {"server": {}, "client": {}, "units": [], "host_ports": []}
+    dns_ports = [dns_port] if dns_server else []
     return template.render(
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
         coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value,
-        backup=backup or {"server": {}, "client": {}, "units": [], "host_ports": []},
+        backup=backup, host_ports=sorted(set(backup["host_ports"]) | set(dns_ports)),
+        host_udp_ports=dns_ports, dns_server=dict(dns_server or {}),
         moved_away=moved_away or [], service_groups=sorted(set(groups.values())))

@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 
 from coophost.backup.render import backup_hash_input
 from coophost.desired.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
+from coophost.dns.serve import dns_hash_input
 from coophost.errors import EnvironmentProblem
 from coophost.layout import HOOKS_FILE, SERVICE_FILE, STATE_DIR, roles_paths
 from coophost.registry.cache import ParseCache
@@ -232,7 +233,8 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
     catalogue = base.catalogue
     versions = role_versions(catalogue)
     salt = (f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
-            + f"\0backup {role_version('backup')}\0code {code_digest()}")
+            + f"\0backup {role_version('backup')}\0dns {role_version('dns')}"
+            + f"\0code {code_digest()}")
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
     key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
@@ -248,7 +250,7 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
 # The modules whose code shapes summaries, placements and hashes: a coophost upgrade that
 # changes one of them must not reuse what an older version cached.
 HASH_SHAPING = ("registry/model.py", "registry/parse.py", "registry/catalogue.py",
-                "registry/placement.py", "desired/render.py", "desired/units.py")
+                "registry/placement.py", "desired/render.py", "desired/units.py", "dns/serve.py")
 
 
 @cache
@@ -348,6 +350,7 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     host_hashes = {}
     has_units = {name: bool(units) for name, units in on_host.items()}
     backup_role = role_version("backup")
+    dns_role = role_version("dns")
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
         own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest,
@@ -357,6 +360,9 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
             own["backup"] = backup
         if relays.get(name):
             own["relays"] = relays[name]
+        dns = dns_hash_input(host, base.coop, dns_role)
+        if dns:
+            own["dns"] = dns
         host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
     return rows, placed.usage, host_hashes

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coophost.backup.model import BACKUP_GROUP
+from coophost.dns.serve import DNS_GROUP
 from coophost.errors import ExternalCommandError, UsageError
 from coophost.fsutil import atomic_write
 from coophost.lab import docker, image
@@ -32,6 +33,12 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
 DEFAULT_CAPACITY = {"ram_mb": 4096, "disk_gb": 40}
 MARKER = "# Written by `coophost lab up`: this lab's hosts, ports and keys. Regenerated on up."
 ACME_PORT = 14000
+
+
+def lab_dns_host(hosts: list[LabHost]) -> str:
+    """The lab host in group dns: h2, or h1 in a one-host lab."""
+    names = [h.name for h in hosts if is_service_host(h.name)]
+    return "h2" if "h2" in names else names[0]
 
 
 def service_groups() -> list[str]:
@@ -550,6 +557,9 @@ class Lab:
             "children": {
                 **{g: {"hosts": {h.name: None for h in state.hosts if is_service_host(h.name)}}
                    for g in service_groups()},
+                # The co-op's authoritative DNS (roles/dns) beside the lab's dnsmasq, which
+                # every host still resolves through: h2 (h1 in a one-host lab).
+                DNS_GROUP: {"hosts": {lab_dns_host(state.hosts): None}},
                 **({BACKUP_GROUP: {"hosts": {h.name: None for h in state.hosts
                                              if is_backup_host(h.name)}}}
                    if any(is_backup_host(h.name) for h in state.hosts) else {}),

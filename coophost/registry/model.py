@@ -32,6 +32,10 @@ class Coop:
     retention: dict[str, int]
     vault: VaultSettings
     suspended_mail: str = "accept"  # what mail to a suspended member does: accept | bounce
+    # The zones the co-op's own authoritative DNS (hosts of group `dns`) serves, in ASCII
+    # (coop.yml `dns.zones`): a sysadmin's decision, never a member's. Not in `as_vars`: only
+    # the dns hosts get them (coophost.dns.serve), so a new zone changes only those hosts.
+    dns_zones: tuple[str, ...] = ()
 
     def as_vars(self) -> dict[str, Any]:
         """Return what roles may need to know about the co-op.

@@ -21,7 +21,8 @@ from coophost.registry.model import (
 )
 
 COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
-             "vault", "suspended_mail")
+             "vault", "suspended_mail", "dns")
+MAX_DNS_ZONES = 1000
 SUSPENDED_MAIL = ("accept", "bounce")
 MEMBER_KEYS = ("slug", "id", "name", "contact", "status", "domains", "ssh_keys", "services",
                "placement", "moved", "departed_on", "rotated")
@@ -96,12 +97,38 @@ def parse_coop(data: object, file: str, catalogue: Catalogue) -> Coop:
     with errors.check():
         suspended_mail = _choice(top.get("suspended_mail", "accept"), SUSPENDED_MAIL, file,
                                  "suspended_mail")
+    zones: list[str] = []
+    with errors.check():
+        zones = _dns_zones(top.get("dns"), file)
     errors.done()
     return Coop(
         name=name, domain=domain, contacts=tuple(contacts), acme_directory=acme_directory,
         acme_email=acme_email, artifact_source=source, allowances=allowances,
         retention=retention, vault=vault, suspended_mail=suspended_mail,
+        dns_zones=tuple(zones),
     )
+
+
+def _dns_zones(value: object, file: str) -> list[str]:
+    """coop.yml `dns: {zones: [...]}`: the zones the co-op's dns hosts serve (ASCII names).
+
+    Each is a domain name (the same check as member domains), listed once. Absent: none.
+    """
+    if value is None:
+        return []
+    given = checks.mapping(value, file, "dns")
+    checks.refuse_unknown_keys(given, ("zones",), file, "dns")
+    errors = checks.Collector()
+    zones: list[str] = []
+    items = checks.sequence(given.get("zones", []), file, "dns.zones", MAX_DNS_ZONES)
+    for index, item in enumerate(items):
+        with errors.check():
+            _, ascii_name = checks.domain(item, file, f"dns.zones[{index}]")
+            if ascii_name in zones:
+                checks.fail(file, f"dns.zones[{index}]", item, "is listed twice")
+            zones.append(ascii_name)
+    errors.done()
+    return zones
 
 
 def _choice(value: object, choices: tuple[str, ...], file: str, field: str) -> str:
