@@ -38,7 +38,8 @@ def test_the_example_coop_has_the_groups_the_guide_relies_on(example: Path) -> N
 
     registry = load_registry(example).registry
     groups = {g for host in registry.hosts.values() for g in host.groups}
-    assert {"mail", "git", "backup"} <= groups
+    assert {"mail", "git", "backup", "dns"} <= groups
+    assert registry.coop.dns_zones  # the guide's section 6: the co-op serves a zone
     backup_hosts = [h for h in registry.hosts.values() if "backup" in h.groups]
     # the backup host runs no member service
     assert backup_hosts and all(h.groups == ("backup",) for h in backup_hosts)
