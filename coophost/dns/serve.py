@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coophost.registry.model import Coop, Host
+from coophost.registry.model import DNS_GROUP, Coop, Host
 from coophost.secrets import COOP_OWNER, SecretRef
 
-DNS_GROUP = "dns"
+__all__ = ["DNS_GROUP", "DNS_PORT", "TSIG_KEY_NAME", "dns_address", "dns_hash_input",
+           "dns_server_vars", "primary", "serves_dns", "tsig_ref", "zone_of"]
+
 DNS_PORT = 53
 TSIG_KEY_NAME = "coophost-update."
 TSIG_SECTION = "_dns_tsig"  # in secrets/_coop.yml

@@ -9,6 +9,8 @@ from typing import Any
 MEMBER_STATUSES = ("active", "suspended", "departed")
 
 
+DNS_GROUP = "dns"  # the hosts serving the co-op's own zones (coophost.dns.serve)
+
 @dataclass(frozen=True)
 class VaultSettings:
     """Where the ansible-vault password comes from (coop.yml `vault:`)."""

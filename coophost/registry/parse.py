@@ -10,6 +10,7 @@ from coophost.errors import ValidationError
 from coophost.registry import checks
 from coophost.registry.catalogue import Catalogue, Parameter, Service
 from coophost.registry.model import (
+    DNS_GROUP,
     MEMBER_STATUSES,
     Coop,
     Domain,
@@ -225,8 +226,25 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
         host = _host(name, layers, groups, service_groups, file, errors)
         if host is not None:
             hosts[name] = host
+    with errors.check():
+        _one_dns_host(groups, file)
     errors.done()
     return dict(sorted(hosts.items()))
+
+
+def _one_dns_host(groups: dict[str, set[str]], file: str) -> None:
+    """Refuse a second host in group `dns` (coophost.dns.serve).
+
+    Each would sign and serve the zones on its own, and `dns push` updates only the first, so
+    the others would answer with stale records. Secondaries (zone transfers from the first)
+    are not built yet.
+    """
+    found = sorted(name for name, member_of in groups.items() if DNS_GROUP in member_of)
+    if len(found) > 1:
+        checks.fail(file, f"{DNS_GROUP}.hosts", ", ".join(found),
+                    "only one authoritative DNS host is supported: a second would serve its "
+                    "own copy of the zones, which `coophost dns push` never updates",
+                    hint=f"keep one host in group {DNS_GROUP}; secondaries are not built yet")
 
 
 def _host(name: str, layers: dict[str, dict[str, Any]], groups: dict[str, set[str]],

@@ -83,3 +83,19 @@ def test_every_command_of_the_guide_exists_with_its_options(argv: list[str], cli
     assert code == 0, err
     for option in (w.split("=")[0] for w in argv if w.startswith("--")):
         assert option in out, f"`coophost {' '.join(path)}` has no {option}"
+
+
+def test_a_second_dns_host_is_refused_naming_both(example: Path, cli) -> None:
+    """Each dns host would sign and serve its own copy of the zones, and `dns push` updates only
+    the first: until secondaries exist, a second one is a configuration error."""
+    hosts = example / "hosts.yml"
+    text = hosts.read_text()
+    assert "    dns:\n      hosts:\n        mx2:\n" in text
+    hosts.write_text(text.replace("    dns:\n      hosts:\n        mx2:\n",
+                                  "    dns:\n      hosts:\n        mx2:\n        mx1:\n"))
+    before = sorted(p.relative_to(example) for p in example.rglob("*"))
+    code, _, err = cli("-i", str(example), "plan")
+    assert code == 2, err
+    assert "hosts.yml" in err and "dns.hosts" in err and "mx1, mx2" in err
+    assert "only one authoritative DNS host" in err
+    assert sorted(p.relative_to(example) for p in example.rglob("*")) == before
