@@ -122,8 +122,9 @@ def _served_resolver(app: AppContext, records: list, fallback: Callable[[str, st
     from coophost.dns.serve import zone_of
     from coophost.registry.loader import load_registry
 
-    zones = list(load_registry(app.inventory).registry.coop.dns_zones)
-    target, chain = _dnssec_findings(app, records)
+    loaded = load_registry(app.inventory)
+    zones = list(loaded.registry.coop.dns_zones)
+    target, chain = _dnssec_findings(app, loaded, records)
     primary = resolver(target.address, target.port)
 
     def ask(name: str, rtype: str) -> Any:
@@ -226,14 +227,12 @@ def ds_records(app: AppContext, zone: str | None, as_json: bool) -> None:
                    "validates the chain against them")
 
 
-def _dnssec_findings(app: AppContext, records: list) -> tuple[Any, list]:
+def _dnssec_findings(app: AppContext, loaded: Any, records: list) -> tuple[Any, list]:
     """Validate the chain of each served zone holding an expected record (see dns/dnssec.py)."""
     from coophost.dns.dnssec import ask, load_anchors, validate_chain
     from coophost.dns.push import primary_target
     from coophost.dns.serve import zone_of
-    from coophost.registry.loader import load_registry
 
-    loaded = load_registry(app.inventory)
     zones = list(loaded.registry.coop.dns_zones)
     target = primary_target(loaded)
     anchors = load_anchors(app.inventory)
