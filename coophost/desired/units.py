@@ -162,13 +162,21 @@ def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) ->
 
 
 def _check_claims(base: Base, summaries: list[Any]) -> None:
-    """Refuse a domain, vhost or address claimed twice; the error names the later claim."""
+    """Refuse a domain, vhost or address claimed twice, or a name inside another member's.
+
+    The error names the later claim.
+    """
     claimed: set[str] = set()
     count = 0
-    for _, _, keys, _, _, _ in summaries:
+    names: dict[str, str] = {}  # domain and vhost claims (no address, no SSH key) -> slug
+    for slug, _, keys, _, _, _ in summaries:
         mine = set(keys.split(CLAIM_SEP)) if keys else set()
         count += len(mine)
         claimed |= mine
+        names.update((key, slug) for key in mine if "@" not in key and ":" not in key)
+    if any(names.get(key.split(".", start)[-1], slug) != slug
+           for key, slug in names.items() for start in range(1, key.count("."))):
+        load_registry(base.root)  # cross_check names the nested domain (check_nested_domains)
     if len(claimed) == count:  # every name claimed by one member at most
         return
     owners: dict[str, str] = {}

@@ -780,6 +780,33 @@ def check_claims(claimed: Iterable[tuple[str, str, list[tuple[str, str, str]]]])
     errors.done()
 
 
+def check_nested_domains(members: Iterable[Member]) -> None:
+    """Refuse a member domain inside another member's (`shop.a.example` of b, `a.example` of a).
+
+    Its records would go into the other member's zone (`dns push`, when the co-op serves it),
+    and its mail and vhosts would answer for names under another member's domain. Every such
+    domain is reported at once.
+    """
+    members = list(members)
+    owners = {d.ascii: m for m in members for d in m.domains}
+    errors = checks.Collector()
+    for member in members:
+        for index, domain in enumerate(member.domains):
+            labels = domain.ascii.split(".")
+            for start in range(1, len(labels) - 1):
+                parent = ".".join(labels[start:])
+                owner = owners.get(parent)
+                if owner is not None and owner.slug != member.slug:
+                    with errors.check():
+                        checks.fail(member.file, f"domains[{index}]", domain.name,
+                                    f"is inside {parent}, a domain of member {owner.slug!r} "
+                                    f"({owner.file})",
+                                    hint="a member's domains may not lie inside another "
+                                         "member's; that member can add it to its own file")
+                    break
+    errors.done()
+
+
 def check_placement(file: str, placement: Mapping[str, str], hosts: Mapping[str, Host],
                     catalogue: Catalogue) -> None:
     """Refuse a placement on a host that does not exist or is not in the service's group."""
@@ -807,6 +834,8 @@ def cross_check(registry: Registry, catalogue: Catalogue) -> None:
     with errors.check():
         check_claims((m.slug, m.file, claims(m, catalogue))
                      for m in registry.members.values())
+    with errors.check():
+        check_nested_domains(registry.members.values())
     reserved = ReservedNames(registry.coop, registry.hosts)
     for member in registry.members.values():
         with errors.check():

@@ -189,3 +189,26 @@ def test_cli_refuses_a_slug_too_long_for_an_account(coop: Path, cli) -> None:
     code, _, err = cli("-i", str(coop), "plan")
     assert code == 2
     assert f"members/{slug}.yml: slug: '{slug}'" in err
+
+
+@pytest.mark.parametrize("inside", ["shop.ada-books.test", "a.b.ada-books.test"])
+def test_a_domain_inside_another_members_is_refused(coop: Path, cli, inside: str) -> None:
+    """bread-coop may not take a name under ada-books' domain: `dns push` would write its
+    records into ada-books' zone, and its mail would answer for names under it."""
+    path = coop / "members" / "bread-coop.yml"
+    path.write_text(path.read_text().replace("  - bread-coop.test\n",
+                                             f"  - bread-coop.test\n  - {inside}\n"))
+    before = {p: p.read_bytes() for p in (coop / "members").iterdir()}
+    code, _, err = cli("-i", str(coop), "plan")
+    assert code == 2, err
+    assert "bread-coop.yml" in err and "domains[1]" in err
+    assert "inside ada-books.test, a domain of member 'ada-books'" in err
+    assert {p: p.read_bytes() for p in (coop / "members").iterdir()} == before
+
+
+def test_a_members_own_subdomains_are_accepted(coop: Path, cli) -> None:
+    path = coop / "members" / "ada-books.yml"
+    path.write_text(path.read_text().replace("  - ada-books.test\n",
+                                             "  - ada-books.test\n  - shop.ada-books.test\n"))
+    code, _, err = cli("-i", str(coop), "plan")
+    assert code in (0, 1), err
