@@ -14,6 +14,13 @@ same minutes, so the ratios mean something even when the machine is noisy:
 
     .venv/bin/python bench/deploy.py [--hosts 4] [--members 40] [--skip-per-member] [--keep]
                                      [--baseline TREE [--repeat 2]]
+    .venv/bin/python bench/deploy.py --shapes INVENTORY [--repeat 3]
+
+`--shapes INVENTORY` takes an already deployed lab co-op (e.g. inventories/lab after `make
+demo`) and compares, interleaved, full deploys of every host (`deploy --all`): coophost's one
+job (the default), coophost's job per host, and the strongest plain alternative,
+`ansible-playbook site.yml` with mitogen's free strategy and the same tuned settings; wall
+seconds and the controller's CPU seconds of each, medians and ratios.
 
 `--baseline TREE` compares this checkout with another one (with its own .venv, e.g. a worktree
 of an older commit) instead of with ansible-playbook: on the same lab, each on its own copy of
@@ -51,11 +58,21 @@ vault: {password_file: vault-password, create_password_file: true}
 """
 
 
+CPU: list[float] = []  # the controller CPU seconds of each `run`, in order
+
+
 def run(argv: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> float:
-    """Run a command, return its wall time; fail loudly on an unexpected exit status."""
+    """Run a command and return its wall time; fail loudly on an unexpected exit status.
+
+    Its CPU time (the command and its children) is appended to CPU.
+    """
+    before = os.times()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     took = time.perf_counter() - start
+    after = os.times()
+    CPU.append(after.children_user - before.children_user
+               + after.children_system - before.children_system)
     if proc.returncode not in ok:
         sys.exit(f"bench: {' '.join(argv[:6])}... exited {proc.returncode}:\n"
                  f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -100,6 +117,45 @@ def playbook(root: Path, env: dict[str, str], *extra: str) -> float:
     """Time ansible-playbook site.yml on the co-op's inventory."""
     return run([str(BIN / "ansible-playbook"), "-i", str(root / "hosts.yml"), PLAYBOOK, *extra],
                env=env)
+
+
+def mitogen_playbook(root: Path) -> float:
+    """Time ansible-playbook site.yml with the tuned settings and mitogen's free strategy."""
+    from coophost.deploy.executor import mitogen_env
+
+    env = ansible_env(root, tuned=True)
+    env.update(mitogen_env("free"))
+    return playbook(root, env, "--forks", "20")
+
+
+def bench_shapes(root: Path, repeat: int) -> int:
+    """Full deploys of a converged co-op, each shape interleaved; print medians and ratios."""
+    shapes = {
+        "coophost deploy --all (one job, default)": lambda: coophost(root, "deploy", "--all"),
+        "coophost deploy --all --mode per-host":
+            lambda: coophost(root, "deploy", "--all", "--mode", "per-host"),
+        "ansible-playbook + mitogen_free (tuned)": lambda: mitogen_playbook(root)}
+    wall: dict[str, list[float]] = {label: [] for label in shapes}
+    cpu: dict[str, list[float]] = {label: [] for label in shapes}
+    labels = list(shapes)
+    load = os.getloadavg()[0]
+    for i in range(repeat):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:  # rotate the order
+            wall[label].append(shapes[label]())
+            cpu[label].append(CPU[-1])
+    base = labels[-1]
+    med = {label: (statistics.median(wall[label]), statistics.median(cpu[label]))
+           for label in labels}
+    print(f"full deploy of every host of {root.name}, median of {repeat} interleaved rounds; "
+          f"load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"  {'':44s} {'wall':>8} {'vs ap':>6} {'CPU':>8} {'vs ap':>6}")
+    for label, (w, c) in med.items():
+        print(f"  {label:44s} {w:7.1f}s {med[base][0] / w:5.2f}x {c:7.1f}s "
+              f"{med[base][1] / c:5.2f}x")
+    print("  (vs ap: ansible-playbook + mitogen's time divided by this one's; > 1 is faster)")
+    print(json.dumps({"shapes": {label: {"wall": wall[label], "cpu": cpu[label]}
+                                 for label in labels}}))
+    return 0
 
 
 def forget_applied(root: Path) -> None:
@@ -231,8 +287,13 @@ def main() -> int:
     parser.add_argument("--name", default="bench")
     parser.add_argument("--baseline", type=Path, metavar="TREE",
                         help="compare with the coophost checkout at TREE (with its .venv)")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds of --baseline's runs")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="rounds of --baseline's or --shapes' runs")
+    parser.add_argument("--shapes", type=Path, metavar="INVENTORY",
+                        help="compare full-deploy shapes on this deployed co-op and stop")
     args = parser.parse_args()
+    if args.shapes:
+        return bench_shapes(args.shapes.resolve(), args.repeat)
     tmp = Path(tempfile.mkdtemp(prefix="coophost-bench-"))
     root = tmp / "coop"
     root.mkdir()

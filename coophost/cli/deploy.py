@@ -26,15 +26,18 @@ from coophost.errors import EXIT_OK, UsageError
 @name_option("service", "Only hosts where this service's units change (repeatable).",
              dest="services", multiple=True)
 @click.option("--parallel", type=click.IntRange(1, 256),
-              help="Hosts at once [default: every host, up to twice the cores].")
+              help="Hosts at once [default: every host, up to twice the cores]; below the "
+                   "number of hosts, one job per host, N at a time.")
 @click.option("--check", is_flag=True, help="Ansible check mode: change neither hosts nor state.")
 @click.option("--diff", is_flag=True, help="Show each host's differences (with --check).")
 @click.option("--resume", is_flag=True,
               help="Rerun only the hosts that failed or were not reached in the last run.")
 @click.option("--all", "everything", is_flag=True, help="Reapply every host, changed or not.")
 @click.option("--wait", is_flag=True, help="Wait for another deploy to finish instead of exit 3.")
-@click.option("--mode", type=click.Choice(["per-host", "batch"]), default="per-host",
-              show_default=True, help="One ansible-runner job per host, or one over all hosts.")
+@click.option("--mode", type=click.Choice(["batch", "per-host"]), default="batch",
+              show_default=True,
+              help="One ansible-runner job over all hosts (each recorded as it converges), "
+                   "or one job per host.")
 @click.option("--mitogen/--no-mitogen", default=None,
               help="Run plays with mitogen's strategy [default: on when mitogen is installed].")
 @json_option

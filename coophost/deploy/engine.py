@@ -1,8 +1,10 @@
 """`coophost deploy`: plan, render, run each affected host, record what succeeded.
 
-Hosts run concurrently (one ansible-runner job per host by default, see docs/deploy-engine.md
-for the measurements behind that choice); a host's failure stays with that host; a host is
-recorded as applied only in the transaction that records its successful job.
+Hosts run concurrently: by default one ansible-runner job over every host, site.yml's single
+play under the free strategy, each host recorded the moment it converges (its last task); or
+one job per host (`--mode per-host`). docs/deploy-engine.md has the measurements behind the
+choice. A host's failure stays with that host; a host is recorded as applied only in the
+transaction that records its successful outcome.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import getpass
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -43,7 +45,7 @@ from coophost.fsutil import sweep_dead_folders
 from coophost.layout import KNOWN_HOSTS_FILE
 from coophost.registry.model import VaultSettings
 
-MODES = ("per-host", "batch")
+MODES = ("batch", "per-host")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class DeployOptions:
     parallel: int | None = None
     check: bool = False
     wait: bool = False
-    mode: str = "per-host"
+    mode: str = "batch"
     mitogen: bool = False
 
 
@@ -183,6 +185,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
         render_hosts(loaded, root, desired=desired)  # every host's vars, and new secrets
         vault = vault_access(root, loaded.registry.coop.vault)
         parallel = options.parallel or default_parallel(len(jobs))
+        options = replace(options, mode=effective_mode(options, len(jobs)))
         if executor_factory is not None:
             executor = executor_factory(vault)
         else:
@@ -192,6 +195,19 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
                                      forks=parallel if options.mode == "batch" else None,
                                      hosts=connections(loaded.registry.hosts))
         return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
+
+
+def effective_mode(options: DeployOptions, jobs: int) -> str:
+    """The shape a deploy runs in. Pure.
+
+    One job cannot hold hosts back: under the free strategy every host of it is under way at
+    once, forks only limiting tasks at a time. An explicit `--parallel N` below the number of
+    hosts asks for at most N hosts under way, which only one job per host gives (a rolling
+    window of N jobs).
+    """
+    if options.mode == "batch" and options.parallel is not None and options.parallel < jobs:
+        return "per-host"
+    return options.mode
 
 
 def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel: int,
@@ -244,8 +260,15 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
                 finish(HostOutcome(host, "canceled", summary="canceled before it started"))
             return
         start(hosts)
-        for outcome in executor.run_hosts(hosts, progress.event, cancel).values():
+        finished: set[str] = set()
+
+        def done(outcome: HostOutcome) -> None:
+            finished.add(outcome.host)
             finish(outcome)
+
+        for outcome in executor.run_hosts(hosts, progress.event, cancel, done).values():
+            if outcome.host not in finished:  # an executor that reports only at the end
+                done(outcome)
 
     batches = [[h] for h in jobs] if options.mode == "per-host" else [list(jobs)]
     try:

@@ -25,6 +25,12 @@ from coophost.registry.hosts import HostEntry, load_hosts
 JOB_FOLDER_PREFIX = "coophost-job-"
 
 EventSink = Callable[[str, str, str], None]  # (host, kind, task name)
+OutcomeSink = Callable[["HostOutcome"], None]  # a host's outcome, the moment it is known
+
+# The last task of site.yml's single play: once a host has run it, every stage and every
+# notified handler has run there, and the host's outcome is known while the job goes on for
+# the others (one job for many hosts still records each host the moment it converges).
+CONVERGED_TASK = "Report the host converged"
 
 # A vault client ansible runs to get the password from the variable coop.yml names: the
 # password then never reaches argv, runner artifacts, or a file.
@@ -66,9 +72,13 @@ class VaultAccess:
 class Executor(Protocol):
     """Runs host jobs and reports each host's outcome."""
 
-    def run_hosts(self, hosts: list[str], sink: EventSink,
-                  cancel: threading.Event) -> dict[str, HostOutcome]:
-        """Apply the site playbook to `hosts` (one job) and return per-host outcomes."""
+    def run_hosts(self, hosts: list[str], sink: EventSink, cancel: threading.Event,
+                  done: OutcomeSink | None = None) -> dict[str, HostOutcome]:
+        """Apply the site playbook to `hosts` (one job) and return per-host outcomes.
+
+        `done`, when given, gets each host's outcome once, as soon as it is known (for a
+        host that converges, while the job still runs for others; else when the job ends).
+        """
         ...
 
 
@@ -128,21 +138,35 @@ class LocalExecutor:
             env["ANSIBLE_STRATEGY"] = self.strategy
         return env
 
-    def run_hosts(self, hosts: list[str], sink: EventSink,
-                  cancel: threading.Event) -> dict[str, HostOutcome]:
+    def run_hosts(self, hosts: list[str], sink: EventSink, cancel: threading.Event,
+                  done: OutcomeSink | None = None) -> dict[str, HostOutcome]:
         """Check each host's key, run the playbook once over the others, split per host."""
+        reported: set[str] = set()
+
+        def report(outcome: HostOutcome) -> None:
+            if outcome.host not in reported:
+                reported.add(outcome.host)
+                if done is not None:
+                    done(outcome)
+
         refused = refuse_unpinned(self.inventory, hosts, sink, self.hosts)
+        for outcome in refused.values():
+            report(outcome)
         admitted = [h for h in hosts if h not in refused]
-        outcomes = self._run_playbook(admitted, sink, cancel) if admitted else {}
+        outcomes = self._run_playbook(admitted, sink, cancel, report) if admitted else {}
+        for host in admitted:
+            report(outcomes[host])
         return {h: refused.get(h) or outcomes[h] for h in hosts}
 
-    def _run_playbook(self, hosts: list[str], sink: EventSink,
-                      cancel: threading.Event) -> dict[str, HostOutcome]:
-        """Run the playbook once over `hosts` and split the result per host."""
+    def _run_playbook(self, hosts: list[str], sink: EventSink, cancel: threading.Event,
+                      report: OutcomeSink) -> dict[str, HostOutcome]:
+        """Run the playbook once over `hosts`, report each host as it converges, split."""
         tasks = dict.fromkeys(hosts, 0)
+        counts = {h: {"ok": 0, "changed": 0} for h in hosts}
         failures: dict[str, list[str]] = {h: [] for h in hosts}
         causes: dict[str, list[tuple[str, str]]] = {h: [] for h in hosts}
         logs = {h: TaskLog(with_diff=self.check) for h in hosts}
+        converged: dict[str, HostOutcome] = {}
 
         def on_event(event: dict[str, Any]) -> bool:
             data = event.get("event_data") or {}
@@ -167,7 +191,13 @@ class LocalExecutor:
                     failures[host].append(f"{task}{f' (item {item})' if item else ''}: "
                                           f"{message}")
                     causes[host].append((str(data.get("role", "")), f"{message} {item}"))
+                elif kind == "runner_on_ok":
+                    counts[host]["ok"] += 1
+                    counts[host]["changed"] += bool((data.get("res") or {}).get("changed"))
                 sink(host, "done", task)
+                if kind == "runner_on_ok" and task == CONVERGED_TASK and not failures[host]:
+                    converged[host] = self._converged(host, tasks[host], counts[host], logs[host])
+                    report(converged[host])
             return False  # task events are not written to the job's artifacts
 
         with private_folder(JOB_FOLDER_PREFIX) as scratch:
@@ -175,11 +205,20 @@ class LocalExecutor:
                 self.playbook, self.inventory, limit=hosts, check=self.check,
                 envvars=self._env(scratch), forks=self.forks or len(hosts),
                 event_handler=on_event, cancel_callback=cancel.is_set)
-        outcomes = {h: outcome_for(h, result, tasks[h], failures[h]) for h in hosts}
+        outcomes = {h: converged.get(h) or outcome_for(h, result, tasks[h], failures[h])
+                    for h in hosts}
         for host, outcome in outcomes.items():
             outcome.causes = causes[host]
             outcome.tasks, outcome.tasks_omitted = logs[host].records, logs[host].omitted
         return outcomes
+
+    @staticmethod
+    def _converged(host: str, tasks: int, counts: dict[str, int], log: TaskLog) -> HostOutcome:
+        """A host that ran the playbook's last task with no failure: its outcome, now."""
+        outcome = HostOutcome(host, "ok", {**counts, "failed": 0, "unreachable": 0,
+                                           "tasks": tasks})
+        outcome.tasks, outcome.tasks_omitted = log.records, log.omitted
+        return outcome
 
 
 KEY_CHECK_TASK = "host key check"

@@ -14,8 +14,8 @@ An available service (members may have it) is a complete role:
   (`coophost_<name>_units`, or `<name>_units` defaulting to it) whose items require `member`
   (with `slug`, `owner` and `status`) and `settings`;
 - tasks or templates that read the member's status (a suspended member cannot log in);
-- playbooks/<name>.yml, a play on the service's group applying the role, imported by
-  playbooks/site.yml;
+- playbooks/stages/<name>.yml including the role on the service's group, imported by both
+  playbooks/<name>.yml (a play on that group) and site.yml's single play;
 - molecule/default/molecule.yml and converge.yml.
 A coming service (listed, not offered) holds coophost.yml and a README.md, and no role files.
 """
@@ -97,27 +97,42 @@ def _plays(path: Path) -> list[dict[str, Any]]:
     return [play for play in data if isinstance(play, dict)] if isinstance(data, list) else []
 
 
-def _applies_role(play: dict[str, Any], role: str) -> bool:
-    for entry in play.get("roles") or ():
-        if entry == role or (isinstance(entry, dict) and entry.get("role") == role):
-            return True
+def _includes_role(tasks: list[dict[str, Any]], role: str, group: str) -> bool:
+    """A task list that includes `role` on the hosts of `group` (a `when` naming it)."""
+    for task in tasks:
+        include = task.get("ansible.builtin.include_role") or task.get("include_role") or {}
+        if isinstance(include, dict) and include.get("name") == role:
+            return f"'{group}' in group_names" in str(task.get("when", ""))
     return False
 
 
+def _imports(play: dict[str, Any], tasks_file: str) -> bool:
+    """A play (or a task list's task) that imports `tasks_file`."""
+    return any(isinstance(task, dict) and str(task.get(
+        "ansible.builtin.import_tasks", task.get("import_tasks"))) == tasks_file
+        for task in play.get("tasks") or ())
+
+
 def check_playbooks(root: Path, service: Service) -> list[str]:
-    """playbooks/<name>.yml applies the role on the service's group; site.yml imports it."""
+    """The service's stage is complete and imported where it must be.
+
+    stages/<name>.yml includes the role on the service's group, and both playbooks/<name>.yml
+    (a play on that group) and site.yml's single play import it.
+    """
     name = service.name
-    book = root / "playbooks" / f"{name}.yml"
+    stage = f"stages/{name}.yml"
     problems = []
-    plays = _plays(book)
-    if not any(play.get("hosts") == service.group and _applies_role(play, name)
-               for play in plays):
+    data = _yaml(root / "playbooks" / stage)
+    tasks = [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
+    if not _includes_role(tasks, name, service.group):
+        problems.append(f"playbooks/{stage}: needs an include_role of {name} "
+                        f"when \"'{service.group}' in group_names\"")
+    if not any(play.get("hosts") == service.group and _imports(play, stage)
+               for play in _plays(root / "playbooks" / f"{name}.yml")):
         problems.append(f"playbooks/{name}.yml: needs a play on hosts `{service.group}` "
-                        f"applying role {name}")
-    imported = {str(play.get("ansible.builtin.import_playbook", play.get("import_playbook")))
-                for play in _plays(root / "playbooks" / "site.yml")}
-    if f"{name}.yml" not in imported:
-        problems.append(f"playbooks/site.yml: does not import {name}.yml")
+                        f"importing {stage}")
+    if not any(_imports(play, stage) for play in _plays(root / "playbooks" / "site.yml")):
+        problems.append(f"playbooks/site.yml: does not import {stage}")
     return problems
 
 

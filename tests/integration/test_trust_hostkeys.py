@@ -123,8 +123,8 @@ def test_ansible_itself_refuses_a_changed_key(lab: LabInfo, changed_key: Changed
 @pytest.mark.parametrize(("flags", "others"), [
     ([], OTHERS),
     (["--no-mitogen"], OTHERS[:1]),  # the slow way: one other host is enough
-    (["--mode", "batch"], OTHERS),
-], ids=["mitogen", "no-mitogen", "batch"])
+    (["--mode", "per-host"], OTHERS),
+], ids=["mitogen", "no-mitogen", "per-host"])
 def test_deploy_refuses_a_changed_key_and_deploys_the_others(
         lab: LabInfo, changed_key: ChangedKey, flags: list[str],
         others: tuple[str, ...]) -> None:
@@ -143,10 +143,10 @@ def test_deploy_refuses_a_changed_key_and_deploys_the_others(
     assert logins(lab, OTHERS[0], changed_key.since), "the others were logged into"
     # What each way of running really did:
     jobs = sorted(p.name for p in set(RUNNER_COPIES.iterdir()) - before)
-    if flags == ["--mode", "batch"]:
-        assert len(jobs) == 1, f"batch: one ansible-runner job for every host: {jobs}"
-    else:
+    if flags == ["--mode", "per-host"]:
         assert len(jobs) == len(others), f"per host: one ansible-runner job each: {jobs}"
+    else:
+        assert len(jobs) == 1, f"batch (the default): one ansible-runner job for all: {jobs}"
     full = subprocess.run(["docker", "exec", container(lab, OTHERS[0]), "journalctl",
                            "--since", f"@{int(changed_key.since)}", "--no-pager"],
                           capture_output=True, text=True, check=True).stdout

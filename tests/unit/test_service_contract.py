@@ -184,11 +184,13 @@ def make_root(tmp_path: Path, name: str = "fake") -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text if relative == "hooks.py" else text.format(name=name))
     books = root / "playbooks"
-    books.mkdir(parents=True)
-    (books / f"{name}.yml").write_text(f"- name: Fake\n  hosts: {name}\n  roles:\n"
-                                       f"    - role: {name}\n")
-    (books / "site.yml").write_text(f"- name: Fake\n"
-                                    f"  ansible.builtin.import_playbook: {name}.yml\n")
+    (books / "stages").mkdir(parents=True)
+    (books / "stages" / f"{name}.yml").write_text(
+        f"- name: Fake\n  ansible.builtin.include_role:\n    name: {name}\n"
+        f"  when: \"'{name}' in group_names\"\n")
+    imports = f"  tasks:\n    - ansible.builtin.import_tasks: stages/{name}.yml\n"
+    (books / f"{name}.yml").write_text(f"- name: Fake\n  hosts: {name}\n{imports}")
+    (books / "site.yml").write_text(f"- name: Site\n  hosts: all\n{imports}")
     return root
 
 
@@ -248,7 +250,11 @@ def _edit(path: Path, old: str, new: str) -> None:
     ("services/fake/tasks/main.yml", "member.status", "member.slug",
      "no task or template reads the unit's member.status"),
     ("playbooks/fake.yml", "hosts: fake", "hosts: all", "playbooks/fake.yml: needs a play"),
-    ("playbooks/site.yml", "fake.yml", "other.yml", "site.yml: does not import fake.yml"),
+    ("playbooks/fake.yml", "stages/fake.yml", "stages/other.yml",
+     "playbooks/fake.yml: needs a play"),
+    ("playbooks/stages/fake.yml", "'fake' in", "'other' in",
+     "playbooks/stages/fake.yml: needs an include_role of fake"),
+    ("playbooks/site.yml", "fake.yml", "other.yml", "site.yml: does not import stages/fake.yml"),
     ("services/fake/coophost.yml", "  - {port: 443, protocol: tcp, description: HTTPS}\n", "",
      "an available service declares the ports it listens on"),
     ("services/fake/coophost.yml", "  does: [logins_refused, site_unavailable]",
