@@ -56,6 +56,7 @@ class DeployOptions:
     wait: bool = False
     mode: str = "per-host"
     mitogen: bool = False
+    local: bool = False  # every job on this controller, even for hosts a worker serves
 
 
 @dataclass
@@ -192,7 +193,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
                                      mitogen=options.mitogen, vault=vault, strategy=strategy,
                                      forks=forks, hosts=entries)
-            workers = load_workers(root, loaded.catalogue)
+            workers = [] if options.local else load_workers(root, loaded.catalogue)
             if workers:  # hosts a worker serves run there (coophost.deploy.remote)
                 from coophost.deploy.remote import RemoteExecutor, RoutingExecutor
 
@@ -214,7 +215,7 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
         "members": sorted(options.selection.members), "hosts": sorted(options.selection.hosts),
         "services": sorted(options.selection.services), "all": options.selection.everything,
         "resume": options.selection.resume, "parallel": parallel, "mode": options.mode,
-        "mitogen": options.mitogen}
+        "mitogen": options.mitogen, "local": options.local}
     if record:
         with StateDB(root) as db:
             units = {h: j.unit_names for h, j in jobs.items()}

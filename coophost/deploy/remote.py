@@ -62,6 +62,9 @@ READ_TIMEOUT = 30.0  # no byte from the worker for this long: the transport is t
 UNKNOWN_HINT = "the worker's transport was lost midway: what the play did is unknown"
 CONTENT_IGNORE = shutil.ignore_patterns("molecule", "tests", "__pycache__", "*.pyc", ".*")
 OVERRIDES_FILE = "zz-coophost-worker.yml"
+# The collections the roles use beyond ansible.builtin: carried with each job from the
+# controller's own installation, so the worker runs exactly the controller's modules.
+JOB_COLLECTIONS = ("ansible.posix",)
 
 
 # -- versions ---------------------------------------------------------------------------------
@@ -393,6 +396,10 @@ class RemoteExecutor:
         shutil.copy2(root / "ansible.cfg", project / "ansible.cfg")
         for name in ("playbooks", "roles", "services"):
             shutil.copytree(root / name, project / name, ignore=CONTENT_IGNORE)
+        for name, source in collection_paths().items():
+            namespace, _, collection = name.partition(".")
+            shutil.copytree(source, project / "collections" / "ansible_collections" / namespace
+                            / collection, ignore=CONTENT_IGNORE)
         inventory = folder / "inventory"
         (inventory / HOST_VARS_DIR).mkdir(parents=True, mode=0o700)
         shutil.copy2(self.inventory / HOSTS_FILE, inventory / HOSTS_FILE)
@@ -422,7 +429,10 @@ class RemoteExecutor:
         env = {
             "ANSIBLE_CONFIG": f"{remote}/project/ansible.cfg",
             "ANSIBLE_ROLES_PATH": f"{remote}/project/roles:{remote}/project/services",
+            "ANSIBLE_COLLECTIONS_PATH": f"{remote}/project/collections",
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": f"{remote}/facts",
+            "ANSIBLE_HOME": f"{remote}/ansible-home",  # nothing of the job outside its folder
+            "ANSIBLE_LOCAL_TEMP": f"{remote}/ansible-tmp",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_ARGS": worker_ssh_args(remote),
@@ -452,6 +462,20 @@ class RemoteExecutor:
         if self.vault.password_env:
             return os.environ.get(self.vault.password_env) or None
         return None
+
+
+def collection_paths() -> dict[str, Path]:
+    """Where the controller's copies of JOB_COLLECTIONS are installed."""
+    import importlib.util
+
+    found = {}
+    for name in JOB_COLLECTIONS:
+        spec = importlib.util.find_spec(f"ansible_collections.{name}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"the controller lacks the collection {name}",
+                              hint="install the `ansible` package (or that collection)")
+        found[name] = Path(next(iter(spec.submodule_search_locations)))
+    return found
 
 
 def worker_ssh_args(remote: str) -> str:

@@ -174,7 +174,7 @@ def forced_command(tmp_path: Path) -> Path:
     runner.write_text(f"#!{sys.executable}\nimport sys\nprint('RAN', sys.argv[1:])\n")
     runner.chmod(0o755)
     source = ROOT / "roles/worker/templates/coophost-worker-command.py.j2"
-    engine = jinja2.Environment(autoescape=False)  # noqa: S701 - renders Python, not HTML
+    engine = jinja2.Environment(autoescape=False)
     engine.filters["to_json"] = json.dumps
     text = engine.from_string(source.read_text()).render(
         worker_venv=str(venv), worker_jobs_dir=str(tmp_path / "jobs"),
