@@ -50,7 +50,7 @@ from coophost.deploy.executor import (
     VaultAccess,
 )
 from coophost.deploy.runner import PlaybookResult, _keep_for_inspection
-from coophost.errors import ConfigError, HostUnreachable
+from coophost.errors import ConfigError, CoophostError, HostUnreachable
 from coophost.fsutil import private_folder
 from coophost.layout import HOST_VARS_DIR, HOSTS_FILE, KNOWN_HOSTS_FILE, content_root
 from coophost.registry.hosts import HostEntry
@@ -216,32 +216,39 @@ class RoutingExecutor:
 
     def run_hosts(self, hosts: list[str], sink: EventSink,
                   cancel: threading.Event) -> dict[str, HostOutcome]:
-        """Run `hosts`: locally or on their workers, and return each host's outcome."""
+        """Run `hosts`: locally or on their workers, each group at once; each host's outcome."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        groups = list(self.route(hosts).items())
         outcomes: dict[str, HostOutcome] = {}
-        for names, group in self.route(hosts).items():
-            if not names:
-                outcomes.update(self.local.run_hosts(group, sink, cancel))
-                continue
-            candidates = [w for w in self.workers if w.name in names]
-            refusals = {w.name: self._refusal(w) for w in candidates}
-            fit = [w for w in candidates if not refusals[w.name]]
-            if not fit:
-                why = "; ".join(refusals.values())
-                for host in group:
-                    outcomes[host] = HostOutcome(host, "unreachable", _counts(unreachable=1),
-                                                 f"no worker serving it can run it: {why}")
-                continue
-            worker = self.slots.acquire(fit, cancel)
-            if worker is None:
-                for host in group:
-                    outcomes[host] = HostOutcome(host, "canceled", _counts(),
-                                                 "canceled before it started")
-                continue
-            try:
-                outcomes.update(self.remote.run_job(worker, group, sink, cancel))
-            finally:
-                self.slots.release(worker)
+        with ThreadPoolExecutor(max_workers=len(groups) or 1) as pool:
+            for found in pool.map(lambda g: self._run_group(g[0], g[1], sink, cancel), groups):
+                outcomes.update(found)
         return {h: outcomes[h] for h in hosts}
+
+    def _run_group(self, names: tuple[str, ...], group: list[str], sink: EventSink,
+                   cancel: threading.Event) -> dict[str, HostOutcome]:
+        if not names:
+            return self.local.run_hosts(group, sink, cancel)
+        candidates = [w for w in self.workers if w.name in names]
+        refusals = {w.name: self._refusal(w) for w in candidates}
+        fit = [w for w in candidates if not refusals[w.name]]
+        if not fit:
+            why = "; ".join(refusals.values())
+            return {host: HostOutcome(host, "unreachable", _counts(unreachable=1),
+                                      f"no worker serving it can run it: {why}")
+                    for host in group}
+        worker = self.slots.acquire(fit, cancel)
+        if worker is None:
+            return {host: HostOutcome(host, "canceled", _counts(), "canceled before it started")
+                    for host in group}
+        try:
+            return self.remote.run_job(worker, group, sink, cancel)
+        except CoophostError as exc:  # the job could not be built (a host without a key file)
+            return {host: HostOutcome(host, "failed", _counts(),
+                                      f"worker {worker.name}: {exc.message}") for host in group}
+        finally:
+            self.slots.release(worker)
 
 
 def _counts(unreachable: int = 0) -> dict[str, int]:
@@ -457,8 +464,17 @@ class RemoteExecutor:
         }
 
     def _vault_password(self) -> str | None:
-        if self.vault.password_file is not None:
-            return self.vault.password_file.read_text().splitlines()[0]
+        path = self.vault.password_file
+        if path is not None:
+            if os.access(path, os.X_OK):  # a vault client script, as Ansible would run it
+                proc = subprocess.run([str(path)], capture_output=True, text=True, check=False,
+                                      timeout=60)
+                if proc.returncode != 0:
+                    raise ConfigError(f"{path}: the vault password client exited "
+                                      f"{proc.returncode}")
+                return proc.stdout.splitlines()[0] if proc.stdout else None
+            lines = path.read_text().splitlines()
+            return lines[0] if lines else None
         if self.vault.password_env:
             return os.environ.get(self.vault.password_env) or None
         return None

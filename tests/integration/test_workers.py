@@ -150,6 +150,37 @@ def test_a_cut_transport_leaves_the_host_unknown_and_resume_completes_it(
     assert_nothing_left(lab, workers)
 
 
+def test_a_silent_worker_is_unknown_after_the_read_timeout(lab: LabInfo,
+                                                           workers: list[str]) -> None:
+    """A worker that stops answering without closing the connection (frozen, or a firewall
+    dropping its packets) is noticed by the read timeout, not waited for forever."""
+    proc = subprocess.Popen(
+        [*COOPHOST, "-i", str(lab.inventory), "deploy", "--all", "--host", "h1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    paused = False
+    try:
+        deadline = time.monotonic() + 300
+        while not job_folders(lab, "w1"):  # h1 goes to w1: the least loaded, first by name
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(1)
+        time.sleep(5)
+        subprocess.run(["docker", "pause", container(lab, "w1")], check=True, timeout=60)
+        paused = True
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if paused:
+            subprocess.run(["docker", "unpause", container(lab, "w1")], check=True, timeout=60)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 4, (out, err)
+    outcome = json.loads(out)["hosts"]["h1"]
+    assert outcome["status"] == "unknown", outcome
+    assert "no data from the worker" in str(outcome["summary"])
+    code, resumed = deploy_json(lab, "--resume")
+    assert code == 0 and {h: o["status"] for h, o in resumed.items()} == {"h1": "ok"}, resumed
+    wait_until_empty(lab, workers)
+
+
 def assert_nothing_left(lab: LabInfo, workers: list[str]) -> None:
     """No job folder, no carried key, no vault password anywhere on the workers."""
     password_file = lab.inventory / "vault-password"
