@@ -40,12 +40,14 @@ from coophost.errors import EXIT_OK, UsageError
                    "or one job per host.")
 @click.option("--mitogen/--no-mitogen", default=None,
               help="Run plays with mitogen's strategy [default: on when mitogen is installed].")
+@click.option("--local", is_flag=True,
+              help="Run every host's job on this controller, even those workers serve.")
 @json_option
 @pass_app
 def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
            services: tuple[str, ...], parallel: int | None, check: bool, diff: bool,
            resume: bool, everything: bool, wait: bool, mode: str, mitogen: bool | None,
-           as_json: bool) -> int:
+           local: bool, as_json: bool) -> int:
     """Apply what changed: the plan's hosts, concurrently; exit 1 failed, 4 unreachable."""
     from coophost.deploy.engine import DeployOptions
     from coophost.deploy.engine import deploy as run_deploy
@@ -70,7 +72,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
     options = DeployOptions(
         selection=Selection(frozenset(members), frozenset(hosts), frozenset(services),
                             everything, resume),
-        parallel=parallel, check=check, wait=wait, mode=mode, mitogen=mitogen)
+        parallel=parallel, check=check, wait=wait, mode=mode, mitogen=mitogen, local=local)
     progress: SilentProgress | PlainProgress | LiveProgress
     if as_json:
         progress = SilentProgress()

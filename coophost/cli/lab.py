@@ -49,12 +49,15 @@ def lab() -> None:
 @click.option("--backup-hosts", type=int, default=None,
               help="How many backup hosts (group backup) [default: 1 for a new lab, else the "
                    "current count].")
+@click.option("--workers", type=int, default=None,
+              help="How many execution nodes w1..wN (group coophost_workers, each serving "
+                   "every host) [default: none for a new lab, else the current count].")
 @click.option("--mirror", envvar="COOPHOST_DEBIAN_MIRROR",
               help="Debian mirror for the base image [default: the one apt uses here].")
 @json_option
 @pass_app
 def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
-       mirror: str | None, as_json: bool) -> None:
+       workers: int | None, mirror: str | None, as_json: bool) -> None:
     """Build (once) the base image and bring the lab up; running it again changes nothing."""
     the_lab = _lab(app, name)
 
@@ -62,7 +65,8 @@ def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
         if not as_json:
             app.err.print(f"[dim]lab[/] {msg}")
 
-    state = the_lab.up(hosts, mirror, progress=say, backup_hosts=backup_hosts)
+    state = the_lab.up(hosts, mirror, progress=say, backup_hosts=backup_hosts,
+                       workers=workers)
     from coophost.lab.memberkeys import ensure_member_keys
 
     for slug in ensure_member_keys(the_lab.workdir, the_lab.inventory):

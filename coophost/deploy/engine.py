@@ -58,6 +58,7 @@ class DeployOptions:
     wait: bool = False
     mode: str = "batch"
     mitogen: bool = False
+    local: bool = False  # every job on this controller, even for hosts a worker serves
 
 
 @dataclass
@@ -75,7 +76,7 @@ class DeployResult:
         statuses = {o.status for o in self.outcomes.values()}
         if self.canceled or "canceled" in statuses:
             return EXIT_INTERRUPTED
-        if "unreachable" in statuses:
+        if statuses & {"unreachable", "unknown"}:  # unknown: a worker's transport was lost
             return EXIT_UNREACHABLE
         return EXIT_PENDING if "failed" in statuses else EXIT_OK
 
@@ -139,7 +140,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives, record_placements
     from coophost.registry.hosts import connections
-    from coophost.registry.loader import load_registry
+    from coophost.registry.loader import load_registry, load_workers
     from coophost.state import StateDB
 
     if options.mode not in MODES:
@@ -189,11 +190,20 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
         if executor_factory is not None:
             executor = executor_factory(vault)
         else:
+            strategy = "free" if options.mode == "batch" else "linear"
+            forks = parallel if options.mode == "batch" else None
+            entries = connections(loaded.registry.hosts)
             executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
-                                     mitogen=options.mitogen, vault=vault,
-                                     strategy="free" if options.mode == "batch" else "linear",
-                                     forks=parallel if options.mode == "batch" else None,
-                                     hosts=connections(loaded.registry.hosts))
+                                     mitogen=options.mitogen, vault=vault, strategy=strategy,
+                                     forks=forks, hosts=entries)
+            workers = [] if options.local else load_workers(root, loaded.catalogue)
+            if workers:  # hosts a worker serves run there (coophost.deploy.remote)
+                from coophost.deploy.remote import RemoteExecutor, RoutingExecutor
+
+                remote = RemoteExecutor(root, entries, check=options.check,
+                                        mitogen=options.mitogen, vault=vault,
+                                        strategy=strategy, forks=forks)
+                executor = RoutingExecutor(executor, remote, workers, entries)
         return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
 
 
@@ -221,7 +231,7 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
         "members": sorted(options.selection.members), "hosts": sorted(options.selection.hosts),
         "services": sorted(options.selection.services), "all": options.selection.everything,
         "resume": options.selection.resume, "parallel": parallel, "mode": options.mode,
-        "mitogen": options.mitogen}
+        "mitogen": options.mitogen, "local": options.local}
     if record:
         with StateDB(root) as db:
             units = {h: j.unit_names for h, j in jobs.items()}

@@ -49,7 +49,9 @@ class HostOutcome:
     """How one host's job ended."""
 
     host: str
-    status: str  # ok, failed, unreachable, canceled
+    # ok, failed, unreachable, canceled; unknown: the transport to the worker running the
+    # job was lost midway, so nobody knows what the play did (never taken as a success)
+    status: str
     counts: dict[str, int] = field(default_factory=dict)
     summary: str = ""
     output: str = ""
@@ -159,66 +161,93 @@ class LocalExecutor:
         return {h: refused.get(h) or outcomes[h] for h in hosts}
 
     def _run_playbook(self, hosts: list[str], sink: EventSink, cancel: threading.Event,
-                      report: OutcomeSink) -> dict[str, HostOutcome]:
+                      report: OutcomeSink | None = None) -> dict[str, HostOutcome]:
         """Run the playbook once over `hosts`, report each host as it converges, split."""
-        tasks = dict.fromkeys(hosts, 0)
-        counts = {h: {"ok": 0, "changed": 0} for h in hosts}
-        failures: dict[str, list[str]] = {h: [] for h in hosts}
-        causes: dict[str, list[tuple[str, str]]] = {h: [] for h in hosts}
-        logs = {h: TaskLog(with_diff=self.check) for h in hosts}
-        converged: dict[str, HostOutcome] = {}
-
-        def on_event(event: dict[str, Any]) -> bool:
-            data = event.get("event_data") or {}
-            host = data.get("host")
-            kind = event.get("event", "")
-            if kind == "playbook_on_stats":
-                return True  # kept: ansible-runner reads its stats from this event
-            if host not in tasks:
-                return False
-            task = str(data.get("task", ""))
-            logs[host].add(kind, data, str(event.get("stdout") or ""))
-            if kind == "runner_on_start":
-                sink(host, "task", task)
-            elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed",
-                          "runner_on_unreachable"):
-                tasks[host] += 1
-                if kind in ("runner_on_failed", "runner_on_unreachable") \
-                        and not data.get("ignore_errors"):
-                    res = data.get("res") or {}
-                    message = failure_message(res)
-                    item = item_label(res)
-                    failures[host].append(f"{task}{f' (item {item})' if item else ''}: "
-                                          f"{message}")
-                    causes[host].append((str(data.get("role", "")), f"{message} {item}"))
-                elif kind == "runner_on_ok":
-                    counts[host]["ok"] += 1
-                    counts[host]["changed"] += bool((data.get("res") or {}).get("changed"))
-                sink(host, "done", task)
-                if kind == "runner_on_ok" and task == CONVERGED_TASK and not failures[host]:
-                    converged[host] = self._converged(host, tasks[host], counts[host], logs[host])
-                    report(converged[host])
-            return False  # task events are not written to the job's artifacts
+        events = JobEvents(hosts, sink, with_diff=self.check, report=report)
 
         with private_folder(JOB_FOLDER_PREFIX) as scratch:
             result = run_playbook(
                 self.playbook, self.inventory, limit=hosts, check=self.check,
                 envvars=self._env(scratch), forks=self.forks or len(hosts),
-                event_handler=on_event, cancel_callback=cancel.is_set)
-        outcomes = {h: converged.get(h) or outcome_for(h, result, tasks[h], failures[h])
-                    for h in hosts}
-        for host, outcome in outcomes.items():
-            outcome.causes = causes[host]
-            outcome.tasks, outcome.tasks_omitted = logs[host].records, logs[host].omitted
-        return outcomes
+                event_handler=events.on_event, cancel_callback=cancel.is_set)
+        return events.outcomes(result)
 
-    @staticmethod
-    def _converged(host: str, tasks: int, counts: dict[str, int], log: TaskLog) -> HostOutcome:
-        """A host that ran the playbook's last task with no failure: its outcome, now."""
-        outcome = HostOutcome(host, "ok", {**counts, "failed": 0, "unreachable": 0,
-                                           "tasks": tasks})
-        outcome.tasks, outcome.tasks_omitted = log.records, log.omitted
-        return outcome
+
+class JobEvents:
+    """What one job's ansible events say, per host: tasks run, failures, their causes.
+
+    Its `on_event` is ansible-runner's event handler, for a local job as for one streamed
+    back from a worker: the same events, read the same way.
+    """
+
+    def __init__(self, hosts: list[str], sink: EventSink, *, with_diff: bool = False,
+                 report: OutcomeSink | None = None) -> None:
+        self.hosts = hosts
+        self.sink = sink
+        self.report = report  # gets each host that converges, the moment it does
+        self.counts = {h: {"ok": 0, "changed": 0} for h in hosts}
+        self.converged: dict[str, HostOutcome] = {}
+        self.tasks = dict.fromkeys(hosts, 0)
+        self.failures: dict[str, list[str]] = {h: [] for h in hosts}
+        self.causes: dict[str, list[tuple[str, str]]] = {h: [] for h in hosts}
+        self.logs = {h: TaskLog(with_diff=with_diff) for h in hosts}
+        self.stats: dict[str, dict[str, int]] = {}
+        self.stdout: list[str] = []
+
+    def on_event(self, event: dict[str, Any]) -> bool:
+        """Record one event; True keeps it in the job's artifacts (only the stats)."""
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        kind = event.get("event", "")
+        if event.get("stdout"):
+            self.stdout.append(str(event["stdout"]))
+        if kind == "playbook_on_stats":
+            self.stats = {k: v for k, v in data.items() if isinstance(v, dict)}
+            return True  # kept: ansible-runner reads its stats from this event
+        if host not in self.tasks:
+            return False
+        task = str(data.get("task", ""))
+        self.logs[host].add(kind, data, str(event.get("stdout") or ""))
+        if kind == "runner_on_start":
+            self.sink(host, "task", task)
+        elif kind in ("runner_on_ok", "runner_on_skipped", "runner_on_failed",
+                      "runner_on_unreachable"):
+            self.tasks[host] += 1
+            if kind in ("runner_on_failed", "runner_on_unreachable") \
+                    and not data.get("ignore_errors"):
+                res = data.get("res") or {}
+                message = failure_message(res)
+                item = item_label(res)
+                self.failures[host].append(f"{task}{f' (item {item})' if item else ''}: "
+                                           f"{message}")
+                self.causes[host].append((str(data.get("role", "")), f"{message} {item}"))
+            elif kind == "runner_on_ok":
+                self.counts[host]["ok"] += 1
+                self.counts[host]["changed"] += bool((data.get("res") or {}).get("changed"))
+            self.sink(host, "done", task)
+            if kind == "runner_on_ok" and task == CONVERGED_TASK and not self.failures[host]:
+                self._converge(host)
+        return False  # task events are not written to the job's artifacts
+
+    def _converge(self, host: str) -> None:
+        """A host ran the playbook's last task with no failure: its outcome, now."""
+        outcome = HostOutcome(host, "ok", {**self.counts[host], "failed": 0, "unreachable": 0,
+                                           "tasks": self.tasks[host]})
+        outcome.tasks, outcome.tasks_omitted = self.logs[host].records, self.logs[host].omitted
+        self.converged[host] = outcome
+        if self.report is not None:
+            self.report(outcome)
+
+    def outcomes(self, result: PlaybookResult) -> dict[str, HostOutcome]:
+        """Each host's outcome once the job ended as `result` says."""
+        outcomes = {h: self.converged.get(h)
+                    or outcome_for(h, result, self.tasks[h], self.failures[h])
+                    for h in self.hosts}
+        for host, outcome in outcomes.items():
+            outcome.causes = self.causes[host]
+            outcome.tasks = self.logs[host].records
+            outcome.tasks_omitted = self.logs[host].omitted
+        return outcomes
 
 
 KEY_CHECK_TASK = "host key check"

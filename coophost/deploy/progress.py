@@ -13,7 +13,8 @@ from rich.table import Table
 from coophost.deploy.executor import HostOutcome
 from coophost.deploy.jobs import HostJob
 
-STYLE = {"ok": "green", "failed": "red", "unreachable": "red", "canceled": "yellow"}
+STYLE = {"ok": "green", "failed": "red", "unreachable": "red", "unknown": "magenta",
+         "canceled": "yellow"}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from coophost.deploy.tasks import MAX_MESSAGE, MAX_TASKS, TaskRecord
 from coophost.state import StateDB, write_applied
 
 RUN_ACTIVE = "running"
-JOB_DONE = frozenset({"ok", "failed", "unreachable", "canceled"})
+JOB_DONE = frozenset({"ok", "failed", "unreachable", "unknown", "canceled"})
 
 
 @dataclass

@@ -26,6 +26,7 @@ from coophost.fsutil import atomic_write
 from coophost.lab import docker, image
 from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
 from coophost.layout import HOSTS_FILE, KNOWN_HOSTS_FILE, STATE_DIR, STATE_FILE
+from coophost.registry.workers import CAPACITY_VAR, SERVES_VAR, WORKERS_GROUP
 from coophost.state import StateDB
 
 LABEL = "coophost.lab"
@@ -100,6 +101,11 @@ class LabState:
 def is_service_host(name: str) -> bool:
     """Whether a lab host name is a service host's (h1, h2, ...)."""
     return name[:1] == "h" and name[1:].isdigit()
+
+
+def is_worker_host(name: str) -> bool:
+    """Whether a lab host name is a worker's (w1, ...): an execution node, no service host."""
+    return name[:1] == "w" and name[1:].isdigit()
 
 
 def is_backup_host(name: str) -> bool:
@@ -188,11 +194,13 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, hosts: int | None, mirror: str | None = None,
-           progress: Any = None, backup_hosts: int | None = None) -> LabState:
-        """Bring the lab to `hosts` service hosts and `backup_hosts` backup hosts.
+           progress: Any = None, backup_hosts: int | None = None,
+           workers: int | None = None) -> LabState:
+        """Bring the lab to `hosts` service hosts, `backup_hosts` backup hosts and `workers`.
 
-        None keeps the current counts (3 service hosts and 1 backup host for a new lab).
-        Service hosts are h1..hN, in every service group; backup hosts b1..bM, in `backup`.
+        None keeps the current counts (3 service hosts, 1 backup host, no worker for a new
+        lab). Service hosts are h1..hN, in every service group; backup hosts b1..bM, in
+        `backup`; workers w1..wK, in `coophost_workers`, each serving every other host.
         """
         say = progress or (lambda _msg: None)
         docker.require_engine()
@@ -206,6 +214,9 @@ class Lab:
             raise UsageError(f"--hosts {count}: a lab has between 1 and 20 hosts")
         if not 0 <= backups <= 3:
             raise UsageError(f"--backup-hosts {backups}: a lab has between 0 and 3 backup hosts")
+        worker_count = workers if workers is not None else sum(map(is_worker_host, before))
+        if not 0 <= worker_count <= 5:
+            raise UsageError(f"--workers {worker_count}: a lab has between 0 and 5 workers")
         say("image: checking the cached base image")
         base, services, built = image.ensure_images(self.recipe, mirror)
         say(f"image: {'built' if built else 'cached'} {base}")
@@ -223,9 +234,17 @@ class Lab:
             self._ensure_host(base, host, client_key, ca, state.dns_ip)
             state.hosts.append(host)
             say(f"host {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
+        for index in range(1, worker_count + 1):
+            name = f"w{index}"
+            old = next((h for h in previous.hosts if h.name == name), None) if previous else None
+            host = LabHost(name, self.container(name), f"{name}.{self.domain}",
+                           old.ssh_port if old else free_port())
+            self._ensure_worker(base, host, client_key)
+            state.hosts.append(host)
+            say(f"worker {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
         self._ensure_control(base, state, previous)
         say(f"control host: member shell on 127.0.0.1:{state.control_port}")
-        removed = self._remove_extra_hosts(count, backups)
+        removed = self._remove_extra_hosts(count, backups, worker_count)
         self._forget_applied([h.name for h in state.hosts if h.state == "created"] + removed)
         self._write_dns_hosts(state)
         self._write_inventory(state)
@@ -434,6 +453,50 @@ class Lab:
         wait_for_boot(host.container)
         docker.docker("exec", host.container, "update-ca-certificates", "--fresh")
 
+    def _ensure_worker(self, tag: str, host: LabHost, client_key: str) -> None:
+        """A lab execution node: sshd alone (no systemd) in the controller's network.
+
+        It shares the controller's network namespace (as the control host does), so it reaches
+        the lab hosts at the very addresses and pinned keys of hosts.yml; its sshd listens on
+        127.0.0.1 only. `coophost workers setup` then installs it (roles/worker).
+        """
+        folder = self.workdir / "workers" / host.name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_file = folder / "ssh_host_ed25519_key"
+        if not key_file.is_file():
+            pair = ssh_keypair(f"root@{host.fqdn}")
+            atomic_write(key_file, pair.private, mode=0o600)
+            atomic_write(key_file.with_suffix(".pub"), pair.public + "\n")
+        status = self._start_or_keep(host.container, tag)
+        if status == "missing":
+            config = "\n".join([
+                "Include /etc/ssh/sshd_config.d/*.conf", f"Port {host.ssh_port}",
+                "ListenAddress 127.0.0.1", "HostKey /etc/ssh/ssh_host_ed25519_key",
+                "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                "PermitRootLogin no", "UsePAM yes", "PidFile /run/sshd-worker.pid",
+                "Subsystem sftp /usr/lib/openssh/sftp-server", ""])
+            uid = 1000  # the lab user's uid, fixed by the image recipe
+            docker.docker(
+                "create", "--name", host.container, "--label", f"{LABEL}={self.name}",
+                "--label", f"coophost.host={host.name}", "--network", "host",
+                "--restart", "unless-stopped", "--tmpfs", "/run", "--tmpfs", "/tmp",  # noqa: S108
+                tag, "/bin/sh", "-c",
+                "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_worker_config")
+            try:
+                docker.docker("cp", "-a", "-", f"{host.container}:/", input_bytes=_tar({
+                    "etc/ssh/ssh_host_ed25519_key": (key_file.read_bytes(), 0o600, 0),
+                    "etc/ssh/sshd_worker_config": (config.encode(), 0o644, 0),
+                    f"home/{self.recipe.user}/.ssh/authorized_keys": (
+                        client_key.encode() + b"\n", 0o600, uid),
+                }))
+                docker.docker("start", host.container)
+            except BaseException:
+                docker.docker("rm", "-f", host.container, check=False)
+                raise
+            status = "created"
+        host.state = status
+        host.host_key = " ".join(key_file.with_suffix(".pub").read_text().split()[:2])
+
     @property
     def control_dir(self) -> Path:
         """The control host's sshd files (config, host key, authorized_keys)."""
@@ -508,20 +571,22 @@ class Lab:
                 return int(binding["HostPort"])
         return 0
 
-    def _remove_extra_hosts(self, count: int, backups: int) -> list[str]:
+    def _remove_extra_hosts(self, count: int, backups: int, workers: int = 0) -> list[str]:
         removed = []
         for cid in docker.ids_by_label("container", f"{LABEL}={self.name}"):
             found = docker.inspect("container", [cid])
             label = found[0]["Config"]["Labels"].get("coophost.host", "") if found else ""
-            limit = count if is_service_host(label) else backups if is_backup_host(label) else 0
-            if (is_service_host(label) or is_backup_host(label)) and int(label[1:]) > limit:
+            limit = (count if is_service_host(label) else backups if is_backup_host(label)
+                     else workers if is_worker_host(label) else 0)
+            numbered = is_service_host(label) or is_backup_host(label) or is_worker_host(label)
+            if numbered and int(label[1:]) > limit:
                 docker.docker("rm", "-f", cid)
                 removed.append(label)
         return removed
 
     def _write_dns_hosts(self, state: LabState) -> None:
         lines = [f"{state.dns_ip} dns.{self.domain}", f"{state.acme_ip} acme.{self.domain}"]
-        lines += [f"{h.ip} {h.fqdn} {h.name}" for h in state.hosts]
+        lines += [f"{h.ip} {h.fqdn} {h.name}" for h in state.hosts if h.ip]
         atomic_write(self.workdir / "dns" / "hosts", "\n".join(lines) + "\n")
         # dnsmasq rereads addn-hosts on SIGHUP; no restart, no lost queries.
         docker.docker("kill", "--signal", "HUP", self.container("dns"))
@@ -553,7 +618,7 @@ class Lab:
                 "ansible_host": "127.0.0.1", "ansible_port": h.ssh_port,
                 "coophost_fqdn": h.fqdn, "coophost_lab_ip": h.ip,
                 "coophost_capacity": dict(DEFAULT_CAPACITY),
-            } for h in state.hosts},
+            } for h in state.hosts if not is_worker_host(h.name)},
             "children": {
                 **{g: {"hosts": {h.name: None for h in state.hosts if is_service_host(h.name)}}
                    for g in service_groups()},
@@ -563,6 +628,13 @@ class Lab:
                 **({BACKUP_GROUP: {"hosts": {h.name: None for h in state.hosts
                                              if is_backup_host(h.name)}}}
                    if any(is_backup_host(h.name) for h in state.hosts) else {}),
+                # Execution nodes (coophost.registry.workers): each serves every other host.
+                **({WORKERS_GROUP: {"hosts": {h.name: {
+                    "ansible_host": "127.0.0.1", "ansible_port": h.ssh_port,
+                    SERVES_VAR: [o.name for o in state.hosts if not is_worker_host(o.name)],
+                    CAPACITY_VAR: 2,
+                } for h in state.hosts if is_worker_host(h.name)}}}
+                   if any(is_worker_host(h.name) for h in state.hosts) else {}),
             },
         }}
         atomic_write(self.inventory / HOSTS_FILE, MARKER + "\n" + _yaml_dump(inventory))

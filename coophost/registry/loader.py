@@ -24,7 +24,14 @@ from coophost.registry.model import (
     Member,
     Registry,
 )
-from coophost.registry.parse import cross_check, parse_coop, parse_hosts, parse_member
+from coophost.registry.parse import (
+    cross_check,
+    parse_coop,
+    parse_hosts,
+    parse_member,
+    parse_workers,
+)
+from coophost.registry.workers import Worker
 from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes
 
 RECORDS_CACHE = "cache/members.marshal"
@@ -107,6 +114,12 @@ def load_coop(root: Path, catalogue: Catalogue | None = None) -> tuple[Coop, byt
 def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host]:
     """Return hosts.yml, validated: every host with its groups and declared capacity."""
     return _load_hosts(root, catalogue)[0]
+
+
+def load_workers(root: Path, catalogue: Catalogue | None = None) -> list[Worker]:
+    """Return the execution nodes of hosts.yml, validated (coophost.registry.workers)."""
+    raw = _read(root, HOSTS_FILE)
+    return parse_workers(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
 
 
 def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[str, Host], bytes]:

@@ -20,6 +20,7 @@ from coophost.registry.model import (
     Registry,
     VaultSettings,
 )
+from coophost.registry.workers import WORKERS_GROUP, Worker, is_worker, parse_worker
 
 COOP_KEYS = ("name", "domain", "contacts", "acme", "artifacts", "allowances", "retention",
              "vault", "suspended_mail", "dns")
@@ -213,6 +214,21 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
     A host's own variables override its groups' and a group's override those of the groups
     walked before it (`all` first, then its children in order), as Ansible's child groups do.
     """
+    return parse_inventory(data, file, catalogue)[0]
+
+
+def parse_workers(data: object, file: str, catalogue: Catalogue) -> list[Worker]:
+    """The execution nodes of hosts.yml (group `coophost_workers`), checked: see parse_hosts."""
+    return parse_inventory(data, file, catalogue)[1]
+
+
+def parse_inventory(data: object, file: str, catalogue: Catalogue
+                    ) -> tuple[dict[str, Host], list[Worker]]:
+    """hosts.yml's service hosts and its workers (coophost.registry.workers), both checked.
+
+    A worker is no service host: it is left out of the hosts, may be in no service group,
+    and what it serves must be hosts or groups of the file.
+    """
     top = checks.mapping(data, file, "")
     if "all" not in top:
         checks.fail(file, "all", None, "an Ansible YAML inventory starts with `all:`")
@@ -222,14 +238,30 @@ def parse_hosts(data: object, file: str, catalogue: Catalogue) -> dict[str, Host
     _walk_group("all", top["all"], {}, raw_hosts, groups, file, "all", errors)
     service_groups = {service.group for service in catalogue.services.values()}
     hosts: dict[str, Host] = {}
+    worker_hosts: dict[str, Host] = {}
     for name, layers in raw_hosts.items():
+        member_of = groups.get(name, set())
+        if is_worker(member_of):
+            with errors.check():
+                taken = sorted(member_of & (service_groups | {DNS_GROUP}))
+                if taken:
+                    checks.fail(file, f"{WORKERS_GROUP}.hosts.{name}", ", ".join(taken),
+                                "a worker runs other hosts' jobs and is no service host: "
+                                "it may be in no service group",
+                                hint="give the services another host")
         host = _host(name, layers, groups, service_groups, file, errors)
         if host is not None:
-            hosts[name] = host
+            (worker_hosts if is_worker(member_of) else hosts)[name] = host
     with errors.check():
         _one_dns_host(groups, file)
+    all_groups = {g for member_of in groups.values() for g in member_of}
+    workers = []
+    for _name, host in sorted(worker_hosts.items()):
+        with errors.check():
+            assert host.connection is not None
+            workers.append(parse_worker(host.connection, file, hosts, all_groups))
     errors.done()
-    return dict(sorted(hosts.items()))
+    return dict(sorted(hosts.items())), workers
 
 
 def _one_dns_host(groups: dict[str, set[str]], file: str) -> None:

@@ -161,3 +161,21 @@ def test_lab_member_keys_registered_on_up_and_removed_on_down(coop: Path, tmp_pa
     keys = load_registry(coop, need_hosts=False).registry.members["cycle-works"].ssh_keys
     assert list(keys) == [own]
     assert record.read_text() != before  # the member's own key stayed
+
+
+def test_lab_workers_are_written_as_valid_workers_serving_every_host(tmp_path: Path) -> None:
+    from coophost.lab.lab import Lab, LabHost, LabState
+    from coophost.registry.loader import load_hosts, load_workers
+
+    lab = Lab("wkt", tmp_path / "wkt")
+    state = LabState("wkt", "coophost-wkt", "wkt.test", dns_ip="10.9.0.2")
+    for index, name in enumerate(["h1", "h2", "b1", "w1", "w2"]):
+        ip = "" if name.startswith("w") else f"10.9.0.{10 + index}"
+        state.hosts.append(LabHost(name, f"coophost-wkt-{name}", f"{name}.wkt.test",
+                                   40000 + index, ip, "ssh-ed25519 AAAA"))
+    lab._write_inventory(state)
+    assert sorted(load_hosts(lab.inventory)) == ["b1", "h1", "h2"]
+    found = load_workers(lab.inventory)
+    assert [(w.name, w.serves, w.capacity, w.connection.port) for w in found] == [
+        ("w1", ("h1", "h2", "b1"), 2, 40003), ("w2", ("h1", "h2", "b1"), 2, 40004)]
+    assert "[127.0.0.1]:40003 ssh-ed25519 AAAA" in (lab.inventory / "known_hosts").read_text()

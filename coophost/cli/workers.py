@@ -1,0 +1,146 @@
+"""`coophost workers list|check|setup`: the execution nodes of hosts.yml (coophost_workers)."""
+
+from __future__ import annotations
+
+import click
+
+from coophost.cli.options import AppContext, escape, json_option, pass_app, table
+from coophost.errors import EXIT_OK, EXIT_PENDING, CoophostError, HostUnreachable
+
+
+@click.group()
+def workers() -> None:
+    """Execution nodes: the workers that run host jobs for the hosts they serve."""
+
+
+def _load(app: AppContext) -> list:  # type: ignore[type-arg]
+    from coophost.registry.loader import load_workers
+
+    return load_workers(app.inventory)
+
+
+@workers.command("list")
+@json_option
+@pass_app
+def list_workers(app: AppContext, as_json: bool) -> None:
+    """List the workers with what they serve and their capacity (jobs at once)."""
+    found = _load(app)
+    if as_json:
+        app.emit_json([{"name": w.name, "address": f"{w.connection.address}:{w.connection.port}",
+                        "serves": list(w.serves), "capacity": w.capacity,
+                        "jobs_dir": w.jobs_dir} for w in found])
+        return
+    if not found:
+        app.out.print("No workers: every host's job runs on this controller "
+                      "(declare some in hosts.yml, group coophost_workers).")
+        return
+    table(app, ["worker", "address", "serves", "capacity"],
+          [[escape(w.name), f"{w.connection.address}:{w.connection.port}",
+            escape(", ".join(w.serves)), str(w.capacity)] for w in found])
+
+
+@workers.command()
+@json_option
+@pass_app
+def check(app: AppContext, as_json: bool) -> int:
+    """Connect to each worker (pinned key) and compare its versions with the controller's.
+
+    Exit 1 when a worker's ansible-core, ansible-runner or mitogen differ; 4 when one cannot be
+    reached.
+    """
+    from coophost.deploy.remote import (
+        controller_versions,
+        version_mismatches,
+        worker_info,
+        worker_versions,
+    )
+    from coophost.errors import EXIT_UNREACHABLE
+    from coophost.layout import KNOWN_HOSTS_FILE
+
+    known = app.inventory / KNOWN_HOSTS_FILE
+    ours = controller_versions()
+    report = []
+    code = EXIT_OK
+    for worker in _load(app):
+        row: dict[str, object] = {"name": worker.name, "ok": False}
+        try:
+            info = worker_info(worker, known)
+            found = worker_versions(worker, known)
+        except HostUnreachable as exc:
+            row["error"] = exc.message
+            code = max(code, EXIT_UNREACHABLE)
+            report.append(row)
+            continue
+        wrong = version_mismatches(ours, found)
+        row.update(versions=found, worker_info={k: info.get(k) for k in
+                                                ("runner_version", "cpu_count", "mem_in_bytes",
+                                                 "errors") if k in info},
+                   mismatches=wrong, ok=not wrong)
+        if wrong:
+            row["error"] = f"refused: versions differ from the controller's: {', '.join(wrong)}"
+            code = max(code, EXIT_PENDING)
+        report.append(row)
+    if as_json:
+        app.emit_json({"controller": ours, "workers": report})
+        return code
+    for row in report:
+        if row.get("ok"):
+            versions = row["versions"]
+            assert isinstance(versions, dict)
+            app.out.print(f"[green]{escape(str(row['name']))}[/]: ok, " + ", ".join(
+                f"{k} {versions.get(k)}" for k in ours))
+        else:
+            app.err.print(f"[red]{escape(str(row['name']))}[/]: {escape(str(row['error']))}")
+    return code
+
+
+@workers.command()
+@click.option("--python-version", default="3.11", show_default=True,
+              help="The workers' CPython version (Debian 12: 3.11), for the wheels.")
+@json_option
+@pass_app
+def setup(app: AppContext, python_version: str, as_json: bool) -> int:
+    """Install or update every worker: the controller's exact versions and the forced command."""
+    import paramiko
+
+    from coophost.deploy.remote import build_wheelhouse
+    from coophost.deploy.runner import run_playbook
+    from coophost.errors import EXIT_UNREACHABLE
+    from coophost.layout import STATE_DIR, playbook
+
+    found = _load(app)
+    if not found:
+        raise CoophostError("no workers in hosts.yml (group coophost_workers)")
+    wheels = app.inventory / STATE_DIR / "wheelhouse"
+    pins = build_wheelhouse(wheels, python_version)
+    keys = []
+    for worker in found:
+        if not worker.connection.key_file:
+            raise CoophostError(f"worker {worker.name}: hosts.yml names no "
+                                "ansible_ssh_private_key_file: no controller key to authorize")
+        key = paramiko.PKey.from_path(worker.connection.key_file)
+        line = f"{key.get_name()} {key.get_base64()} coophost-controller"
+        if line not in keys:
+            keys.append(line)
+    result = run_playbook(playbook("worker.yml"), app.inventory,
+                          limit=[w.name for w in found],
+                          extravars={"worker_packages": pins,
+                                     "worker_wheelhouse": str(wheels.resolve()),
+                                     "worker_controller_keys": keys})
+    if as_json:
+        app.emit_json({"status": result.status, "pins": pins,
+                       "changed": result.hosts_with("changed"),
+                       "failed": result.hosts_with("failures"),
+                       "unreachable": result.hosts_with("dark")})
+    elif result.ok:
+        app.out.print(f"workers set up with {', '.join(pins)}: "
+                      + ", ".join(w.name for w in found))
+    else:
+        app.err.print(f"[red]worker setup {result.status}[/]\n"
+                      + "\n".join(result.stdout.splitlines()[-25:]))
+    if result.hosts_with("dark"):
+        return EXIT_UNREACHABLE
+    return EXIT_OK if result.ok else EXIT_PENDING
+
+
+commands: list[click.Command] = [workers]
