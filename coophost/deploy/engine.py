@@ -23,6 +23,7 @@ from coophost.deploy.executor import (
     VaultAccess,
 )
 from coophost.deploy.jobs import (
+    FAST,
     HostJob,
     Selection,
     blame,
@@ -44,6 +45,8 @@ from coophost.layout import KNOWN_HOSTS_FILE
 from coophost.registry.model import VaultSettings
 
 MODES = ("per-host", "batch")
+UNITS_PLAYBOOK = "units.yml"  # the fast path's playbook
+FAST_SERVICES_VAR = "coophost_fast_services"  # its extra var: the services whose units it applies
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     vars and secrets) is written here, in that order, before any job runs.
     """
     from coophost.desired.hostvars import render_hosts
-    from coophost.desired.units import check_names, compute
+    from coophost.desired.units import check_names, compute, fast_capable
     from coophost.layout import playbook
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives, record_placements
@@ -170,7 +173,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             desired = compute(loaded)
             check_names(desired, root, members=sorted(selection.members),
                         hosts=sorted(selection.hosts), services=sorted(selection.services))
-            decision = plan_jobs(desired, db.applied(), selection, resume)
+            decision = plan_jobs(desired, db.applied(), selection, resume,
+                                 fast_capable(loaded.catalogue))
             jobs = decision.jobs
             fingerprint_jobs(jobs, loaded, desired.role_versions)
             if (jobs or decision.placements) and not known_hosts_checked:
@@ -179,24 +183,35 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
                 record_placements(root, decision.placements)
             if not jobs:
                 return DeployResult(run_id=None)
-            expected = {h: log.last_tasks(h) for h in jobs}
+            expected = {h: log.last_tasks(h, j.path) for h, j in jobs.items()}
         render_hosts(loaded, root, desired=desired)  # every host's vars, and new secrets
         vault = vault_access(root, loaded.registry.coop.vault)
         parallel = options.parallel or default_parallel(len(jobs))
-        if executor_factory is not None:
-            executor = executor_factory(vault)
-        else:
-            executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
-                                     mitogen=options.mitogen, vault=vault,
-                                     strategy="free" if options.mode == "batch" else "linear",
-                                     forks=parallel if options.mode == "batch" else None,
-                                     hosts=connections(loaded.registry.hosts))
-        return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
+        host_entries = connections(loaded.registry.hosts)
+
+        def executor_for(fast_services: list[str] | None) -> Executor:
+            """The site playbook's executor, or (fast_services given) the units playbook's."""
+            name, extravars = "site.yml", {}
+            if fast_services is not None:
+                name, extravars = UNITS_PLAYBOOK, {FAST_SERVICES_VAR: fast_services}
+            return LocalExecutor(root, playbook(name), check=options.check,
+                                 mitogen=options.mitogen, vault=vault,
+                                 strategy="free" if options.mode == "batch" else "linear",
+                                 forks=parallel if options.mode == "batch" else None,
+                                 hosts=host_entries, extravars=extravars)
+
+        if executor_factory is not None:  # one executor for both paths (tests)
+            return _run(root, jobs, options, parallel, executor_factory(vault), progress,
+                        cancel, expected)
+        return _run(root, jobs, options, parallel, executor_for(None), progress, cancel,
+                    expected, executor_for)
 
 
 def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel: int,
          executor: Executor, progress: Progress, cancel: threading.Event,
-         expected: dict[str, int]) -> DeployResult:
+         expected: dict[str, int],
+         fast_executor: Callable[[list[str]], Executor] | None = None) -> DeployResult:
+    """Run the jobs; a fast-path job through `fast_executor(its services)` when given."""
     from coophost.state import StateDB
 
     record = not options.check  # check mode changes neither hosts nor state
@@ -205,7 +220,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
         "members": sorted(options.selection.members), "hosts": sorted(options.selection.hosts),
         "services": sorted(options.selection.services), "all": options.selection.everything,
         "resume": options.selection.resume, "parallel": parallel, "mode": options.mode,
-        "mitogen": options.mitogen}
+        "mitogen": options.mitogen, "full": options.selection.full,
+        "paths": {h: j.path for h, j in sorted(jobs.items())}}
     if record:
         with StateDB(root) as db:
             units = {h: j.unit_names for h, j in jobs.items()}
@@ -229,7 +245,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
             with StateDB(root) as db:
                 RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
                                         outcome.counts, outcome.summary, applied, job.settings,
-                                        outcome.tasks, outcome.tasks_omitted)
+                                        outcome.tasks, outcome.tasks_omitted, job.level,
+                                        job.path)
 
     def start(hosts: list[str]) -> None:
         for host in hosts:
@@ -244,13 +261,21 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
                 finish(HostOutcome(host, "canceled", summary="canceled before it started"))
             return
         start(hosts)
-        for outcome in executor.run_hosts(hosts, progress.event, cancel).values():
+        fast = [s for h in hosts if jobs[h].path == FAST for s in jobs[h].fast_services]
+        runs = executor
+        if fast_executor is not None and jobs[hosts[0]].path == FAST:
+            runs = fast_executor(sorted(set(fast)))
+        for outcome in runs.run_hosts(hosts, progress.event, cancel).values():
             finish(outcome)
 
-    batches = [[h] for h in jobs] if options.mode == "per-host" else [list(jobs)]
+    if options.mode == "per-host":
+        batches = [[h] for h in jobs]
+    else:  # one batch per path: a playbook runs one path
+        batches = [b for b in ([h for h, j in jobs.items() if j.path != FAST],
+                               [h for h, j in jobs.items() if j.path == FAST]) if b]
     try:
         with ThreadPoolExecutor(max_workers=parallel if options.mode == "per-host" else 1
-                                ) as pool:
+                                ) as pool:  # batch mode: the full batch, then the fast one
             for future in [pool.submit(one_job, batch) for batch in batches]:
                 future.result()
     finally:
