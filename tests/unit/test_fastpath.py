@@ -153,3 +153,30 @@ def test_a_state_db_from_before_records_no_level_and_takes_the_full_play(
         assert db.applied().levels == {"h1": "L"}
     path, why, _ = choose_path("changed", [change(CHANGE)], "L", None, {"mail"}, Selection())
     assert (path, why) == (FULL, "no host-level hash recorded yet")
+
+
+@pytest.mark.parametrize("service", ["mail", "git"])
+def test_the_full_role_runs_the_same_per_unit_tasks_as_the_fast_path(service: str) -> None:
+    """tasks/main.yml imports units.yml and ready.yml; no task of theirs is written twice."""
+    import yaml
+
+    tasks = Path(__file__).resolve().parents[2] / "services" / service / "tasks"
+    main = yaml.safe_load((tasks / "main.yml").read_text())
+    imported = [t["ansible.builtin.import_tasks"] for t in main
+                if "ansible.builtin.import_tasks" in t]
+    assert imported[-2:] == ["units.yml", "ready.yml"]
+
+    def names(file: str) -> list[str]:
+        found = []
+        for task in yaml.safe_load((tasks / file).read_text()):
+            if "ansible.builtin.import_tasks" in task:
+                found += names(task["ansible.builtin.import_tasks"])
+            else:
+                found.append(task["name"])
+        return found
+
+    unit_side = names("units.yml") + names("ready.yml")
+    host_side = [n for f in imported[:-2] for n in names(f)] + [
+        t["name"] for t in main if "ansible.builtin.import_tasks" not in t]
+    assert unit_side
+    assert not set(unit_side) & set(host_side)
