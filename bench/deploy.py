@@ -257,6 +257,16 @@ def mail_accepted(address: str, host_ip: str, timeout: float = 60.0) -> float:
         time.sleep(0.2)
 
 
+def took_path(root: Path, host: str, path: str, *flags: str) -> None:
+    """`deploy --mitogen --json FLAGS`; exit unless `host` took `path` and succeeded."""
+    proc = subprocess.run([*COOPHOST, "-i", str(root), "deploy", "--mitogen", "--json", *flags],
+                          capture_output=True, text=True, check=False)
+    job = json.loads(proc.stdout or "{}").get("hosts", {}).get(host, {}) if proc.stdout else {}
+    if proc.returncode != 0 or job.get("path") != path:
+        sys.exit(f"bench: deploy {' '.join(flags)} on {host}: exit {proc.returncode}, path "
+                 f"{job.get('path')} ({job.get('why')}), not {path}:\n{proc.stderr[-2000:]}")
+
+
 def bench_fast_path(root: Path, lab: str, rounds: int) -> dict[str, list[float]]:
     """(d): a new mailbox until mail to it is accepted, three ways, interleaved rounds."""
     from coophost.lab.lab import Lab
@@ -291,7 +301,7 @@ def bench_fast_path(root: Path, lab: str, rounds: int) -> dict[str, list[float]]
                     start = time.perf_counter()
                     playbook(root, mitogen, "--limit", host)
                 else:
-                    coophost(root, "deploy", "--mitogen", *flags)
+                    took_path(root, host, "full" if flags else "fast", *flags)
                 mail_accepted(f"{box}@{domain}", ip)
                 figures[label].append(time.perf_counter() - start)
                 print(f"  {label}: {figures[label][-1]:.1f} s", flush=True)
