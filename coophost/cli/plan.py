@@ -30,18 +30,20 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
     units = desired.unit_hashes()
     with StateDB(app.inventory) as state:
         applied = state.applied()
-        result = planning.only(planning.diff(units, desired.host_hashes, applied),
-                               member=member_slug, host=host_name)
+        whole = planning.diff(units, desired.host_hashes, applied)
+        result = planning.only(whole, member=member_slug, host=host_name)
         changed = [(c.host, c.member, c.service) for c in result.changes
                    if c.action == planning.CHANGE]
         stored = state.applied_settings() if changed else {}
     capable = fast_capable(desired.catalogue) if result.pending else set()
-    # The path a plain deploy would take on each host (coophost.deploy.jobs.choose_path).
-    paths = {host: choose_path(result.hosts[host].status,
-                               [c for c in result.changes if c.host == host],
+    # The path a plain deploy would take on each host (coophost.deploy.jobs.choose_path), from
+    # all of the host's changes (a --member plan shows only that member's).
+    paths = {host: choose_path(whole.hosts[host].status,
+                               [c for c in whole.changes if c.host == host],
                                desired.host_levels.get(host, ""), applied.levels.get(host),
                                capable, Selection())[:2]
-             for host in result.changed_hosts() if host in desired.host_levels}
+             for host in result.changed_hosts()
+             if host in desired.host_levels and host in whole.hosts}
     details = setting_changes(app, changed, stored, desired.role_versions) if changed else {}
     if as_json:
         data = result.as_json()

@@ -180,3 +180,18 @@ def test_the_full_role_runs_the_same_per_unit_tasks_as_the_fast_path(service: st
         t["name"] for t in main if "ansible.builtin.import_tasks" not in t]
     assert unit_side
     assert not set(unit_side) & set(host_side)
+
+
+def test_plan_shows_the_path_each_host_takes(coop: Path, cli,
+                                             record_applied: Callable[[Path], None]) -> None:
+    import json
+
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert code == 1 and "deploy takes the full path: host new" in out
+    record_applied(coop)
+    add_mailbox(coop, "ada-books", "shop")
+    code, out, _ = cli("-i", str(coop), "plan")
+    assert code == 1 and "deploy takes the fast path: only units changed: mail" in out
+    code, out, _ = cli("-i", str(coop), "plan", "--json", "--member", "ada-books")
+    paths = json.loads(out)["paths"]
+    assert [p["path"] for p in paths.values()] == ["fast"]
