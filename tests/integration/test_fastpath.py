@@ -125,3 +125,21 @@ def test_a_host_level_change_falls_back_to_the_full_play(deployed: Deployed,
     assert (back["path"], back["why"]) == ("full", "host-level change")
     forced = deployed.deploy("--full", "--all", "--host", deployed.host)
     assert forced["hosts"][deployed.host]["path"] == "full"
+
+
+def test_a_git_setting_takes_the_fast_path_and_a_full_play_finds_nothing_left(
+        deployed: Deployed) -> None:
+    path = deployed.info.inventory / "members" / "cycle-works.yml"
+    original = edited(path, "    quota_mb: 2048\n", "    quota_mb: 2000\n")
+    try:
+        report = deployed.deploy()
+        (host, job), = report["hosts"].items()
+        assert (job["status"], job["path"], job["why"]) == ("ok", "fast",
+                                                            "only units changed: git")
+        assert job["changed"] > 0
+        again = deployed.deploy("--all", "--host", host)["hosts"][host]
+        assert (again["status"], again["path"], again["changed"]) == ("ok", "full", 0)
+    finally:
+        path.write_text(original)
+    back = deployed.deploy()
+    assert [j["path"] for j in back["hosts"].values()] == ["fast"]
