@@ -11,6 +11,10 @@ same minutes, so the ratios mean something even when the machine is noisy:
     approach applies the same state to the same hosts and none pays the downloads.
 (b) redeploy with nothing changed, with 1,000 members registered (hosts never contacted).
 (c) redeploy after one member changed, against applying that member's host alone.
+(d) one mailbox added to a member on a converged host, until a message to it is accepted (RCPT
+    TO on the host's port 25): the deploy's fast path (playbooks/units.yml), the full host play
+    (`deploy --full`), and plain ansible-playbook site.yml with mitogen limited to that host
+    (host vars rendered first, not timed); rounds interleaved, medians.
 
     .venv/bin/python bench/deploy.py [--hosts 4] [--members 40] [--skip-per-member] [--keep]
                                      [--baseline TREE [--repeat 2]]
@@ -21,6 +25,11 @@ demo`) and compares, interleaved, full deploys of every host (`deploy --all`): c
 job (the default), coophost's job per host, and the strongest plain alternative,
 `ansible-playbook site.yml` with mitogen's free strategy and the same tuned settings; wall
 seconds and the controller's CPU seconds of each, medians and ratios.
+
+    .venv/bin/python bench/deploy.py --fast-path-only COOP --name LAB [--repeat 3]
+
+`--fast-path-only` runs (d) alone, on a lab co-op that is up and deployed (`make demo`): its
+member files are edited and restored.
 
 `--baseline TREE` compares this checkout with another one (with its own .venv, e.g. a worktree
 of an older commit) instead of with ansible-playbook: on the same lab, each on its own copy of
@@ -276,6 +285,101 @@ def bench_one_change(root: Path) -> tuple[float, float, float]:
     return deploy, alone, plain
 
 
+def mitogen_playbook_env(root: Path) -> dict[str, str]:
+    """Tuned ansible-playbook with mitogen's linear strategy (as coophost runs it)."""
+    from coophost.deploy.executor import mitogen_env
+
+    env = ansible_env(root, tuned=True)
+    env.update(mitogen_env("linear"))
+    return env
+
+
+def mail_accepted(address: str, host_ip: str, timeout: float = 60.0) -> float:
+    """Wait until the host's port 25 accepts RCPT TO `address`; return the seconds waited."""
+    import smtplib
+
+    start = time.perf_counter()
+    while True:
+        try:
+            with smtplib.SMTP(host_ip, 25, timeout=10) as smtp:
+                smtp.ehlo("bench.test")
+                smtp.mail("bench@bench.test")
+                code, _ = smtp.rcpt(address)
+                smtp.rset()
+            if code == 250:
+                return time.perf_counter() - start
+        except (OSError, smtplib.SMTPException):
+            pass
+        if time.perf_counter() - start > timeout:
+            sys.exit(f"bench: {host_ip}:25 never accepted {address}")
+        time.sleep(0.2)
+
+
+def took_path(root: Path, host: str, path: str, *flags: str) -> None:
+    """`deploy --mitogen --json FLAGS`; exit unless `host` took `path` and succeeded."""
+    proc = subprocess.run([*COOPHOST, "-i", str(root), "deploy", "--mitogen", "--json", *flags],
+                          capture_output=True, text=True, check=False)
+    job = json.loads(proc.stdout or "{}").get("hosts", {}).get(host, {}) if proc.stdout else {}
+    if proc.returncode != 0 or job.get("path") != path:
+        sys.exit(f"bench: deploy {' '.join(flags)} on {host}: exit {proc.returncode}, path "
+                 f"{job.get('path')} ({job.get('why')}), not {path}:\n{proc.stderr[-2000:]}")
+
+
+def bench_fast_path(root: Path, lab: str, rounds: int) -> dict[str, list[float]]:
+    """(d): a new mailbox until mail to it is accepted, three ways, interleaved rounds."""
+    from coophost.lab.lab import Lab
+    from coophost.lab.mailcheck import lab_state
+
+    member_file, text, host = None, "", ""
+    for path in sorted((root / "members").glob("*.yml")):
+        text = path.read_text()
+        if "mailboxes: [" in text and "  mail: h" in text:
+            member_file = path
+            host = text.split("  mail: ", 1)[1].split()[0]
+            break
+    if member_file is None:
+        sys.exit(f"bench: no member of {root} has its mail placed with inline mailboxes")
+    domain = text.split("domains:\n  - ", 1)[1].split()[0]
+    ip = next(h.ip for h in lab_state(Lab(lab, root)).hosts if h.name == host)
+    mitogen = mitogen_playbook_env(root)
+    ways: dict[str, list[str] | None] = {"fast path (coophost deploy)": [],
+                                         "full host play (coophost deploy --full)": ["--full"],
+                                         "ansible-playbook + mitogen, site.yml -l host": None}
+    figures: dict[str, list[float]] = {label: [] for label in ways}
+    counter = 0
+    try:
+        for _ in range(rounds):
+            for label, flags in ways.items():
+                counter += 1
+                box = f"bench{counter}"
+                start = time.perf_counter()
+                member_file.write_text(text.replace("mailboxes: [", f"mailboxes: [{box}, ", 1))
+                if flags is None:
+                    coophost(root, "render")  # ansible-playbook reads the rendered host vars
+                    start = time.perf_counter()
+                    playbook(root, mitogen, "--limit", host)
+                else:
+                    took_path(root, host, "full" if flags else "fast", *flags)
+                mail_accepted(f"{box}@{domain}", ip)
+                figures[label].append(time.perf_counter() - start)
+                print(f"  {label}: {figures[label][-1]:.1f} s", flush=True)
+    finally:
+        member_file.write_text(text)
+        coophost(root, "deploy", "--mitogen")
+    return figures
+
+
+def print_fast_path(figures: dict[str, list[float]]) -> None:
+    """(d)'s medians and ratios against the fast path."""
+    medians = {label: statistics.median(times) for label, times in figures.items()}
+    fast = medians["fast path (coophost deploy)"]
+    print(f"(d) one mailbox added until mail to it is accepted (median of "
+          f"{len(next(iter(figures.values())))} interleaved rounds; target <= 5 s)")
+    for label, seconds in medians.items():
+        print(f"  {label:46s} {seconds:6.1f} s   x{seconds / fast:5.2f} of the fast path")
+    print(json.dumps({"fast_path": figures}))
+
+
 def main() -> int:
     """Run the benchmark and print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -288,12 +392,17 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, metavar="TREE",
                         help="compare with the coophost checkout at TREE (with its .venv)")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="rounds of --baseline's or --shapes' runs")
+                        help="rounds of --baseline's runs, of --shapes', or of (d)'s")
     parser.add_argument("--shapes", type=Path, metavar="INVENTORY",
                         help="compare full-deploy shapes on this deployed co-op and stop")
+    parser.add_argument("--fast-path-only", type=Path, metavar="COOP",
+                        help="only (d), on the deployed lab co-op COOP (lab --name)")
     args = parser.parse_args()
     if args.shapes:
         return bench_shapes(args.shapes.resolve(), args.repeat)
+    if args.fast_path_only:
+        print_fast_path(bench_fast_path(args.fast_path_only.resolve(), args.name, args.repeat))
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="coophost-bench-"))
     root = tmp / "coop"
     root.mkdir()
@@ -317,6 +426,7 @@ def main() -> int:
         full = bench_full(root, args.hosts, not args.skip_per_member)
         nothing = bench_nothing_changed(args.registered, 3)
         one, alone, plain_alone = bench_one_change(root)
+        fast_path = bench_fast_path(root, args.name, args.repeat)
     finally:
         if not args.keep:
             coophost(root, "lab", "down", "--name", args.name)
@@ -336,6 +446,7 @@ def main() -> int:
     print(f"(c) one member changed: coophost {one:.1f} s, its host alone {alone:.1f} s: "
           f"{one / alone:.2f}x (target <= 1.2x); plain tuned ansible-playbook on that host "
           f"{plain_alone:.1f} s")
+    print_fast_path(fast_path)
     print(json.dumps({"full": full, "nothing_changed": nothing, "one_change": one,
                       "one_host_alone": alone, "one_host_plain": plain_alone}))
     return 0

@@ -130,6 +130,14 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     ALTER TABLE host_job ADD COLUMN tasks_omitted INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: the deploy's fast path. Each host's host-level hash as last applied (its host hash
+    # without its units' own settings, coophost.desired.render.host_level_hash): NULL for
+    # hosts applied before this version, which are then not eligible until a full play.
+    # And the path each host job took: full (the site playbook) or fast (units.yml).
+    """
+    ALTER TABLE applied_host ADD COLUMN level TEXT;
+    ALTER TABLE host_job ADD COLUMN path TEXT NOT NULL DEFAULT 'full';
+    """,
 )
 
 
@@ -163,6 +171,8 @@ class Applied:
 
     units: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (host, m, s) -> hash
     hosts: dict[str, str] = field(default_factory=dict)
+    # Each host's host-level hash as last applied (None: applied before it was recorded).
+    levels: dict[str, str | None] = field(default_factory=dict)
 
 
 class StateDB:
@@ -201,7 +211,10 @@ class StateDB:
         for host, member, service, digest in self.conn.execute(
                 "SELECT host, member, service, hash FROM applied_unit"):
             result.units[(host, member, service)] = digest
-        result.hosts = dict(self.conn.execute("SELECT host, hash FROM applied_host"))
+        for host, digest, level in self.conn.execute(
+                "SELECT host, hash, level FROM applied_host"):
+            result.hosts[host] = digest
+            result.levels[host] = level
         return result
 
     def applied_settings(self) -> dict[tuple[str, str, str], str | None]:
@@ -212,15 +225,17 @@ class StateDB:
     def record_host_applied(self, host: str, host_hash: str,
                             units: Iterable[tuple[str, str, str]],
                             run_id: int | None = None,
-                            settings: Mapping[tuple[str, str], str] | None = None) -> None:
+                            settings: Mapping[tuple[str, str], str] | None = None,
+                            level: str | None = None) -> None:
         """Record that `host` now runs exactly `units` ((member, service, hash)), atomically.
 
         Call only after the host's apply succeeded: its previous rows are replaced, so units
         removed from the host disappear from the record in the same transaction. `settings`:
-        each unit's fingerprint, by (member, service).
+        each unit's fingerprint, by (member, service); `level`: the host-level hash (None: not
+        known, which makes the host's next deploy a full play).
         """
         with self.transaction() as conn:
-            write_applied(conn, host, host_hash, units, run_id, settings)
+            write_applied(conn, host, host_hash, units, run_id, settings, level)
 
     def forget_host(self, host: str) -> None:
         """Drop every record of `host` (it was removed and is gone)."""
@@ -235,7 +250,8 @@ class StateDB:
 
 def write_applied(conn: sqlite3.Connection, host: str, host_hash: str,
                   units: Iterable[tuple[str, str, str]], run_id: int | None,
-                  settings: Mapping[tuple[str, str], str] | None = None) -> None:
+                  settings: Mapping[tuple[str, str], str] | None = None,
+                  level: str | None = None) -> None:
     """Replace what `host` is recorded to run (call inside a transaction)."""
     now = time.time()
     known = settings or {}
@@ -245,10 +261,11 @@ def write_applied(conn: sqlite3.Connection, host: str, host_hash: str,
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(host, m, s, h, run_id, now, known.get((m, s))) for m, s, h in units])
     conn.execute(
-        "INSERT INTO applied_host (host, hash, run_id, applied_at) VALUES (?, ?, ?, ?) "
+        "INSERT INTO applied_host (host, hash, run_id, applied_at, level) "
+        "VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (host) DO UPDATE SET hash = excluded.hash, "
-        "run_id = excluded.run_id, applied_at = excluded.applied_at",
-        (host, host_hash, run_id, now))
+        "run_id = excluded.run_id, applied_at = excluded.applied_at, level = excluded.level",
+        (host, host_hash, run_id, now, level))
 
 
 class _Transaction:

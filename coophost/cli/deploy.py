@@ -33,6 +33,8 @@ from coophost.errors import EXIT_OK, UsageError
 @click.option("--resume", is_flag=True,
               help="Rerun only the hosts that failed or were not reached in the last run.")
 @click.option("--all", "everything", is_flag=True, help="Reapply every host, changed or not.")
+@click.option("--full", is_flag=True,
+              help="Never the fast path: run the whole site playbook on every host it deploys.")
 @click.option("--wait", is_flag=True, help="Wait for another deploy to finish instead of exit 3.")
 @click.option("--mode", type=click.Choice(["batch", "per-host"]), default="batch",
               show_default=True,
@@ -46,8 +48,8 @@ from coophost.errors import EXIT_OK, UsageError
 @pass_app
 def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
            services: tuple[str, ...], parallel: int | None, check: bool, diff: bool,
-           resume: bool, everything: bool, wait: bool, mode: str, mitogen: bool | None,
-           local: bool, as_json: bool) -> int:
+           resume: bool, everything: bool, full: bool, wait: bool, mode: str,
+           mitogen: bool | None, local: bool, as_json: bool) -> int:
     """Apply what changed: the plan's hosts, concurrently; exit 1 failed, 4 unreachable."""
     from coophost.deploy.engine import DeployOptions
     from coophost.deploy.engine import deploy as run_deploy
@@ -71,7 +73,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
         mitogen = mitogen_available()
     options = DeployOptions(
         selection=Selection(frozenset(members), frozenset(hosts), frozenset(services),
-                            everything, resume),
+                            everything, resume, full),
         parallel=parallel, check=check, wait=wait, mode=mode, mitogen=mitogen, local=local)
     progress: SilentProgress | PlainProgress | LiveProgress
     if as_json:
@@ -100,6 +102,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
             "run": result.run_id, "check": check, "exit_code": result.exit_code,
             "hosts": {h: {"status": o.status, **o.counts, "summary": o.summary,
                           "units": result.jobs[h].unit_names, "reasons": result.jobs[h].reasons,
+                          "path": result.jobs[h].path, "why": result.jobs[h].why,
                           "tasks": [t.stored() | ({"diff": t.diff} if diff else {})
                                     for t in o.tasks],
                           "tasks_omitted": o.tasks_omitted}
@@ -115,7 +118,7 @@ def deploy(app: AppContext, members: tuple[str, ...], hosts: tuple[str, ...],
             app.out.rule(f"{host}: what --check would change")
             click.echo(check_report(outcome.tasks, outcome.tasks_omitted))
     title = f"run {result.run_id}" if result.run_id else "check (nothing recorded)"
-    app.out.print(summary_table(result.outcomes, title))
+    app.out.print(summary_table(result.outcomes, title, result.jobs))
     for member, units in result.by_member().items():
         app.out.print(f"{member}: " + ", ".join(f"{s} {st}" for s, st in sorted(units.items())))
     for host, outcome in sorted(result.outcomes.items()):

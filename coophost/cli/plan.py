@@ -19,8 +19,9 @@ SYMBOLS = {"add": "+", "change": "~", "remove": "-"}
 @pass_app
 def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_json: bool) -> int:
     """Show what a deploy would change, per host and member; exit 1 when changes are pending."""
+    from coophost.deploy.jobs import Selection, choose_path
     from coophost.desired import plan as planning
-    from coophost.desired.units import check_names, compute
+    from coophost.desired.units import check_names, compute, fast_capable
     from coophost.state import StateDB
 
     desired = compute(app.inventory)
@@ -29,11 +30,20 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
     units = desired.unit_hashes()
     with StateDB(app.inventory) as state:
         applied = state.applied()
-        result = planning.only(planning.diff(units, desired.host_hashes, applied),
-                               member=member_slug, host=host_name)
+        whole = planning.diff(units, desired.host_hashes, applied)
+        result = planning.only(whole, member=member_slug, host=host_name)
         changed = [(c.host, c.member, c.service) for c in result.changes
                    if c.action == planning.CHANGE]
         stored = state.applied_settings() if changed else {}
+    capable = fast_capable(desired.catalogue) if result.pending else set()
+    # The path a plain deploy would take on each host (coophost.deploy.jobs.choose_path), from
+    # all of the host's changes (a --member plan shows only that member's).
+    paths = {host: choose_path(whole.hosts[host].status,
+                               [c for c in whole.changes if c.host == host],
+                               desired.host_levels.get(host, ""), applied.levels.get(host),
+                               capable, Selection())[:2]
+             for host in result.changed_hosts()
+             if host in desired.host_levels and host in whole.hosts}
     details = setting_changes(app, changed, stored, desired.role_versions) if changed else {}
     if as_json:
         data = result.as_json()
@@ -43,9 +53,10 @@ def plan(app: AppContext, member_slug: str | None, host_name: str | None, as_jso
             entry["settings"] = None if found is None else [
                 {"key": d.key, "old": d.old, "new": d.new} for d in found]
         data["new_placements"] = sorted(f"{m}/{s}" for m, s in desired.placement.new)
+        data["paths"] = {h: {"path": p, "why": why} for h, (p, why) in sorted(paths.items())}
         app.emit_json(data)
     else:
-        click.echo(format_plan(result, desired.placement.new, details), nl=False)
+        click.echo(format_plan(result, desired.placement.new, details, paths), nl=False)
     return EXIT_PENDING if result.pending else 0
 
 
@@ -64,8 +75,12 @@ def setting_changes(app: AppContext, changed: list[tuple[str, str, str]],
 
 
 def format_plan(result: object, new_placements: set[tuple[str, str]],
-                details: dict[tuple[str, str, str], Any] | None = None) -> str:
-    """Return the plan as lines a person reads: per host, then per unit."""
+                details: dict[tuple[str, str, str], Any] | None = None,
+                paths: dict[str, tuple[str, str]] | None = None) -> str:
+    """Return the plan as lines a person reads: per host, then per unit.
+
+    `paths`: host -> the path a deploy takes there (full or fast) and why.
+    """
     from coophost.desired.plan import Plan
 
     assert isinstance(result, Plan)
@@ -104,6 +119,8 @@ def format_plan(result: object, new_placements: set[tuple[str, str]],
             head += ", host configuration changed"
         lines.append(head)
         lines.extend(units)
+        if paths and host in paths:
+            lines.append(f"  deploy takes the {paths[host][0]} path: {paths[host][1]}")
     counts = {a: sum(1 for c in result.changes if c.action == a) for a in SYMBOLS}
     lines.append(f"Plan: {len(result.changes)} unit change(s) on {len(result.changed_hosts())} "
                  f"host(s): {counts['add']} to add, {counts['change']} to change, "

@@ -25,6 +25,7 @@ from coophost.deploy.executor import (
     VaultAccess,
 )
 from coophost.deploy.jobs import (
+    FAST,
     HostJob,
     Selection,
     blame,
@@ -46,6 +47,8 @@ from coophost.layout import KNOWN_HOSTS_FILE
 from coophost.registry.model import VaultSettings
 
 MODES = ("batch", "per-host")
+UNITS_PLAYBOOK = "units.yml"  # the fast path's playbook
+FAST_SERVICES_VAR = "coophost_fast_services"  # its extra var: the services whose units it applies
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     vars and secrets) is written here, in that order, before any job runs.
     """
     from coophost.desired.hostvars import render_hosts
-    from coophost.desired.units import check_names, compute
+    from coophost.desired.units import check_names, compute, fast_capable
     from coophost.layout import playbook
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives, record_placements
@@ -173,7 +176,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
             desired = compute(loaded)
             check_names(desired, root, members=sorted(selection.members),
                         hosts=sorted(selection.hosts), services=sorted(selection.services))
-            decision = plan_jobs(desired, db.applied(), selection, resume)
+            decision = plan_jobs(desired, db.applied(), selection, resume,
+                                 fast_capable(loaded.catalogue))
             jobs = decision.jobs
             fingerprint_jobs(jobs, loaded, desired.role_versions)
             if (jobs or decision.placements) and not known_hosts_checked:
@@ -182,29 +186,41 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
                 record_placements(root, decision.placements)
             if not jobs:
                 return DeployResult(run_id=None)
-            expected = {h: log.last_tasks(h) for h in jobs}
+            expected = {h: log.last_tasks(h, j.path) for h, j in jobs.items()}
         render_hosts(loaded, root, desired=desired)  # every host's vars, and new secrets
         vault = vault_access(root, loaded.registry.coop.vault)
         parallel = options.parallel or default_parallel(len(jobs))
         options = replace(options, mode=effective_mode(options, len(jobs)))
-        if executor_factory is not None:
-            executor = executor_factory(vault)
-        else:
-            strategy = "free" if options.mode == "batch" else "linear"
-            forks = parallel if options.mode == "batch" else None
-            entries = connections(loaded.registry.hosts)
-            executor = LocalExecutor(root, playbook("site.yml"), check=options.check,
-                                     mitogen=options.mitogen, vault=vault, strategy=strategy,
-                                     forks=forks, hosts=entries)
-            workers = [] if options.local else load_workers(root, loaded.catalogue)
-            if workers:  # hosts a worker serves run there (coophost.deploy.remote)
-                from coophost.deploy.remote import RemoteExecutor, RoutingExecutor
+        strategy = "free" if options.mode == "batch" else "linear"
+        forks = parallel if options.mode == "batch" else None
+        entries = connections(loaded.registry.hosts)
+        workers = [] if options.local else load_workers(root, loaded.catalogue)
 
-                remote = RemoteExecutor(root, entries, check=options.check,
-                                        mitogen=options.mitogen, vault=vault,
-                                        strategy=strategy, forks=forks)
-                executor = RoutingExecutor(executor, remote, workers, entries)
-        return _run(root, jobs, options, parallel, executor, progress, cancel, expected)
+        def executor_for(fast_services: list[str] | None) -> Executor:
+            """The site playbook's executor, or (fast_services given) the units playbook's.
+
+            Hosts a worker serves run there (coophost.deploy.remote), on either path.
+            """
+            name, extravars = "site.yml", {}
+            if fast_services is not None:
+                name, extravars = UNITS_PLAYBOOK, {FAST_SERVICES_VAR: fast_services}
+            local = LocalExecutor(root, playbook(name), check=options.check,
+                                  mitogen=options.mitogen, vault=vault, strategy=strategy,
+                                  forks=forks, hosts=entries, extravars=extravars)
+            if not workers:
+                return local
+            from coophost.deploy.remote import RemoteExecutor, RoutingExecutor
+
+            remote = RemoteExecutor(root, entries, check=options.check, mitogen=options.mitogen,
+                                    vault=vault, strategy=strategy, forks=forks,
+                                    playbook=name, extravars=extravars)
+            return RoutingExecutor(local, remote, workers, entries)
+
+        if executor_factory is not None:  # one executor for both paths (tests)
+            return _run(root, jobs, options, parallel, executor_factory(vault), progress,
+                        cancel, expected)
+        return _run(root, jobs, options, parallel, executor_for(None), progress, cancel,
+                    expected, executor_for)
 
 
 def effective_mode(options: DeployOptions, jobs: int) -> str:
@@ -222,7 +238,9 @@ def effective_mode(options: DeployOptions, jobs: int) -> str:
 
 def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel: int,
          executor: Executor, progress: Progress, cancel: threading.Event,
-         expected: dict[str, int]) -> DeployResult:
+         expected: dict[str, int],
+         fast_executor: Callable[[list[str]], Executor] | None = None) -> DeployResult:
+    """Run the jobs; a fast-path job through `fast_executor(its services)` when given."""
     from coophost.state import StateDB
 
     record = not options.check  # check mode changes neither hosts nor state
@@ -231,7 +249,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
         "members": sorted(options.selection.members), "hosts": sorted(options.selection.hosts),
         "services": sorted(options.selection.services), "all": options.selection.everything,
         "resume": options.selection.resume, "parallel": parallel, "mode": options.mode,
-        "mitogen": options.mitogen, "local": options.local}
+        "mitogen": options.mitogen, "local": options.local, "full": options.selection.full,
+        "paths": {h: j.path for h, j in sorted(jobs.items())}}
     if record:
         with StateDB(root) as db:
             units = {h: j.unit_names for h, j in jobs.items()}
@@ -255,7 +274,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
             with StateDB(root) as db:
                 RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
                                         outcome.counts, outcome.summary, applied, job.settings,
-                                        outcome.tasks, outcome.tasks_omitted)
+                                        outcome.tasks, outcome.tasks_omitted, job.level,
+                                        job.path)
 
     def start(hosts: list[str]) -> None:
         for host in hosts:
@@ -270,20 +290,28 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
                 finish(HostOutcome(host, "canceled", summary="canceled before it started"))
             return
         start(hosts)
+        fast = [s for h in hosts if jobs[h].path == FAST for s in jobs[h].fast_services]
+        runs = executor
+        if fast_executor is not None and jobs[hosts[0]].path == FAST:
+            runs = fast_executor(sorted(set(fast)))
         finished: set[str] = set()
 
         def done(outcome: HostOutcome) -> None:
             finished.add(outcome.host)
             finish(outcome)
 
-        for outcome in executor.run_hosts(hosts, progress.event, cancel, done).values():
+        for outcome in runs.run_hosts(hosts, progress.event, cancel, done).values():
             if outcome.host not in finished:  # an executor that reports only at the end
                 done(outcome)
 
-    batches = [[h] for h in jobs] if options.mode == "per-host" else [list(jobs)]
+    if options.mode == "per-host":
+        batches = [[h] for h in jobs]
+    else:  # one batch per path (a playbook runs one path), both at once
+        batches = [b for b in ([h for h, j in jobs.items() if j.path != FAST],
+                               [h for h, j in jobs.items() if j.path == FAST]) if b]
     try:
-        with ThreadPoolExecutor(max_workers=parallel if options.mode == "per-host" else 1
-                                ) as pool:
+        with ThreadPoolExecutor(max_workers=parallel if options.mode == "per-host"
+                                else len(batches) or 1) as pool:
             for future in [pool.submit(one_job, batch) for batch in batches]:
                 future.result()
     finally:

@@ -114,7 +114,8 @@ class LocalExecutor:
     def __init__(self, inventory: Path, playbook: Path, *, check: bool = False,
                  mitogen: bool = False, vault: VaultAccess | None = None,
                  forks: int | None = None, strategy: str = "linear",
-                 hosts: Mapping[str, HostEntry] | None = None) -> None:
+                 hosts: Mapping[str, HostEntry] | None = None,
+                 extravars: Mapping[str, Any] | None = None) -> None:
         self.inventory = inventory
         self.hosts = hosts  # the connection facts the deploy read (None: read hosts.yml)
         self.playbook = playbook
@@ -123,6 +124,7 @@ class LocalExecutor:
         self.vault = vault or VaultAccess()
         self.forks = forks
         self.strategy = strategy
+        self.extravars = dict(extravars or {})  # plain data only (the units playbook's list)
 
     def _env(self, scratch: Path) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -168,6 +170,7 @@ class LocalExecutor:
         with private_folder(JOB_FOLDER_PREFIX) as scratch:
             result = run_playbook(
                 self.playbook, self.inventory, limit=hosts, check=self.check,
+                extravars=self.extravars,
                 envvars=self._env(scratch), forks=self.forks or len(hosts),
                 event_handler=events.on_event, cancel_callback=cancel.is_set)
         return events.outcomes(result)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from coophost.desired.plan import Plan, diff
+from coophost.desired.plan import REMOVE, Change, Plan, diff
 from coophost.desired.units import Desired
 from coophost.registry.loader import Loaded
 from coophost.state import Applied
 
 ALL_REASON = "--all"  # the only reason of a host taken by --all with nothing pending
+FULL, FAST = "full", "fast"  # a host job's path: the site playbook, or only the units playbook
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Selection:
     services: frozenset[str] = frozenset()
     everything: bool = False
     resume: bool = False
+    full: bool = False  # never the fast path (--full)
 
 
 @dataclass
@@ -36,6 +38,10 @@ class HostJob:
     reasons: list[str] = field(default_factory=list)  # "alice/mail: change", "host: new"
     # Each unit's fingerprint (coophost.desired.settings), recorded with it once applied.
     settings: dict[tuple[str, str], str] = field(default_factory=dict)
+    level: str = ""  # the host-level hash, recorded with the host hash once applied
+    path: str = FULL  # FULL: playbooks/site.yml; FAST: playbooks/units.yml
+    why: str = ""  # why the job takes its path (shown by plan and deploy)
+    fast_services: list[str] = field(default_factory=list)  # the units playbook's services
 
     @property
     def unit_names(self) -> list[str]:
@@ -57,8 +63,13 @@ class Decision:
 
 
 def plan_jobs(desired: Desired, applied: Applied, selection: Selection,
-              resume_hosts: Iterable[str] = ()) -> Decision:
-    """The host jobs a deploy must run: the desired state against what state.db applied."""
+              resume_hosts: Iterable[str] = (), fast_capable: Collection[str] = ()
+              ) -> Decision:
+    """The host jobs a deploy must run: the desired state against what state.db applied.
+
+    `fast_capable`: the services with per-unit tasks (tasks/units.yml); each job's path is
+    `choose_path`'s.
+    """
     units = {(u.host, u.member, u.service): u.hash for u in desired.units.values()}
     plan = diff(units, desired.host_hashes, applied)
     on_host: dict[str, list[tuple[str, str, str]]] = {h: [] for h in desired.hosts}
@@ -66,10 +77,53 @@ def plan_jobs(desired: Desired, applied: Applied, selection: Selection,
         on_host[unit.host].append((unit.member, unit.service, unit.hash))
     placed = {h: [(m, s) for m, s, _ in units] for h, units in on_host.items()}
     chosen = select_hosts(plan, placed, selection, resume_hosts)
-    jobs = {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons)
+    jobs = {host: HostJob(host, sorted(on_host[host]), desired.host_hashes[host], reasons,
+                          level=desired.host_levels[host])
             for host, reasons in chosen.items()}
+    for host, job in jobs.items():
+        job.path, job.why, job.fast_services = choose_path(
+            plan.hosts[host].status, [c for c in plan.changes if c.host == host],
+            job.level, applied.levels.get(host), fast_capable, selection)
     return Decision(jobs, {key: desired.placement.hosts[key]
                            for key in sorted(desired.placement.new)})
+
+
+def choose_path(host_status: str, changes: Iterable[Change], level: str,
+                applied_level: str | None, fast_capable: Collection[str],
+                selection: Selection) -> tuple[str, str, list[str]]:
+    """Return a host job's path, why, and (fast path) the services whose units it applies.
+
+    The fast path (playbooks/units.yml: the members role and each changed service's per-unit
+    tasks) is taken only when the host-level part of the host's desired state
+    (render.host_level_hash: its vars, groups, inventory vars, backup, DNS and relay inputs,
+    the template, its services and their role versions, each unit's life, vhosts and backed-up
+    paths) is the one last applied, and every change on the host adds or changes a unit of a
+    service that has per-unit tasks. A removed unit takes the full play: the services' roles
+    archive what a gone unit leaves and other roles (backup) forget it, which only the full
+    play does. `--full`, `--all` and `--resume` always take the full play, as does a host with
+    no host-level hash recorded (applied before coophost recorded one).
+    """
+    changes = list(changes)
+    for flag, given in (("--full", selection.full), ("--all", selection.everything),
+                        ("--resume", selection.resume)):
+        if given:
+            return FULL, flag, []
+    if host_status != "changed":
+        return FULL, f"host {host_status}", []
+    if applied_level is None:
+        return FULL, "no host-level hash recorded yet", []
+    if applied_level != level:
+        return FULL, "host-level change", []
+    if not changes:
+        return FULL, "no unit change", []
+    removed = sorted(f"{c.member}/{c.service}" for c in changes if c.action == REMOVE)
+    if removed:
+        return FULL, "unit removed: " + ", ".join(removed), []
+    services = sorted({c.service for c in changes})
+    without = [s for s in services if s not in fast_capable]
+    if without:
+        return FULL, "no per-unit tasks: " + ", ".join(without), []
+    return FAST, "only units changed: " + ", ".join(services), services
 
 
 def select_hosts(plan: Plan, placed: Mapping[str, Iterable[tuple[str, str]]],

@@ -28,6 +28,8 @@ class HostLine:
     started: float | None = None
     ended: float | None = None
     status: str = "pending"
+    path: str = "full"  # the job's path (coophost.deploy.jobs.choose_path) and why
+    why: str = ""
 
     def elapsed(self) -> str:
         """Seconds since the job started, to the tenth."""
@@ -46,7 +48,8 @@ class _Base:
         self.lock = threading.Lock()
 
     def planned(self, jobs: dict[str, HostJob], expected_tasks: dict[str, int]) -> None:
-        self.lines = {h: HostLine(h, expected_tasks.get(h, 0)) for h in jobs}
+        self.lines = {h: HostLine(h, expected_tasks.get(h, 0), path=j.path, why=j.why)
+                      for h, j in jobs.items()}
 
     def started(self, host: str) -> None:
         with self.lock:
@@ -84,7 +87,8 @@ class PlainProgress(_Base):
     def started(self, host: str) -> None:
         """Print that the host started."""
         super().started(host)
-        self.console.print(f"{host}: started")
+        line = self.lines[host]
+        self.console.print(f"{host}: started, {line.path} path ({line.why})")
 
     def finished(self, outcome: HostOutcome) -> None:
         """Print how the host ended."""
@@ -108,12 +112,13 @@ class LiveProgress(_Base):
 
     def _table(self) -> Table:
         table = Table(box=None, pad_edge=False)
-        for column in ("host", "status", "tasks", "elapsed", "current task"):
+        for column in ("host", "path", "status", "tasks", "elapsed", "current task"):
             table.add_column(column, no_wrap=column != "current task")
         with self.lock:
             for line in self.lines.values():
                 style = STYLE.get(line.status, "")
-                table.add_row(line.host, f"[{style}]{line.status}[/]" if style else line.status,
+                table.add_row(line.host, line.path,
+                              f"[{style}]{line.status}[/]" if style else line.status,
                               line.count(), line.elapsed(), line.task[:60])
         return table
 
@@ -127,14 +132,16 @@ class LiveProgress(_Base):
         self.live.stop()
 
 
-def summary_table(outcomes: dict[str, HostOutcome], title: str) -> Table:
-    """The final table: a row per host with Ansible's counters."""
+def summary_table(outcomes: dict[str, HostOutcome], title: str,
+                  jobs: dict[str, HostJob] | None = None) -> Table:
+    """The final table: a row per host with its path and Ansible's counters."""
     table = Table(title=title)
-    for column in ("host", "status", "ok", "changed", "failed", "unreachable"):
+    for column in ("host", "path", "status", "ok", "changed", "failed", "unreachable"):
         table.add_column(column)
     for host, outcome in sorted(outcomes.items()):
         style = STYLE.get(outcome.status, "")
-        table.add_row(host, f"[{style}]{outcome.status}[/]",
+        job = (jobs or {}).get(host)
+        table.add_row(host, job.path if job else "", f"[{style}]{outcome.status}[/]",
                       *(str(outcome.counts.get(k, 0))
                         for k in ("ok", "changed", "failed", "unreachable")))
     return table

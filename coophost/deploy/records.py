@@ -37,6 +37,7 @@ class JobRecord:
     # The tasks that changed or failed (no diffs), and how many more were not kept.
     task_records: list[TaskRecord] = field(default_factory=list)
     tasks_omitted: int = 0
+    path: str = "full"  # the site playbook (full) or the units playbook (fast)
 
 
 @dataclass
@@ -83,11 +84,13 @@ class RunLog:
     def job_finished(self, run_id: int, host: str, status: str, counts: dict[str, int],
                       summary: str, applied: tuple[str, list[tuple[str, str, str]]] | None,
                       settings: Mapping[tuple[str, str], str] | None = None,
-                      tasks: Sequence[TaskRecord] = (), tasks_omitted: int = 0) -> None:
+                      tasks: Sequence[TaskRecord] = (), tasks_omitted: int = 0,
+                      level: str | None = None, path: str = "full") -> None:
         """Record a job's outcome and, only for a host that succeeded, what it now runs.
 
         Both happen in one transaction: a crash leaves either neither or both. `tasks`: the
         tasks that changed or failed, of which the first MAX_TASKS are kept (their diffs never).
+        `level`: the host-level hash recorded with what was applied; `path`: full or fast.
         """
         kept = list(tasks)[:MAX_TASKS]
         tasks_omitted += len(tasks) - len(kept)
@@ -99,8 +102,8 @@ class RunLog:
                 (status, now, counts.get("ok", 0), counts.get("changed", 0),
                  counts.get("failed", 0), counts.get("unreachable", 0), counts.get("tasks", 0),
                  summary, run_id, host))
-            conn.execute("UPDATE host_job SET tasks_omitted = ? WHERE run_id = ? AND host = ?",
-                         (tasks_omitted, run_id, host))
+            conn.execute("UPDATE host_job SET tasks_omitted = ?, path = ? "
+                         "WHERE run_id = ? AND host = ?", (tasks_omitted, path, run_id, host))
             conn.execute("DELETE FROM job_task WHERE run_id = ? AND host = ?", (run_id, host))
             conn.executemany(
                 "INSERT INTO job_task (run_id, host, seq, role, task, item, status, message) "
@@ -108,7 +111,7 @@ class RunLog:
                 [(run_id, host, seq, t.role, t.task, t.item, t.status, t.message[:MAX_MESSAGE])
                  for seq, t in enumerate(kept)])
             if applied is not None:
-                write_applied(conn, host, applied[0], applied[1], run_id, settings)
+                write_applied(conn, host, applied[0], applied[1], run_id, settings, level)
 
     def finish_run(self, run_id: int, status: str) -> None:
         """Close a run; jobs that never finished are recorded as canceled."""
@@ -152,13 +155,15 @@ class RunLog:
                         str(mode), json.loads(str(options)), str(user))
         for job in self.db.conn.execute(
                 "SELECT run_id, host, status, started_at, finished_at, ok, changed, failed, "
-                "unreachable, tasks, units, summary, tasks_omitted FROM host_job WHERE run_id = ? "
+                "unreachable, tasks, units, summary, tasks_omitted, path FROM host_job "
+                "WHERE run_id = ? "
                 "ORDER BY host", (run.id,)).fetchall():
             run.jobs.append(JobRecord(
                 run_id=job[0], host=job[1], status=job[2], started_at=job[3],
                 finished_at=job[4], ok=job[5], changed=job[6], failed=job[7],
                 unreachable=job[8], tasks=job[9], units=json.loads(job[10]), summary=job[11],
-                task_records=self._tasks(run.id, str(job[1])), tasks_omitted=job[12]))
+                task_records=self._tasks(run.id, str(job[1])), tasks_omitted=job[12],
+                path=job[13]))
         return run
 
     def _tasks(self, run_id: int, host: str) -> list[TaskRecord]:
@@ -166,11 +171,11 @@ class RunLog:
             "SELECT role, task, item, status, message FROM job_task "
             "WHERE run_id = ? AND host = ? ORDER BY seq", (run_id, host))]
 
-    def last_tasks(self, host: str) -> int:
-        """How many tasks the host's last finished job ran (a progress estimate)."""
+    def last_tasks(self, host: str, path: str = "full") -> int:
+        """How many tasks the host's last finished job on `path` ran (a progress estimate)."""
         row = self.db.conn.execute(
             "SELECT tasks FROM host_job WHERE host = ? AND status = 'ok' AND tasks > 0 "
-            "ORDER BY run_id DESC LIMIT 1", (host,)).fetchone()
+            "AND path = ? ORDER BY run_id DESC LIMIT 1", (host, path)).fetchone()
         return int(row[0]) if row else 0
 
     def hosts_to_resume(self) -> list[str]:

@@ -277,8 +277,11 @@ class RemoteExecutor:
     def __init__(self, inventory: Path, entries: Mapping[str, HostEntry], *,
                  check: bool = False, mitogen: bool = False, vault: VaultAccess | None = None,
                  forks: int | None = None, strategy: str = "linear",
-                 read_timeout: float = READ_TIMEOUT, keepalive: int = KEEPALIVE_SECONDS) -> None:
+                 read_timeout: float = READ_TIMEOUT, keepalive: int = KEEPALIVE_SECONDS,
+                 playbook: str = "site.yml", extravars: Mapping[str, Any] | None = None) -> None:
         self.inventory = inventory
+        self.playbook = playbook  # a playbook of playbooks/ (site.yml, or the fast path's)
+        self.extravars = dict(extravars or {})  # plain data only
         self.known_hosts = inventory / KNOWN_HOSTS_FILE
         self.entries = entries
         self.check = check
@@ -466,8 +469,8 @@ class RemoteExecutor:
             secret.chmod(stat.S_IRUSR)
             env["ANSIBLE_VAULT_PASSWORD_FILE"] = f"{remote}/vault/password"
         return {
-            "playbook": "playbooks/site.yml", "limit": ",".join(hosts),
-            "extravars": {"ansible_host_key_checking": True,
+            "playbook": f"playbooks/{self.playbook}", "limit": ",".join(hosts),
+            "extravars": {**self.extravars, "ansible_host_key_checking": True,
                           "ansible_ssh_host_key_checking": True,
                           "ansible_ssh_args": worker_ssh_args(remote)},
             "envvars": env, "forks": self.forks or len(hosts),

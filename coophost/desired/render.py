@@ -112,6 +112,33 @@ def host_hash(host_level: Mapping[str, Any], unit_hashes: Iterable[tuple[str, st
                    "template": template_digest()})
 
 
+def host_level_hash(host_level: Mapping[str, Any], shapes: Iterable[tuple[str, str, str]],
+                    role_versions: Mapping[str, str]) -> str:
+    """Return a host's host-level hash: its host hash without the units' own settings.
+
+    Its own vars, the vars template, the services placed and their role versions, and each
+    unit's shape (`unit_shape`: what host-wide roles read of it). When it equals the one last
+    applied, what changed on the host is only what the services' per-unit tasks apply (the
+    deploy's fast path, coophost.deploy.jobs.choose_path).
+    """
+    return digest({"host": host_level, "shapes": sorted(shapes), "roles": role_versions,
+                   "template": template_digest()})
+
+
+def unit_shape(variables: Mapping[str, Any], service: Service,
+               backup_paths: Iterable[str]) -> str:
+    """Return what host-wide roles read of one unit: its life, vhosts, backed-up paths.
+
+    roles/tls gets a certificate per vhost, roles/backup a job per unit with its paths and
+    its life's passphrase: a unit whose shape changes (or that comes or goes) is a host-level
+    change, which only the full host play applies.
+    """
+    vhosts = sorted(str(variables["settings"][p.name]) for p in service.parameters.values()
+                    if p.type == "vhost" and variables["settings"].get(p.name))
+    return digest({"owner": variables["member"]["owner"], "vhosts": vhosts,
+                   "backup": sorted(backup_paths)})
+
+
 def template_digest() -> str:
     """Return the hash of the vars-file template (it shapes every host's rendered state)."""
     return hashlib.sha256(_template_source().encode()).hexdigest()

@@ -16,8 +16,17 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from coophost.backup.model import unit_paths
 from coophost.backup.render import backup_hash_input
-from coophost.desired.render import host_hash, host_vars, template_digest, unit_hash, unit_vars
+from coophost.desired.render import (
+    host_hash,
+    host_level_hash,
+    host_vars,
+    template_digest,
+    unit_hash,
+    unit_shape,
+    unit_vars,
+)
 from coophost.dns.serve import dns_hash_input
 from coophost.errors import EnvironmentProblem
 from coophost.layout import HOOKS_FILE, SERVICE_FILE, STATE_DIR, roles_paths
@@ -43,7 +52,7 @@ from coophost.registry.placement import Demand, Placement, place
 
 SUMMARY_CACHE = "cache/summaries.marshal"
 PLACED = "placed"  # the summary cache's derived data: units placed and hashed, host hashes
-SUMMARY_LAYOUT = "4"  # bump when summarise() returns something else
+SUMMARY_LAYOUT = "5"  # bump when summarise() returns something else
 CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 # In a service folder, coophost's own files: the catalogue entry (its digest enters every
@@ -90,6 +99,19 @@ def role_version(role: str) -> str:
     return digest.hexdigest()
 
 
+UNIT_TASKS = "units.yml"  # a service role's per-unit tasks, which the deploy's fast path runs
+
+
+def fast_capable(catalogue: Catalogue) -> set[str]:
+    """The services whose role has per-unit tasks (tasks/units.yml) the fast path can run."""
+    found = set()
+    for name, service in catalogue.services.items():
+        folder = role_dir(service.role)
+        if folder is not None and (folder / "tasks" / UNIT_TASKS).is_file():
+            found.add(name)
+    return found
+
+
 def role_versions(catalogue: Catalogue) -> dict[str, str]:
     """Return the role version of every service."""
     return {name: role_version(service.role) for name, service in catalogue.services.items()}
@@ -125,6 +147,9 @@ class Desired:
     usage: dict[str, dict[str, int]]
     host_hashes: dict[str, str]
     role_versions: dict[str, str]
+    # Each host's host-level hash (render.host_level_hash): what the deploy's fast path needs
+    # unchanged since the last apply.
+    host_levels: dict[str, str]
 
     @cached_property
     def units(self) -> dict[tuple[str, str], UnitState]:
@@ -150,9 +175,11 @@ def summarise(member: Member, catalogue: Catalogue, versions: dict[str, str]) ->
     for service_name, settings in member.services.items():
         service = catalogue.services[service_name]
         cost = service.unit_cost(settings)
-        units[service_name] = (unit_hash(unit_vars(member, service), service,
-                                         versions[service_name]),
-                               cost["ram_mb"], cost["disk_gb"])
+        variables = unit_vars(member, service)
+        paths = unit_paths(service, member.owner, member.slug, [d.ascii for d in member.domains])
+        units[service_name] = (unit_hash(variables, service, versions[service_name]),
+                               cost["ram_mb"], cost["disk_gb"],
+                               unit_shape(variables, service, paths))
     keys = [key for key, _, _ in claims(member, catalogue)]
     if any(CLAIM_SEP in key for key in keys):  # validated names never hold one
         raise ValueError(f"{member.file}: a claimed name holds a NUL character")
@@ -250,15 +277,17 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
     cached = summary_cache.get_derived(PLACED, key) if files.unchanged_in(summary_cache) else None
     placed = cached if _is_placed(cached) else _scan_and_place(base, summary_cache, files, key,
                                                                 versions, known)
-    rows, usage, host_hashes = placed
+    rows, usage, host_hashes, host_levels = placed
     return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, rows=rows,
-                   usage=usage, host_hashes=host_hashes, role_versions=versions)
+                   usage=usage, host_hashes=host_hashes, role_versions=versions,
+                   host_levels=host_levels)
 
 
 # The modules whose code shapes summaries, placements and hashes: a coophost upgrade that
 # changes one of them must not reuse what an older version cached.
 HASH_SHAPING = ("registry/model.py", "registry/parse.py", "registry/catalogue.py",
-                "registry/placement.py", "desired/render.py", "desired/units.py", "dns/serve.py")
+                "registry/placement.py", "desired/render.py", "desired/units.py", "dns/serve.py",
+                "backup/model.py")
 
 
 @cache
@@ -272,9 +301,13 @@ def code_digest() -> str:
 
 
 def _is_placed(value: object) -> TypeGuard[list[Any]]:
-    """Whether `value` has the shape of cached placement data: [rows, usage, host hashes]."""
-    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], list)
-            and isinstance(value[1], dict) and isinstance(value[2], dict))
+    """Whether `value` has the shape of cached placement data.
+
+    [rows, usage, host hashes, host-level hashes].
+    """
+    return (isinstance(value, list) and len(value) == 4 and isinstance(value[0], list)
+            and isinstance(value[1], dict) and isinstance(value[2], dict)
+            and isinstance(value[3], dict))
 
 
 def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
@@ -322,8 +355,9 @@ def relays_by_host(moves: Iterable[tuple[str, dict[str, str]]],
 
 
 def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
-                    ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str]]:
-    """Check recorded placements, place every unit, and hash every host."""
+                    ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str],
+                               dict[str, str]]:
+    """Check recorded placements, place every unit, and hash every host (twice: whole, level)."""
     catalogue = base.catalogue
     group_of = {name: service.group for name, service in catalogue.services.items()}
     # (service, host) pairs a placement may name; any other is reported by check_placement.
@@ -332,11 +366,13 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     costs: dict[tuple[int, int], dict[str, int]] = {}  # one mapping per distinct cost
     demands = []
     hashes: dict[tuple[str, str], str] = {}
+    shapes: dict[tuple[str, str], str] = {}
     for slug, file, _, units, placement, _moved in summaries:
         if not all(pair in allowed for pair in placement.items()):
             check_placement(file, placement, base.hosts, catalogue)
-        for service_name, (digest, ram, disk) in units.items():
+        for service_name, (digest, ram, disk, shape) in units.items():
             hashes[(slug, service_name)] = digest
+            shapes[(slug, service_name)] = shape
             cost = costs.get((ram, disk))
             if cost is None:
                 cost = costs[(ram, disk)] = {"ram_mb": ram, "disk_gb": disk}
@@ -356,9 +392,11 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     relays = relays_by_host(((slug, moved) for slug, _, _, _, _, moved in summaries),
                             placed.hosts, hashes, base.hosts)
     host_hashes = {}
+    host_levels = {}
     has_units = {name: bool(units) for name, units in on_host.items()}
     backup_role = role_version("backup")
     dns_role = role_version("dns")
+    members_role = role_version("members")  # the fast path runs it as it is
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
         own = {**host_vars(host, base.coop), "inventory_vars": host.vars_digest,
@@ -373,4 +411,8 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
             own["dns"] = dns
         host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
-    return rows, placed.usage, host_hashes
+        host_levels[name] = host_level_hash(
+            {**own, "members_role": members_role},
+            [(m, s, shapes[(m, s)]) for m, s, _ in on_host[name]],
+            {s: f"{versions[s]} {catalogue.services[s].digest}" for s in services})
+    return rows, placed.usage, host_hashes, host_levels

@@ -60,7 +60,8 @@ def record_everything_applied(coop: Path) -> None:
     fingerprint_jobs(jobs, load_registry(coop), desired.role_versions)
     with StateDB(coop) as state:
         for host, job in jobs.items():
-            state.record_host_applied(host, job.host_hash, job.units, settings=job.settings)
+            state.record_host_applied(host, job.host_hash, job.units, settings=job.settings,
+                                      level=desired.host_levels[host])
 
 
 @pytest.fixture
