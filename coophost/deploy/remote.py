@@ -223,7 +223,8 @@ class RoutingExecutor:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        groups = list(self.route(hosts).items())
+        groups = [(names, chunk) for names, group in self.route(hosts).items()
+                  for chunk in spread(group, len(names))]
         outcomes: dict[str, HostOutcome] = {}
         with ThreadPoolExecutor(max_workers=len(groups) or 1) as pool:
             for found in pool.map(lambda g: self._run_group(g[0], g[1], sink, cancel, done),
@@ -255,6 +256,16 @@ class RoutingExecutor:
                                       f"worker {worker.name}: {exc.message}") for host in group}
         finally:
             self.slots.release(worker)
+
+
+def spread(hosts: list[str], workers: int) -> list[list[str]]:
+    """A group's hosts as one job per worker that may run them (all on the controller: one).
+
+    Pure. Each job takes the least loaded worker when it starts, so the jobs of a deploy that
+    two workers serve run on both, and a cut transport loses only the hosts of its own job.
+    """
+    count = max(1, min(workers, len(hosts)))
+    return [hosts[i::count] for i in range(count)]
 
 
 def _counts(unreachable: int = 0) -> dict[str, int]:

@@ -136,15 +136,17 @@ def test_a_cut_transport_leaves_the_host_unknown_and_resume_completes_it(
             proc.kill()
     assert proc.returncode == 4, (out, err)  # DESIGN.md: 4 host unreachable
     result = json.loads(out)["hosts"]
+    # the deploy's hosts went as one job to each worker: the job cut on w1 is unknown (a host
+    # of it that had already converged would stay ok), the job on w2 is applied
     unknown = [h for h, o in result.items() if o["status"] == "unknown"]
-    assert len(unknown) == 1, result
-    assert "transport was lost" in str(result[unknown[0]]["summary"])
+    assert 1 <= len(unknown) < len(hosts), result
+    assert all("transport was lost" in str(result[h]["summary"]) for h in unknown), result
     assert {h: o["status"] for h, o in result.items() if h not in unknown} == \
         dict.fromkeys(sorted(set(hosts) - set(unknown)), "ok")
     # never recorded as applied; --resume reruns exactly that host, through a worker
     code, resumed = deploy_json(lab, "--resume")
     assert code == 0, resumed
-    assert {h: o["status"] for h, o in resumed.items()} == {unknown[0]: "ok"}
+    assert {h: o["status"] for h, o in resumed.items()} == dict.fromkeys(unknown, "ok")
     # the orphaned play ends on its own; then nothing of any job stays on the workers
     wait_until_empty(lab, workers)
     assert_nothing_left(lab, workers)

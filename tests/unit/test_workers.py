@@ -233,3 +233,11 @@ def test_the_forced_command_reports_the_versions(forced_command: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert set(found) == {"ansible-core", "ansible-runner", "mitogen", "python"}
+
+
+def test_a_group_is_spread_as_one_job_per_worker() -> None:
+    from coophost.deploy.remote import spread
+
+    assert spread(["b1", "h1", "h2", "h3"], 2) == [["b1", "h2"], ["h1", "h3"]]
+    assert spread(["h1"], 3) == [["h1"]]
+    assert spread(["h1", "h2"], 0) == [["h1", "h2"]]  # the controller's: one job
