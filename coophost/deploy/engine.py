@@ -143,7 +143,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
     from coophost.lock import coop_lock
     from coophost.registry.edit import assign_lives, record_placements
     from coophost.registry.hosts import connections
-    from coophost.registry.loader import load_registry, load_workers
+    from coophost.registry.loader import load_registry
     from coophost.state import StateDB
 
     if options.mode not in MODES:
@@ -194,7 +194,8 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
         strategy = "free" if options.mode == "batch" else "linear"
         forks = parallel if options.mode == "batch" else None
         entries = connections(loaded.registry.hosts)
-        workers = [] if options.local else load_workers(root, loaded.catalogue)
+        # hosts.yml's workers, from the same read as its hosts (load_registry keeps its base)
+        workers = [] if options.local or loaded.base is None else loaded.base.workers
 
         def executor_for(fast_services: list[str] | None) -> Executor:
             """The site playbook's executor, or (fast_services given) the units playbook's.

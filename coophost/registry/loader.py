@@ -27,9 +27,8 @@ from coophost.registry.model import (
 from coophost.registry.parse import (
     cross_check,
     parse_coop,
-    parse_hosts,
+    parse_inventory,
     parse_member,
-    parse_workers,
 )
 from coophost.registry.workers import Worker
 from coophost.registry.yamlio import MAX_FILE_BYTES, load_bytes
@@ -87,6 +86,7 @@ class Base:
     hosts: dict[str, Host]
     digest: str  # of what a member record depends on: code version, catalogue, coop.yml
     hosts_digest: str = ""  # of hosts.yml's bytes ("" when there is none)
+    workers: list[Worker] = field(default_factory=list)  # hosts.yml's execution nodes
 
     def fingerprint(self, salt: str = "") -> str:
         """Return the cache fingerprint for derived data that also depends on `salt`."""
@@ -118,14 +118,16 @@ def load_hosts(root: Path, catalogue: Catalogue | None = None) -> dict[str, Host
 
 def load_workers(root: Path, catalogue: Catalogue | None = None) -> list[Worker]:
     """Return the execution nodes of hosts.yml, validated (coophost.registry.workers)."""
-    raw = _read(root, HOSTS_FILE)
-    return parse_workers(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
+    return _load_hosts(root, catalogue)[1]
 
 
-def _load_hosts(root: Path, catalogue: Catalogue | None = None) -> tuple[dict[str, Host], bytes]:
+def _load_hosts(root: Path, catalogue: Catalogue | None = None
+                ) -> tuple[dict[str, Host], list[Worker], bytes]:
+    """hosts.yml's service hosts and its workers, from one read and one parse."""
     raw = _read(root, HOSTS_FILE)
-    hosts = parse_hosts(load_bytes(raw, HOSTS_FILE), HOSTS_FILE, catalogue or load_catalogue())
-    return {name: _in_inventory(host, root) for name, host in hosts.items()}, raw
+    hosts, workers = parse_inventory(load_bytes(raw, HOSTS_FILE), HOSTS_FILE,
+                                     catalogue or load_catalogue())
+    return {name: _in_inventory(host, root) for name, host in hosts.items()}, workers, raw
 
 
 def _in_inventory(host: Host, root: Path) -> Host:
@@ -152,10 +154,11 @@ def load_base(root: Path, *, need_hosts: bool = True) -> Base:
     with errors.check():
         coop, coop_raw = load_coop(root, catalogue)
     hosts: dict[str, Host] = {}
+    workers: list[Worker] = []
     hosts_digest = ""
     if need_hosts or (root / HOSTS_FILE).is_file():
         try:
-            hosts, hosts_raw = _load_hosts(root, catalogue)
+            hosts, workers, hosts_raw = _load_hosts(root, catalogue)
         except ValidationError as exc:
             errors.errors.extend(exc.errors)
         except ConfigError:
@@ -169,7 +172,7 @@ def load_base(root: Path, *, need_hosts: bool = True) -> Base:
         __version__.encode(), catalogue.digest.encode(), hashlib.sha256(coop_raw).digest(),
     ])).hexdigest()
     return Base(root=root, catalogue=catalogue, coop=coop, hosts=hosts, digest=digest,
-                hosts_digest=hosts_digest)
+                hosts_digest=hosts_digest, workers=workers)
 
 
 class MemberFiles:

@@ -17,13 +17,15 @@ from coophost.deploy.executor import HostOutcome
 
 @contextlib.contextmanager
 def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """Count the parses of co-op files by file: `coop.yml`, `hosts.yml`, `members/x.yml`."""
+    """Count the parses of co-op files by file: `coop.yml`, `hosts.yml` (its hosts or its
+    workers), `members/x.yml`."""
     import coophost.registry.parse as parse
 
     counts: Counter[str] = Counter()
     # A module first imported while counting keeps a counter of its own past the test:
     # `original` finds the function behind one.
-    originals = [original(f) for f in (parse.parse_coop, parse.parse_hosts, parse.parse_member)]
+    originals = [original(f) for f in (parse.parse_coop, parse.parse_hosts, parse.parse_member,
+                                       parse.parse_inventory, parse.parse_workers)]
 
     def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
         def counted(data: object, file: str, *args: Any, **kwargs: Any) -> Any:
