@@ -20,7 +20,8 @@ from coophost.errors import EXIT_INTERRUPTED, EXIT_PENDING, EXIT_USAGE, Coophost
 # (`--help`, shell completion) needs their help text.
 COMMAND_MODULES: dict[str, str] = {name: "coophost.cli." + name.replace("-", "_") for name in (
     "init", "member", "service", "secrets", "host", "plan", "render", "deploy", "runs", "drift",
-    "dns", "requests", "members", "member-shell", "lab", "backup", "status", "workers")}
+    "dns", "requests", "members", "member-shell", "lab", "backup", "status", "workers",
+    "artifacts")}
 # coophost/cli/status.py defines all three
 COMMAND_MODULES["notify"] = COMMAND_MODULES["doctor"] = COMMAND_MODULES["status"]
 

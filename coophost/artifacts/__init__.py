@@ -1,0 +1,1 @@
+"""Upstream artifacts the co-op mirrors for its hosts: catalogue, verified store."""
