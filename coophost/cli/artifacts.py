@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 
-from coophost.cli.options import AppContext, escape, json_option, pass_app, table
+from coophost.cli.options import (
+    AppContext,
+    escape,
+    json_option,
+    name_argument,
+    pass_app,
+    table,
+)
 from coophost.errors import EXIT_OK, EXIT_PENDING, EXIT_UNREACHABLE
 
 
@@ -115,6 +125,60 @@ def verify(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
     with coop_lock(app.inventory, purpose="artifacts verify", name=store.LOCK_NAME):
         outcomes = store.verify(app.inventory, entries)
     return _report(app, outcomes, as_json)
+
+
+@artifacts.command()
+@name_argument("host")
+@click.argument("name")
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="PEM of a CA root HOST must trust for the mirror's certificate (a private "
+                   "ACME CA's root, such as the lab's).")
+@json_option
+@pass_app
+def probe(app: AppContext, host: str, name: str, ca_file: Path | None, as_json: bool) -> int:
+    """Have HOST fetch artifact NAME from the co-op's mirror, as a service would.
+
+    The host downloads it over HTTPS from the mirror (the first host of group artifacts),
+    checks its SHA-256 against the catalogue's before keeping it, reports it, and removes it.
+    Exit 1 when the host refused it (or the mirror does not serve it), 4 when HOST is
+    unreachable.
+    """
+    from coophost.artifacts import catalogue
+    from coophost.deploy.runner import run_playbook
+    from coophost.layout import playbook
+    from coophost.registry.checks import no_host
+    from coophost.registry.loader import load_hosts
+
+    hosts = load_hosts(app.inventory)
+    if host not in hosts:
+        raise no_host(host, hosts)
+    [artifact] = catalogue.select(catalogue.load(app.inventory), (name,))
+    extravars: dict[str, str] = {"artifacts_get_name": name}
+    if ca_file is not None:
+        extravars["artifacts_ca_certificate"] = ca_file.read_text()
+    result = run_playbook(playbook("artifact-probe.yml"), app.inventory, limit=[host],
+                          extravars=extravars)
+    found = re.search(rf"artifact {re.escape(name)}: sha256 ([0-9a-f]{{64}}), (\d+) bytes",
+                      result.stdout)
+    ok = result.ok and found is not None and found.group(1) == artifact.sha256
+    code = EXIT_OK if ok else (EXIT_UNREACHABLE if result.hosts_with("dark") else EXIT_PENDING)
+    reasons = [line.strip() for line in result.stdout.splitlines()
+               if '"msg"' in line or "FAILED" in line][-4:]
+    if as_json:
+        app.emit_json({"host": host, "artifact": name, "version": artifact.version, "ok": ok,
+                       "sha256": found.group(1) if found else None,
+                       "size": int(found.group(2)) if found else None,
+                       "problems": [] if ok else reasons})
+    elif ok:
+        assert found is not None
+        app.out.print(f"[green]{escape(host)}[/] fetched {escape(name)} {escape(artifact.version)}"
+                      f" from the mirror: SHA-256 matches the catalogue ({found.group(2)} bytes)")
+    else:
+        app.err.print(f"[red]{escape(host)}[/] did not get {escape(name)} "
+                      f"{escape(artifact.version)} from the mirror ({result.status}):")
+        for line in reasons or result.stdout.splitlines()[-10:]:
+            app.err.print(f"  {escape(line)}")
+    return code
 
 
 commands: list[click.Command] = [artifacts]

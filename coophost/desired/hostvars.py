@@ -53,6 +53,7 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
                              for m in registry.members.values()), placed_at,
                             {key: "" for key in placed_at}, registry.hosts)
     from coophost.dns.serve import DNS_PORT, dns_server_vars
+    from coophost.registry.model import ARTIFACTS_GROUP
 
     texts = {}
     for name, host in registry.hosts.items():
@@ -68,6 +69,7 @@ def host_files(source: Path | Loaded, only_host: str | None = None,
                           for n, s in catalogue.services.items()},
             service_groups={n: s.group for n, s in catalogue.services.items() if s.available},
             dns_server=dns_server_vars(host, registry.coop), dns_port=DNS_PORT,
+            artifacts=desired.mirror if ARTIFACTS_GROUP in host.groups else None,
             moved_away=[moved_vars(registry.members[slug], catalogue.services[service], to,
                                    server_address(registry.hosts[to]))
                         for slug, service, to, _ in relays.get(name, [])])

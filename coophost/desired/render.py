@@ -22,6 +22,7 @@ from coophost.registry.yamlio import quote
 from coophost.secrets import SecretRef
 
 TEMPLATE = "host_vars.yml.j2"
+HTTPS_PORT = 443  # a host-wide HTTPS server (the artifact mirror) listens here
 # Mapping keys that come from the registry (validated localparts) must match this to be
 # rendered; it leaves no room for YAML syntax or a Jinja delimiter.
 MEMBER_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
@@ -213,7 +214,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      backup: Mapping[str, Any] | None = None,
                      moved_away: list[dict[str, Any]] | None = None,
                      service_groups: Mapping[str, str] | None = None,
-                     dns_server: Mapping[str, Any] | None = None, dns_port: int = 53) -> str:
+                     dns_server: Mapping[str, Any] | None = None, dns_port: int = 53,
+                     artifacts: list[dict[str, str]] | None = None) -> str:
     """Return the text of `host`'s Ansible vars file.
 
     `service_ports`: each catalogue service's TCP ports (its coophost.yml `ports`); the file
@@ -226,6 +228,8 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
     the host it went to: the service's role relays what still arrives here (mail).
     `dns_server`: the host's authoritative DNS setup (coophost.dns.serve.dns_server_vars), {}
     on a host outside group dns; a dns host's TCP and UDP port `dns_port` is opened.
+    `artifacts`: on the co-op's artifact mirror (group artifacts), what it serves
+    (coophost.artifacts.serve); None elsewhere. A mirror's HTTPS port is opened.
     """
     from jinja2 import Environment, StrictUndefined
 
@@ -245,10 +249,13 @@ def render_host_file(*, host: Host, coop: Coop, units: Mapping[str, list[dict[st
                      if unit["settings"].get(name)})
     backup = backup or {"server": {}, "client": {}, "units": [], "host_ports": []}
     dns_ports = [dns_port] if dns_server else []
+    mirror_ports = [HTTPS_PORT] if artifacts is not None else []
     return template.render(
         version=__version__, host={"name": host.name, "fqdn": host.fqdn},
         coop=coop.as_vars(), services=placed, service_ports=ports, vhosts=vhosts,
         catalogue_services=sorted(service_names), units=units, host_hash=host_hash_value,
-        backup=backup, host_ports=sorted(set(backup["host_ports"]) | set(dns_ports)),
+        backup=backup,
+        host_ports=sorted(set(backup["host_ports"]) | set(dns_ports) | set(mirror_ports)),
         host_udp_ports=dns_ports, dns_server=dict(dns_server or {}),
-        moved_away=moved_away or [], service_groups=sorted(set(groups.values())))
+        moved_away=moved_away or [], service_groups=sorted(set(groups.values())),
+        artifacts=artifacts or [])

@@ -9,9 +9,10 @@ plan re-reads only the files that changed and re-checks the co-op from summaries
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -40,7 +41,7 @@ from coophost.registry.loader import (
     load_registry,
     scan_members,
 )
-from coophost.registry.model import Coop, Host, Member
+from coophost.registry.model import ARTIFACTS_GROUP, Coop, Host, Member
 from coophost.registry.parse import (
     ReservedNames,
     check_claims,
@@ -150,6 +151,9 @@ class Desired:
     # Each host's host-level hash (render.host_level_hash): what the deploy's fast path needs
     # unchanged since the last apply.
     host_levels: dict[str, str]
+    # What the co-op's artifact mirror serves (coophost.artifacts.serve): rendered into the
+    # vars of the hosts of group artifacts, and part of their hashes.
+    mirror: list[dict[str, str]] = field(default_factory=list)
 
     @cached_property
     def units(self) -> dict[tuple[str, str], UnitState]:
@@ -269,25 +273,28 @@ def compute(source: Path | Loaded, *, use_cache: bool = True) -> Desired:
     versions = role_versions(catalogue)
     salt = (f"summaries {SUMMARY_LAYOUT}\0" + repr(sorted(versions.items()))
             + f"\0backup {role_version('backup')}\0dns {role_version('dns')}"
+            + f"\0artifacts {role_version('artifacts')}"
             + f"\0code {code_digest()}")
     summary_cache = ParseCache(root / STATE_DIR / SUMMARY_CACHE if use_cache else None,
                                base.fingerprint(salt))
-    key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}".encode()).hexdigest()
+    mirror = mirror_items(base)
+    key = hashlib.sha256(f"{base.hosts_digest}\0{template_digest()}\0{json.dumps(mirror)}"
+                         .encode()).hexdigest()
     files = MemberFiles(root)
     cached = summary_cache.get_derived(PLACED, key) if files.unchanged_in(summary_cache) else None
     placed = cached if _is_placed(cached) else _scan_and_place(base, summary_cache, files, key,
-                                                                versions, known)
+                                                                versions, known, mirror)
     rows, usage, host_hashes, host_levels = placed
     return Desired(coop=base.coop, hosts=base.hosts, catalogue=catalogue, rows=rows,
                    usage=usage, host_hashes=host_hashes, role_versions=versions,
-                   host_levels=host_levels)
+                   host_levels=host_levels, mirror=mirror)
 
 
 # The modules whose code shapes summaries, placements and hashes: a coophost upgrade that
 # changes one of them must not reuse what an older version cached.
 HASH_SHAPING = ("registry/model.py", "registry/parse.py", "registry/catalogue.py",
                 "registry/placement.py", "desired/render.py", "desired/units.py", "dns/serve.py",
-                "backup/model.py")
+                "backup/model.py", "artifacts/serve.py")
 
 
 @cache
@@ -310,9 +317,19 @@ def _is_placed(value: object) -> TypeGuard[list[Any]]:
             and isinstance(value[3], dict))
 
 
+def mirror_items(base: Base) -> list[dict[str, str]]:
+    """What the co-op's artifact mirror serves (coophost.artifacts.serve), when it has one."""
+    from coophost.artifacts.serve import served
+
+    if not any(ARTIFACTS_GROUP in host.groups for host in base.hosts.values()):
+        return []
+    return served(base.root)
+
+
 def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
                     versions: dict[str, str],
-                    known: dict[str, tuple[bytes, Member]]) -> list[Any]:
+                    known: dict[str, tuple[bytes, Member]],
+                    mirror: list[dict[str, str]]) -> list[Any]:
     """Re-read the member files that changed, then place and hash (saving the cache).
 
     The derived placement survives the scan when no record changed (a file was only verified
@@ -330,7 +347,7 @@ def _scan_and_place(base: Base, cache: ParseCache, files: MemberFiles, key: str,
         _check_reserved(base, summaries)
     try:
         if placed is None:
-            placed = list(_place_and_hash(base, summaries, versions))
+            placed = list(_place_and_hash(base, summaries, versions, mirror))
             cache.set_derived(PLACED, key, placed)
     finally:  # the summaries are valid even when no host fits a new unit
         cache.save()
@@ -354,7 +371,8 @@ def relays_by_host(moves: Iterable[tuple[str, dict[str, str]]],
     return {host: sorted(rows) for host, rows in relays.items()}
 
 
-def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
+def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str],
+                    mirror: list[dict[str, str]] | None = None
                     ) -> tuple[list[UnitRow], dict[str, dict[str, int]], dict[str, str],
                                dict[str, str]]:
     """Check recorded placements, place every unit, and hash every host (twice: whole, level)."""
@@ -396,6 +414,7 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
     has_units = {name: bool(units) for name, units in on_host.items()}
     backup_role = role_version("backup")
     dns_role = role_version("dns")
+    artifacts_role = role_version("artifacts")
     members_role = role_version("members")  # the fast path runs it as it is
     for name, host in base.hosts.items():
         services = sorted({s for _, s, _ in on_host[name]})
@@ -409,6 +428,8 @@ def _place_and_hash(base: Base, summaries: list[Any], versions: dict[str, str]
         dns = dns_hash_input(host, base.coop, dns_role)
         if dns:
             own["dns"] = dns
+        if ARTIFACTS_GROUP in host.groups:  # the mirror: what it serves, and how
+            own["artifacts"] = {"items": mirror or [], "role": artifacts_role}
         host_hashes[name] = host_hash(own, on_host[name],
                                       {s: versions[s] for s in services})
         host_levels[name] = host_level_hash(

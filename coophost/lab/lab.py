@@ -26,6 +26,7 @@ from coophost.fsutil import atomic_write
 from coophost.lab import docker, image
 from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
 from coophost.layout import HOSTS_FILE, KNOWN_HOSTS_FILE, STATE_DIR, STATE_FILE
+from coophost.registry.model import ARTIFACTS_GROUP
 from coophost.registry.workers import CAPACITY_VAR, SERVES_VAR, WORKERS_GROUP
 from coophost.state import StateDB
 
@@ -625,6 +626,9 @@ class Lab:
                 # The co-op's authoritative DNS (roles/dns) beside the lab's dnsmasq, which
                 # every host still resolves through: h2 (h1 in a one-host lab).
                 DNS_GROUP: {"hosts": {lab_dns_host(state.hosts): None}},
+                # The co-op's artifact mirror (roles/artifacts): the first service host.
+                ARTIFACTS_GROUP: {"hosts": {next(h.name for h in state.hosts
+                                              if is_service_host(h.name)): None}},
                 **({BACKUP_GROUP: {"hosts": {h.name: None for h in state.hosts
                                              if is_backup_host(h.name)}}}
                    if any(is_backup_host(h.name) for h in state.hosts) else {}),

@@ -10,6 +10,7 @@ MEMBER_STATUSES = ("active", "suspended", "departed")
 
 
 DNS_GROUP = "dns"  # the hosts serving the co-op's own zones (coophost.dns.serve)
+ARTIFACTS_GROUP = "artifacts"  # the co-op's artifact mirror (coophost.artifacts.serve)
 
 @dataclass(frozen=True)
 class VaultSettings:

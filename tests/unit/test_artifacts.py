@@ -267,3 +267,40 @@ def test_gpgv_status_parsing() -> None:
         ["28806A878AE423A28372792ED75899B9A724937A"], [], [])
     assert store.parse_gpgv_status("[GNUPG:] BADSIG ABCD x\n")[1] == ["ABCD"]
     assert store.parse_gpgv_status("[GNUPG:] NO_PUBKEY ABCD\n")[2] == ["ABCD"]
+
+
+def test_mirror_vars_and_hash_follow_the_verified_store(coop: Path, tmp_path: Path,
+                                                         keys: tuple[labart.SigningKey, ...]
+                                                         ) -> None:
+    """Only a host of group artifacts gets the store's verified artifacts (and port 443) in
+    its vars; a fetched artifact changes its hash and no other host's; the cache keeps up."""
+    from coophost.desired.hostvars import host_files
+    from coophost.desired.units import compute
+
+    hosts = coop / "hosts.yml"
+    hosts.write_text(hosts.read_text() + "    artifacts: {hosts: {h1: {}}}\n")
+    (coop / "artifacts" / "keys").mkdir(parents=True)
+    shutil.copy(keys[0].public, coop / "artifacts" / "keys" / "lab.asc")
+    release = labart.make_release(tmp_path, "demo", "1.0", {"README": b"x\n"})
+    signed = labart.sign(keys[0], release)
+    (coop / "artifacts" / "catalogue.yml").write_text(json.dumps({"artifacts": {"demo": {
+        "version": "1.0", "urls": ["https://example.org/demo-1.0.tar.gz"],
+        "sha256": signed.sha256, "signer": keys[0].fingerprint, "keyring": "keys/lab.asc"}}}))
+    before = compute(coop)
+    assert before.mirror == []
+    texts, _ = host_files(coop)
+    assert "coophost_artifacts: []" in texts["h1"] and "coophost_artifacts: []" in texts["h2"]
+    assert "- 443" in texts["h1"].split("coophost_host_ports:")[1].split("\n#")[0]
+
+    folder = store.stored_folder(coop, catalogue.load(coop)["demo"])
+    folder.mkdir(parents=True)
+    shutil.copy(release, folder / release.name)
+    (folder / "manifest.json").write_text(json.dumps({"sha256": signed.sha256}))
+    after = compute(coop)  # the cached placement must not hide the new store content
+    assert after.mirror == [{"name": "demo", "version": "1.0", "file": "demo-1.0.tar.gz",
+                             "sha256": signed.sha256, "path": "demo/1.0/demo-1.0.tar.gz"}]
+    assert after.host_hashes["h1"] != before.host_hashes["h1"]
+    assert after.host_hashes["h2"] == before.host_hashes["h2"]
+    texts, _ = host_files(coop)
+    assert 'path: !unsafe "demo/1.0/demo-1.0.tar.gz"' in texts["h1"]
+    assert "coophost_artifacts: []" in texts["h2"]

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("coophost.registry",),
     ("coophost.secrets", "coophost.ssh", "coophost.sshroute", "coophost.enrol",
      "coophost.remote", "coophost.services", "coophost.backup.model", "coophost.backup.render",
-     "coophost.dns.serve"),
+     "coophost.dns.serve", "coophost.artifacts"),
     ("coophost.desired",),
     ("coophost.deploy", "coophost.dns"),
     ("coophost.members", "coophost.backup", "coophost.health"),
