@@ -326,3 +326,20 @@ def listing(inventory: Path, artifacts: Iterable[Artifact]) -> list[dict[str, ob
                      "signer": artifact.signer, "sha256": artifact.sha256,
                      "other_versions": others})
     return rows
+
+
+def unlisted(inventory: Path, artifacts: Iterable[Artifact]) -> list[Path]:
+    """Stored versions (and whole artifacts) the catalogue no longer names."""
+    root = store_root(inventory)
+    if not root.is_dir():
+        return []
+    wanted = {(a.name, a.version) for a in artifacts}
+    names = {name for name, _ in wanted}
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name not in names:
+            found.append(folder)
+            continue
+        found.extend(sorted(v for v in folder.iterdir() if v.is_dir()
+                            and not v.name.startswith(".") and (folder.name, v.name) not in wanted))
+    return found

@@ -128,6 +128,39 @@ def verify(app: AppContext, names: tuple[str, ...], as_json: bool) -> int:
 
 
 @artifacts.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@json_option
+@pass_app
+def prune(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Remove from the store the versions (and artifacts) the catalogue no longer names.
+
+    The mirror serves only the catalogue's versions already; this frees the controller's disk.
+    """
+    import shutil
+
+    from coophost.artifacts import catalogue, store
+    from coophost.lock import coop_lock
+
+    entries = catalogue.select(catalogue.load(app.inventory), ())
+    with coop_lock(app.inventory, purpose="artifacts prune", name=store.LOCK_NAME):
+        gone = store.unlisted(app.inventory, entries)
+        if not dry_run:
+            for folder in gone:
+                shutil.rmtree(folder)
+    root = store.store_root(app.inventory)
+    shown = [str(p.relative_to(root)) for p in gone]
+    if as_json:
+        app.emit_json({"removed": [] if dry_run else shown, "would_remove": shown if dry_run
+                       else []})
+    elif not shown:
+        app.out.print("Nothing to prune: the store holds only what the catalogue names.")
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for name in shown:
+            app.out.print(f"{verb} {escape(name)}")
+
+
+@artifacts.command()
 @name_argument("host")
 @click.argument("name")
 @click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),

@@ -304,3 +304,28 @@ def test_mirror_vars_and_hash_follow_the_verified_store(coop: Path, tmp_path: Pa
     texts, _ = host_files(coop)
     assert 'path: !unsafe "demo/1.0/demo-1.0.tar.gz"' in texts["h1"]
     assert "coophost_artifacts: []" in texts["h2"]
+
+
+def test_prune_removes_only_what_the_catalogue_no_longer_names(
+        tmp_path: Path, served: tuple[Path, str], keys: tuple[labart.SigningKey, ...]) -> None:
+    """After the catalogue moves to 1.1, `prune` removes 1.0 and an unlisted artifact, keeps
+    1.1 (`--dry-run` first lists the same and removes nothing)."""
+    www, base = served
+    old = _release(www, keys[0])
+    coop = _coop(tmp_path, keys[0], {"version": "1.0", "urls": [f"{base}/demo-1.0.tar.gz"],
+                                     "sha256": old.sha256})
+    assert _run(coop, "fetch")[0] == 0
+    new = labart.sign(keys[0], labart.make_release(www, "demo", "1.1", {"README": b"new\n"}))
+    doc = json.loads((coop / "artifacts" / "catalogue.yml").read_text())
+    doc["artifacts"]["demo"].update(version="1.1", urls=[f"{base}/demo-1.1.tar.gz"],
+                                    sha256=new.sha256)
+    (coop / "artifacts" / "catalogue.yml").write_text(json.dumps(doc))
+    assert _run(coop, "fetch")[0] == 0
+    (store.store_root(coop) / "gone" / "2.0").mkdir(parents=True)
+    code, out = _run(coop, "prune", "--dry-run", "--json")
+    assert code == 0 and sorted(json.loads(out)["would_remove"]) == ["demo/1.0", "gone"]
+    assert (store.store_root(coop) / "demo" / "1.0").is_dir()
+    code, out = _run(coop, "prune", "--json")
+    assert code == 0 and sorted(json.loads(out)["removed"]) == ["demo/1.0", "gone"]
+    assert _store_files(coop) == ["demo", "demo/1.1", "demo/1.1/demo-1.1.tar.gz",
+                                  "demo/1.1/demo-1.1.tar.gz.asc", "demo/1.1/manifest.json"]
