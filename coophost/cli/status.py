@@ -125,6 +125,10 @@ def show(app: AppContext, report: Report, as_json: bool, everything: bool) -> No
         units = len(backups) // 2
         app.out.print(f"backups: {fine}/{units} units backed up in time, "
                       f"{drilled}/{units} drilled in time")
+    artifacts = [c for c in report.checks if c.kind == "artifact"]
+    if artifacts:
+        app.out.print(f"artifacts: {sum(c.ok for c in artifacts)}/{len(artifacts)} of the "
+                      "catalogue stored and verified on this controller")
     if everything:
         detail = Table(title="every check")
         for column in ("host", "check", "state", "detail"):

@@ -271,6 +271,25 @@ def backup_checks(rows: Iterable[Mapping[str, Any]], limits: Thresholds, max_age
     return checks
 
 
+def artifact_checks(rows: Iterable[Mapping[str, Any]]) -> list[Check]:
+    """Check each catalogue artifact: stored and verified on the controller, or what to run.
+
+    `rows` are `coophost.artifacts.store.listing` rows. For the sysadmins only (no member).
+    """
+    checks = []
+    for row in rows:
+        name, version = str(row["name"]), str(row["version"])
+        if row["stored"]:
+            checks.append(Check(f"controller/artifact/{name}", "controller", "artifact", True,
+                                f"{name} {version} stored, verified {row['verified_at']}"))
+        else:
+            checks.append(Check(f"controller/artifact/{name}", "controller", "artifact", False,
+                                f"{name} {version} is in the catalogue but not in the store: "
+                                "the mirror does not serve it",
+                                f"`coophost artifacts fetch {name}`, then `coophost deploy`"))
+    return checks
+
+
 def for_member(checks: Iterable[Check], member: str) -> list[Check]:
     """The checks that concern one member's units."""
     return [c for c in checks if member in c.members]

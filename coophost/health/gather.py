@@ -79,6 +79,12 @@ def run_checks(loaded: Loaded, limits: Thresholds, *, hosts: Iterable[str] = (),
         rows, _code = listing(loaded, member)
         rows = [r for r in rows if r["host"] in chosen]
         checks += backup_checks(rows, limits, max_age_hours(loaded), now)
+    if not member and not hosts:
+        from coophost.artifacts import catalogue, store
+        from coophost.health.checks import artifact_checks
+
+        artifacts = catalogue.select(catalogue.load(loaded.root), ())
+        checks += artifact_checks(store.listing(loaded.root, artifacts))
     if member:
         checks = [c for c in checks if member in c.members]
     return Report(checks, now, sorted(chosen))

@@ -316,3 +316,18 @@ def test_the_reach_script_reports_a_refused_smtp_connection() -> None:
     if str(found["smtp"]["127.0.0.1"]).startswith("ok"):
         pytest.skip("an SMTP server listens on 127.0.0.1:25 here: no refusal to see")
     assert found["smtp"]["127.0.0.1"].startswith("error:") and found["acme"] is None
+
+
+def test_artifact_checks_flag_what_the_store_lacks() -> None:
+    """A catalogue entry with no verified copy needs attention, naming the fetch to run."""
+    from coophost.health.checks import artifact_checks
+
+    found = {c.key: c for c in artifact_checks([
+        {"name": "nextcloud", "version": "34.0.4", "stored": False, "verified_at": None},
+        {"name": "forgejo", "version": "9.0.1", "stored": True,
+         "verified_at": "2026-12-07T08:00:00Z"}])}
+    missing = found["controller/artifact/nextcloud"]
+    assert not missing.ok and "not in the store" in missing.detail
+    assert missing.advice.startswith("`coophost artifacts fetch nextcloud`")
+    assert missing.members == ()  # never shown to a member
+    assert found["controller/artifact/forgejo"].ok
