@@ -44,6 +44,13 @@ demo: engine
 	@# another host, delivered, DKIM-signed, over TLS; git: a push over SSH with the member's
 	@# key, the same commits cloned over HTTPS from its vhost, its cgit page
 	$(COOPHOST) -i inventories/$(LAB) lab probe --name $(LAB)
+	@# upstream releases reach hosts verified: a release the lab makes and signs itself (no
+	@# upstream release server is reachable here) fetched on the controller (gpgv against the
+	@# pinned key, SHA-256), served by the co-op's mirror (h1), fetched and checked by a host
+	$(COOPHOST) -i inventories/$(LAB) lab artifact --name $(LAB)
+	$(COOPHOST) -i inventories/$(LAB) deploy
+	$(COOPHOST) -i inventories/$(LAB) artifacts probe h$(HOSTS) lab-release \
+		--ca-file inventories/$(LAB)/.coophost/lab/acme-roots.pem
 	@# every unit's data to the backup host b1 (append-only, encrypted per member), then a
 	@# drill: each unit's latest archive restored and compared file by file with its manifest
 	$(COOPHOST) -i inventories/$(LAB) backup run
@@ -54,6 +61,8 @@ demo: engine
 	@echo "demo: and mail between members on two hosts"
 	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
 	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above);"
+	@echo "demo: a signed release went controller -> mirror h1 -> h$(HOSTS), checked at each step"
+	@echo "demo: (the real Nextcloud archive needs an upstream this machine cannot reach);"
 	@echo "demo: every unit is backed up on b1 and its latest archive restored identical."
 	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
 	@echo "demo: 'coophost lab down' removes the lab."

@@ -207,6 +207,45 @@ def mail_check(app: AppContext, name: str, sender: str | None, recipient: str | 
     return 0 if result.ok else EXIT_PENDING
 
 
+@lab.command("artifact")
+@name_option
+@json_option
+@pass_app
+def artifact(app: AppContext, name: str, as_json: bool) -> int:
+    """Make, sign and fetch the lab's own release, to prove the artifact path here.
+
+    No upstream release server is reachable from this machine, so the lab makes a release
+    (`lab-release` 1.0), signs it with a lab key, and `artifacts fetch` downloads it over HTTP
+    on 127.0.0.1, checks its signature and SHA-256 and stores it. Then `coophost deploy` has
+    the mirror serve it and `coophost artifacts probe HOST lab-release --ca-file ...` has a
+    host fetch and check it. Exit 1 when the fetch refused it.
+    """
+    from coophost.lab.artifacts import lab_release
+    from coophost.lab.mailcheck import acme_roots, lab_state
+
+    the_lab = _lab(app, name)
+    done = lab_release(the_lab.inventory, acme_roots(the_lab, lab_state(the_lab)))
+    probe = (f"coophost -i {the_lab.inventory} artifacts probe HOST {done.name} "
+             f"--ca-file {done.ca_file}")
+    if as_json:
+        app.emit_json({"name": done.name, "version": done.version, "sha256": done.sha256,
+                       "signer": done.signer, "status": done.status, "problems": done.problems,
+                       "ca_file": str(done.ca_file)})
+    elif done.status in ("fetched", "stored"):
+        app.out.print(f"{done.name} {done.version}: made, signed by the lab key {done.signer}, "
+                      f"{done.status} and verified (SHA-256 {done.sha256[:16]}...)")
+        app.out.print("The real Nextcloud archive is not fetched here: this machine reaches no "
+                      "upstream release server (download.nextcloud.com, github.com). On a "
+                      "co-op's controller `coophost artifacts fetch nextcloud` takes the same "
+                      "path.")
+        next_step(app, f"coophost deploy, then {probe}")
+    else:
+        app.err.print(f"[red]{done.name} {done.version}: {done.status}[/]")
+        for problem in done.problems:
+            app.err.print(f"  {escape(problem)}")
+    return 0 if done.status in ("fetched", "stored") else EXIT_PENDING
+
+
 @lab.command("probe")
 @name_option
 @click.option("--service", "services", multiple=True, metavar="SERVICE",

@@ -9,6 +9,7 @@ HTTP, gpgv, SHA-256, store, serve, the host's own check) is the real path.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import re
@@ -72,9 +73,15 @@ def sign(key: SigningKey, path: Path) -> SignedFile:
 
 
 def make_release(folder: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
-    """A `<name>-<version>.tar.gz` holding `files` under `<name>/` (fixed times, owners)."""
+    """A `<name>-<version>.tar.gz` holding `files` under `<name>/`.
+
+    Byte for byte the same for the same files (fixed times and owners, no gzip timestamp), so
+    its SHA-256 is stable across runs.
+    """
     target = folder / f"{name}-{version}.tar.gz"
-    with tarfile.open(target, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+    with target.open("wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, content in sorted(files.items()):
             info = tarfile.TarInfo(f"{name}/{rel}")
             info.size = len(content)
@@ -82,3 +89,98 @@ def make_release(folder: Path, name: str, version: str, files: dict[str, bytes])
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(content))
     return target
+
+
+LAB_RELEASE = "lab-release"
+LAB_VERSION = "1.0"
+LAB_FILES = {
+    "README": b"A release the coophost lab makes and signs itself, to prove the artifact path\n"
+              b"(download, gpgv, SHA-256, store, mirror, host check) where no upstream release\n"
+              b"server is reachable.\n",
+    "bin/hello": b"#!/bin/sh\necho hello from the co-op's mirror\n",
+}
+
+
+@dataclass(frozen=True)
+class LabRelease:
+    """What `lab artifact` prepared and fetched."""
+
+    name: str
+    version: str
+    sha256: str
+    signer: str
+    status: str  # the fetch's outcome: fetched | stored | refused | unreachable
+    problems: list[str]
+    ca_file: Path  # the lab ACME CA's root, for `artifacts probe --ca-file`
+
+
+def _lab_key(folder: Path) -> SigningKey:
+    """The lab's release key, made once per lab and kept in its private state folder."""
+    marker = folder / "fingerprint"
+    if marker.is_file() and (folder / "gnupg").is_dir() and (folder / "signer.asc").is_file():
+        return SigningKey(folder / "gnupg", marker.read_text().strip(), folder / "signer.asc")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(mode=0o700, parents=True)
+    key = make_key(folder)
+    marker.write_text(key.fingerprint + "\n")
+    return key
+
+
+def lab_release(inventory: Path, ca_pem: str) -> LabRelease:
+    """Make, sign and fetch the lab's release into the co-op's store, as a sysadmin would.
+
+    The release is served for the fetch only, over HTTP on 127.0.0.1; the catalogue entry and
+    the public key go into the co-op's artifacts/ (the lab's: git-ignored), the key stays in
+    the lab's state folder. `ca_pem` (the lab ACME CA's root) is written beside it.
+    """
+    import functools
+    import http.server
+    import threading
+
+    from coophost.artifacts import catalogue, store
+    from coophost.fsutil import atomic_write
+    from coophost.layout import STATE_DIR
+    from coophost.lock import coop_lock
+    from coophost.registry.yamlio import rt_dump, rt_load
+
+    state = inventory / STATE_DIR / "lab"
+    key = _lab_key(state / "release-key")
+    www = state / "release-www"
+    if www.exists():
+        shutil.rmtree(www)
+    www.mkdir(parents=True)
+    signed = sign(key, make_release(www, LAB_RELEASE, LAB_VERSION, LAB_FILES))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        folder = inventory / catalogue.ARTIFACTS_DIR
+        (folder / catalogue.KEYS_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / catalogue.KEYS_DIR / f"{LAB_RELEASE}.asc", key.public.read_bytes())
+        path = folder / catalogue.CATALOGUE_FILE
+        with coop_lock(inventory, purpose="lab artifact", name=store.LOCK_NAME):
+            document = rt_load(path.read_text()) if path.is_file() else None
+            if not document:
+                document = rt_load("# The lab's own release (coophost lab artifact).\n"
+                                   "artifacts: {}\n")
+            document["artifacts"][LAB_RELEASE] = {
+                "version": LAB_VERSION,
+                "urls": [f"http://127.0.0.1:{server.server_address[1]}/{signed.path.name}"],
+                "sha256": signed.sha256, "signer": key.fingerprint,
+                "keyring": f"{catalogue.KEYS_DIR}/{LAB_RELEASE}.asc"}
+            atomic_write(path, rt_dump(document))
+            entry = catalogue.load(inventory)[LAB_RELEASE]
+            [outcome] = store.fetch(inventory, [entry])
+    finally:
+        server.shutdown()
+        server.server_close()
+    ca_file = state / "acme-roots.pem"
+    atomic_write(ca_file, ca_pem)
+    return LabRelease(LAB_RELEASE, LAB_VERSION, signed.sha256, key.fingerprint, outcome.status,
+                      outcome.problems, ca_file)

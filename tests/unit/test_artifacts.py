@@ -329,3 +329,12 @@ def test_prune_removes_only_what_the_catalogue_no_longer_names(
     assert code == 0 and sorted(json.loads(out)["removed"]) == ["demo/1.0", "gone"]
     assert _store_files(coop) == ["demo", "demo/1.1", "demo/1.1/demo-1.1.tar.gz",
                                   "demo/1.1/demo-1.1.tar.gz.asc", "demo/1.1/manifest.json"]
+
+
+def test_lab_release_is_byte_for_byte_stable(tmp_path: Path) -> None:
+    """The same files make the same tarball (no gzip or tar timestamps): a stable SHA-256."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = labart.make_release(tmp_path / "a", "x", "1", labart.LAB_FILES)
+    second = labart.make_release(tmp_path / "b", "x", "1", labart.LAB_FILES)
+    assert first.read_bytes() == second.read_bytes()
