@@ -9,6 +9,7 @@ HTTP, gpgv, SHA-256, store, serve, the host's own check) is the real path.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -16,6 +17,8 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +43,34 @@ class SignedFile:
     sha256: str
 
 
+@contextlib.contextmanager
+def _short_home(home: Path) -> Iterator[Path]:
+    """`home` under a short path (a symlink in a fresh temp folder), its agent stopped after.
+
+    gpg-agent's socket lives in the home folder when /run/user/<uid> does not exist (root in
+    CI), and a unix socket's path may not exceed 107 bytes: a home deep in a checkout would
+    fail. The agent a signing starts is stopped at the end, so none outlives the command.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="coophost-g"))
+    link = scratch / "h"
+    link.symlink_to(home.resolve())
+    try:
+        yield link
+    finally:
+        gpgconf = shutil.which("gpgconf")
+        if gpgconf is not None:
+            subprocess.run([gpgconf, "--homedir", str(link), "--kill", "all"],
+                           capture_output=True, check=False, timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _gpg(home: Path, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     gpg = shutil.which("gpg")
     if gpg is None:
         raise EnvironmentProblem("gpg is missing (Debian package gnupg)")
-    return subprocess.run([gpg, "--batch", "--no-options", "--homedir", str(home), *args],
-                          input=data, capture_output=True, check=True, timeout=120)
+    with _short_home(home) as short:
+        return subprocess.run([gpg, "--batch", "--no-options", "--homedir", str(short), *args],
+                              input=data, capture_output=True, check=True, timeout=120)
 
 
 def make_key(folder: Path, name: str = "coophost lab release signing") -> SigningKey:
@@ -184,3 +209,33 @@ def lab_release(inventory: Path, ca_pem: str) -> LabRelease:
     atomic_write(ca_file, ca_pem)
     return LabRelease(LAB_RELEASE, LAB_VERSION, signed.sha256, key.fingerprint, outcome.status,
                       outcome.problems, ca_file)
+
+
+def forget_lab_release(inventory: Path) -> None:
+    """Undo `lab_release` (for `lab down`): its catalogue entry, key and stored copy.
+
+    Entries a sysadmin added to the catalogue stay; the artifacts/ folder goes only when the
+    lab's release was all it held.
+    """
+    from coophost.artifacts import catalogue
+    from coophost.artifacts.store import store_root
+    from coophost.fsutil import atomic_write
+    from coophost.registry.yamlio import rt_dump, rt_load
+
+    shutil.rmtree(store_root(inventory) / LAB_RELEASE, ignore_errors=True)
+    folder = inventory / catalogue.ARTIFACTS_DIR
+    path = folder / catalogue.CATALOGUE_FILE
+    key = folder / catalogue.KEYS_DIR / f"{LAB_RELEASE}.asc"
+    if not path.is_file():
+        return
+    document = rt_load(path.read_text())
+    entries = (document or {}).get("artifacts") or {}
+    if LAB_RELEASE not in entries:
+        return
+    del entries[LAB_RELEASE]
+    key.unlink(missing_ok=True)
+    others = [p for p in folder.rglob("*") if p.is_file() and p != path]
+    if not entries and not others:
+        shutil.rmtree(folder)
+    else:
+        atomic_write(path, rt_dump(document))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import socket
 import tarfile
 import time
@@ -727,6 +728,12 @@ class Lab:
         for path in (self.inventory / HOSTS_FILE, self.known_hosts):
             if path.is_file() and path.read_text().startswith(MARKER):
                 path.unlink()
+        from coophost.lab.artifacts import forget_lab_release
+
+        forget_lab_release(self.inventory)
+        store = self.inventory / ".coophost" / "artifacts"
+        if store.is_dir() and not [p for p in store.iterdir() if not p.name.endswith(".lock")]:
+            shutil.rmtree(store)
         if self.workdir.is_dir():
             for item in sorted(self.workdir.rglob("*"), reverse=True):
                 item.rmdir() if item.is_dir() else item.unlink()

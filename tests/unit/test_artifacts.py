@@ -338,3 +338,28 @@ def test_lab_release_is_byte_for_byte_stable(tmp_path: Path) -> None:
     first = labart.make_release(tmp_path / "a", "x", "1", labart.LAB_FILES)
     second = labart.make_release(tmp_path / "b", "x", "1", labart.LAB_FILES)
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_lab_release_made_fetched_and_forgotten(tmp_path: Path) -> None:
+    """`lab artifact`'s work: the lab release stored, verified; a second run keeps it (same
+    SHA-256, same key); `lab down`'s undo removes entry, key and copy, keeping other entries."""
+    coop = tmp_path / "coop"
+    coop.mkdir()
+    (coop / "coop.yml").write_text("name: test\n")
+    first = labart.lab_release(coop, "PEM\n")
+    assert first.status == "fetched", first.problems
+    again = labart.lab_release(coop, "PEM\n")
+    assert again.status == "stored" and again.sha256 == first.sha256
+    assert again.signer == first.signer
+    assert (coop / ".coophost" / "lab" / "acme-roots.pem").read_text() == "PEM\n"
+    labart.forget_lab_release(coop)
+    assert not (coop / "artifacts").exists()
+    assert not (store.store_root(coop) / labart.LAB_RELEASE).exists()
+
+    labart.lab_release(coop, "PEM\n")
+    path = coop / "artifacts" / "catalogue.yml"
+    (coop / "artifacts" / "keys" / "other.asc").write_text("key")
+    path.write_text(path.read_text() + "  other:\n    version: '1'\n")
+    labart.forget_lab_release(coop)
+    assert "other:" in path.read_text() and labart.LAB_RELEASE not in path.read_text()
+    assert (coop / "artifacts" / "keys" / "other.asc").is_file()
