@@ -28,7 +28,7 @@ def list_workers(app: AppContext, as_json: bool) -> None:
     if as_json:
         app.emit_json([{"name": w.name, "address": f"{w.connection.address}:{w.connection.port}",
                         "serves": list(w.serves), "capacity": w.capacity,
-                        "jobs_dir": w.jobs_dir} for w in found])
+                        "jobs_dir": w.jobs_dir, "transport": w.transport} for w in found])
         return
     if not found:
         app.out.print("No workers: every host's job runs on this controller "
@@ -122,11 +122,24 @@ def setup(app: AppContext, python_version: str, as_json: bool) -> int:
         line = f"{key.get_name()} {key.get_base64()} coophost-controller"
         if line not in keys:
             keys.append(line)
+    extravars: dict[str, object] = {"worker_packages": pins,
+                                    "worker_wheelhouse": str(wheels.resolve()),
+                                    "worker_controller_keys": keys}
+    receptor = [w for w in found if w.transport == "receptor"]
+    if receptor:  # the co-op's receptor PKI: what is missing is made here, the CA key stays
+        from coophost.deploy.receptor import CONTROLLER_NODE, PKI_DIR, ensure_pki
+
+        pki = ensure_pki(app.inventory / STATE_DIR / PKI_DIR,
+                         [(CONTROLLER_NODE, ""), *((w.name, w.connection.address)
+                                                   for w in receptor)])
+        nodes = pki.folder.resolve() / "nodes"
+        extravars.update(
+            worker_receptor_ca_cert=str(pki.ca_cert.resolve()),
+            worker_receptor_signing_public=str(pki.signing_public.resolve()),
+            worker_receptor_node_cert=f"{nodes}/{{{{ inventory_hostname }}}}.crt",
+            worker_receptor_node_key=f"{nodes}/{{{{ inventory_hostname }}}}.key")
     result = run_playbook(playbook("worker.yml"), app.inventory,
-                          limit=[w.name for w in found],
-                          extravars={"worker_packages": pins,
-                                     "worker_wheelhouse": str(wheels.resolve()),
-                                     "worker_controller_keys": keys})
+                          limit=[w.name for w in found], extravars=extravars)
     if as_json:
         app.emit_json({"status": result.status, "pins": pins,
                        "changed": result.hosts_with("changed"),
