@@ -156,4 +156,54 @@ def setup(app: AppContext, python_version: str, as_json: bool) -> int:
     return EXIT_OK if result.ok else EXIT_PENDING
 
 
+@workers.command()
+@json_option
+@pass_app
+def reattach(app: AppContext, as_json: bool) -> int:
+    """Re-attach to the Receptor work units a lost controller left, and read their results.
+
+    A deploy records each receptor job's work unit until its output was read whole. After
+    the controller went away midway (killed, disconnected), this reads each recorded unit's
+    whole output from the worker (the play went on there), reports each host's recap, and
+    releases the unit. `deploy --resume` then records the hosts (it reruns them; the play is
+    idempotent). Exit 4 when a unit's results could not be had (its record is kept).
+    """
+    from coophost.deploy.remote import reattach as reattach_unit
+    from coophost.deploy.remote import recorded_units
+    from coophost.errors import EXIT_UNREACHABLE
+    from coophost.fsutil import private_folder
+
+    found = _load(app)
+    report = []
+    code = EXIT_OK
+    for record in recorded_units(app.inventory):
+        with private_folder("coophost-reattach-") as receiving:
+            result = reattach_unit(app.inventory, found, record, receiving)
+        if result.node is not None:
+            result.node.stop()
+        hosts = {h: {kind: int((result.stats.get(kind) or {}).get(h, 0))
+                     for kind in ("ok", "changed", "failures", "dark")}
+                 for h in record.get("hosts") or []}
+        report.append({"job": record["job"], "worker": record["worker"],
+                       "unit": record["unit"], "status": result.status, "hosts": hosts,
+                       "error": result.why})
+        if not result.status:
+            code = max(code, EXIT_UNREACHABLE)
+    if as_json:
+        app.emit_json(report)
+        return code
+    if not report:
+        app.out.print("No receptor work unit left to re-attach.")
+    for row in report:
+        if row["status"]:
+            app.out.print(f"job {row['job']} on {escape(str(row['worker']))}: {row['status']}; "
+                          + ", ".join(f"{escape(h)} ok={c['ok']} changed={c['changed']} "
+                                      f"failed={c['failures']} unreachable={c['dark']}"
+                                      for h, c in row["hosts"].items()))
+        else:
+            app.err.print(f"[red]job {row['job']} on {escape(str(row['worker']))}[/]: "
+                          f"{escape(str(row['error']))}")
+    return code
+
+
 commands: list[click.Command] = [workers]

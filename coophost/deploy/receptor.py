@@ -223,6 +223,7 @@ class Node:
         self.socket = self.folder / "control.sock"
         self.datadir = self.folder / "data"
         self.process: subprocess.Popen[bytes] | None = None
+        self.config: Path | None = None
 
     def start(self, workers: Iterable[tuple[str, str]]) -> None:
         """Start the node (unless one answers on the socket already) with the PKI it needs."""
@@ -230,7 +231,8 @@ class Node:
         config = self.folder / "controller.json"
         atomic_write(config, json.dumps(controller_config(pki, self.peers, self.datadir,
                                                           self.socket), indent=1), mode=0o600)
-        if self.answers():
+        self.config = config
+        if self.answers():  # a node a killed coophost left running: reused, stopped at the end
             return
         self.socket.unlink(missing_ok=True)
         self.datadir.mkdir(mode=0o700, exist_ok=True)
@@ -241,6 +243,7 @@ class Node:
                                             start_new_session=True)
         finally:
             log.close()
+        atomic_write(self.folder / "controller.pid", f"{self.process.pid}\n", mode=0o600)
         deadline = time.monotonic() + 15
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -328,7 +331,9 @@ class Node:
             self.command(f"work release {unit}")
 
     def stop(self) -> None:
-        """Stop the node this object started (a node started by another coophost stays)."""
+        """Stop the node: the one this object started, or the one it found running."""
+        if self.process is None and self.config is not None:
+            self._stop_left_over()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -337,6 +342,20 @@ class Node:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+
+
+    def _stop_left_over(self) -> None:
+        """Stop the node of controller.pid if it is ours (its command names our config)."""
+        import signal
+
+        try:
+            pid = int((self.folder / "controller.pid").read_text().strip())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.config).encode() in command:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
 
 
 def _read_line(sock: socket.socket, limit: int = 4096) -> str:

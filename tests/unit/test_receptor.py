@@ -137,9 +137,10 @@ def test_exit_status_is_read_from_the_units_detail() -> None:
 
 
 def test_units_are_recorded_until_forgotten(tmp_path: Path) -> None:
-    record_unit(tmp_path, "0123456789abcdef", "w1", "coophost-controllerAbC")
+    record_unit(tmp_path, "0123456789abcdef", "w1", "coophost-controllerAbC", ("h1", "h2"))
     assert recorded_units(tmp_path) == [{"job": "0123456789abcdef", "worker": "w1",
-                                         "unit": "coophost-controllerAbC"}]
+                                         "unit": "coophost-controllerAbC",
+                                         "hosts": ["h1", "h2"]}]
     record = next((tmp_path / ".coophost/receptor/units").iterdir())
     assert record.stat().st_mode & 0o777 == 0o600
     forget_unit(tmp_path, "0123456789abcdef")
