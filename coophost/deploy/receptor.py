@@ -220,7 +220,7 @@ class Node:
         self.folder = state / PKI_DIR
         self.peers = sorted(set(peers))
         self.co_op = co_op
-        self.socket = self.folder / "control.sock"
+        self.socket = control_socket_path(self.folder)
         self.datadir = self.folder / "data"
         self.process: subprocess.Popen[bytes] | None = None
         self.config: Path | None = None
@@ -261,20 +261,24 @@ class Node:
             return False
         return True
 
-    def control(self) -> Any:
-        """A receptorctl client of the control socket."""
-        from receptorctl.socket_interface import ReceptorControl
-
-        return ReceptorControl(str(self.socket))
+    def _connect(self, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+        """A control-socket connection past the node's greeting line."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket))
+            if not _read_line(sock).startswith("Receptor Control"):
+                raise RuntimeError("not a receptor control socket")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def command(self, text: str) -> dict[str, Any]:
-        """One control-socket command's answer."""
-        ctl = self.control()
-        try:
-            answer = ctl.simple_command(text)
-        finally:
-            ctl.close()
-        return answer if isinstance(answer, dict) else {"answer": answer}
+        """One control-socket command's JSON answer (RuntimeError on an ERROR answer)."""
+        with contextlib.closing(self._connect()) as sock:
+            sock.sendall(f"{text}\n".encode())
+            return _json_answer(_read_line(sock, limit=1 << 24))
 
     def wait_route(self, node: str, timeout: float = CONNECT_TIMEOUT) -> None:
         """Wait until the mesh has a route to `node` (raise HostUnreachable after `timeout`)."""
@@ -288,14 +292,25 @@ class Node:
                                       "(TLS refused, or not listening)")
             time.sleep(0.5)
 
-    def submit(self, node: str, payload: Any, params: str) -> str:
-        """Submit signed work of WORKTYPE to `node`; its local unit ID."""
-        ctl = self.control()
-        try:
-            answer = ctl.submit_work(WORKTYPE, payload, node=node, signwork=True,
-                                     params={"params": params})
-        finally:
-            ctl.close()
+    def submit(self, node: str, payload: Any, params: str, signed: bool = True) -> str:
+        """Submit work of WORKTYPE to `node` (signed unless told), `payload` as its stdin.
+
+        Its local unit ID; RuntimeError naming the node's refusal (unsigned work on a worker
+        that verifies signatures: "could not verify signature").
+        """
+        request = {"command": "work", "subcommand": "submit", "node": node,
+                   "worktype": WORKTYPE, "params": params}
+        if signed:
+            request["signwork"] = "true"
+        with contextlib.closing(self._connect()) as sock:
+            sock.sendall((json.dumps(request) + "\n").encode())
+            line = _read_line(sock)
+            if not line.startswith("Work unit created"):
+                raise RuntimeError(f"work submit: {line.strip()[:300]}")
+            while chunk := payload.read(1 << 16):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            answer = _json_answer(_read_line(sock, limit=1 << 20))
         return str(answer["unitid"])
 
     @contextlib.contextmanager
@@ -358,6 +373,28 @@ class Node:
                 os.kill(pid, signal.SIGTERM)
 
 
+def control_socket_path(folder: Path) -> Path:
+    """The controller node's control socket path.
+
+    In its folder, or (a path too long for a unix socket: 107 bytes) in a private folder of
+    the temp dir named after it.
+    """
+    import hashlib
+    import tempfile
+
+    path = folder / "control.sock"
+    if len(os.fsencode(path.absolute())) <= 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(folder.absolute())).hexdigest()[:16]
+    short = Path(tempfile.gettempdir()) / f"coophost-receptor-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    info = short.lstat()
+    if not short.is_dir() or short.is_symlink() or info.st_uid != os.getuid() \
+            or info.st_mode & 0o077:
+        raise EnvironmentProblem(f"{short}: not a private folder of this user")
+    return short / "control.sock"
+
+
 def _read_line(sock: socket.socket, limit: int = 4096) -> str:
     """One line of the control protocol, read a byte at a time (nothing read past it)."""
     line = bytearray()
@@ -367,6 +404,15 @@ def _read_line(sock: socket.socket, limit: int = 4096) -> str:
             raise RuntimeError("the receptor control socket closed mid-answer")
         line += byte
     return line.decode(errors="replace")
+
+
+def _json_answer(line: str) -> dict[str, Any]:
+    """A control answer: its JSON (a dict), or RuntimeError for an ERROR line. Pure."""
+    text = line.strip()
+    if text.startswith("ERROR"):
+        raise RuntimeError(text)
+    answer = json.loads(text)
+    return answer if isinstance(answer, dict) else {"answer": answer}
 
 
 def exit_status(status: dict[str, Any]) -> int | None:

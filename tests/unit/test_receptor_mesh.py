@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ import pytest
 from coophost.deploy.receptor import (
     CONTROLLER_NODE,
     PKI_DIR,
-    WORKTYPE,
     Node,
     ensure_pki,
     worker_config,
@@ -61,8 +61,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A worker node w1 on 127.0.0.1 and the inventory folder whose state holds the PKI."""
+def mesh() -> Iterator[dict[str, Any]]:
+    """A worker node w1 on 127.0.0.1 and the inventory folder whose state holds the PKI.
+
+    In a short temp folder: a unix socket's path has at most 107 bytes.
+    """
+    tmp_path = Path(tempfile.mkdtemp(prefix="rcp-"))
     inventory = tmp_path / "coop"
     inventory.mkdir()
     pki = ensure_pki(inventory / STATE_DIR / PKI_DIR,
@@ -105,6 +109,7 @@ def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
         worker.terminate()
         worker.wait(10)
         log.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def controller(mesh: dict[str, Any]) -> RemoteExecutor:
@@ -157,14 +162,11 @@ def run_through(executor: RemoteExecutor, mesh: dict[str, Any], job_id: str, str
 
 def units_gone(node: Node, mesh: dict[str, Any], timeout: float = 20) -> bool:
     """Whether the controller's and the worker's nodes hold no work unit (within timeout)."""
-    from receptorctl.socket_interface import ReceptorControl
-
+    on_worker = Node(mesh["tmp"] / "w1-state", [])
+    on_worker.socket = mesh["tmp"] / "w1.sock"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        worker = ReceptorControl(str(mesh["tmp"] / "w1.sock"))
-        on_worker = worker.simple_command("work list")
-        worker.close()
-        if node.command("work list") == {} and on_worker == {}:
+        if node.command("work list") == {} and on_worker.command("work list") == {}:
             return True
         time.sleep(0.5)
     return False
@@ -189,17 +191,13 @@ def test_unsigned_work_is_refused_by_the_worker(mesh: dict[str, Any]) -> None:
     node = executor.receptor_node()
     mesh["nodes"].append(node)
     node.wait_route("w1")
-    ctl = node.control()
     with pytest.raises(RuntimeError, match="could not verify signature"):
-        ctl.submit_work(WORKTYPE, io.BytesIO(b"x"), node="w1", signwork=False,
-                        params={"params": "ansible-runner worker --worker-info"})
-    ctl.close()
+        node.submit("w1", io.BytesIO(b"x"), "ansible-runner worker --worker-info", signed=False)
     assert list(mesh["jobs"].iterdir()) == []
 
 
-def test_a_controller_without_the_co_op_ca_gets_no_route(mesh: dict[str, Any],
-                                                          tmp_path: Path) -> None:
-    stranger = tmp_path / "stranger"
+def test_a_controller_without_the_co_op_ca_gets_no_route(mesh: dict[str, Any]) -> None:
+    stranger = mesh["tmp"] / "stranger"
     stranger.mkdir()
     node = Node(stranger / STATE_DIR, [("127.0.0.1", mesh["port"])])
     mesh["nodes"].append(node)
