@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -165,3 +166,28 @@ def test_the_pki_is_made_once_with_private_keys_0600(tmp_path: Path) -> None:
     ensure_pki(folder, [(CONTROLLER_NODE, ""), ("w1", "10.1.0.5"), ("w2", "w2.example.org")])
     assert (pki.ca_cert.read_bytes(), pki.node_cert("w1").read_bytes()) == before
     assert pki.node_cert("w2").is_file() and not list(folder.glob("nodes/*.csr"))
+
+
+def test_workers_list_says_the_transport_and_reattach_with_nothing_left_exits_0(
+        coop: Path, cli: Any) -> None:
+    hosts = coop / "hosts.yml"
+    hosts.write_text(hosts.read_text() + "    coophost_workers:\n      hosts:\n        w1:\n"
+                     "          ansible_host: 10.1.0.5\n"
+                     "          coophost_worker_serves: [h1]\n"
+                     "          coophost_worker_transport: receptor\n")
+    code, out, err = cli("-i", str(coop), "workers", "list", "--json")
+    assert code == 0, err
+    assert [(w["name"], w["transport"]) for w in json.loads(out)] == [("w1", "receptor")]
+    code, out, err = cli("-i", str(coop), "workers", "reattach")
+    assert code == 0, err
+    assert "No receptor work unit left" in out
+
+
+def test_a_bad_transport_in_hosts_yml_exits_2_before_anything(coop: Path, cli: Any) -> None:
+    hosts = coop / "hosts.yml"
+    hosts.write_text(hosts.read_text() + "    coophost_workers:\n      hosts:\n        w1:\n"
+                     "          coophost_worker_serves: [h1]\n"
+                     "          coophost_worker_transport: telnet\n")
+    code, _out, err = cli("-i", str(coop), "workers", "list")
+    assert code == 2
+    assert "hosts.yml" in err and "coophost_worker_transport" in err and "telnet" in err
