@@ -28,7 +28,7 @@ def list_workers(app: AppContext, as_json: bool) -> None:
     if as_json:
         app.emit_json([{"name": w.name, "address": f"{w.connection.address}:{w.connection.port}",
                         "serves": list(w.serves), "capacity": w.capacity,
-                        "jobs_dir": w.jobs_dir} for w in found])
+                        "jobs_dir": w.jobs_dir, "transport": w.transport} for w in found])
         return
     if not found:
         app.out.print("No workers: every host's job runs on this controller "
@@ -122,11 +122,24 @@ def setup(app: AppContext, python_version: str, as_json: bool) -> int:
         line = f"{key.get_name()} {key.get_base64()} coophost-controller"
         if line not in keys:
             keys.append(line)
+    extravars: dict[str, object] = {"worker_packages": pins,
+                                    "worker_wheelhouse": str(wheels.resolve()),
+                                    "worker_controller_keys": keys}
+    receptor = [w for w in found if w.transport == "receptor"]
+    if receptor:  # the co-op's receptor PKI: what is missing is made here, the CA key stays
+        from coophost.deploy.receptor import CONTROLLER_NODE, PKI_DIR, ensure_pki
+
+        pki = ensure_pki(app.inventory / STATE_DIR / PKI_DIR,
+                         [(CONTROLLER_NODE, ""), *((w.name, w.connection.address)
+                                                   for w in receptor)])
+        nodes = pki.folder.resolve() / "nodes"
+        extravars.update(
+            worker_receptor_ca_cert=str(pki.ca_cert.resolve()),
+            worker_receptor_signing_public=str(pki.signing_public.resolve()),
+            worker_receptor_node_cert=f"{nodes}/{{{{ inventory_hostname }}}}.crt",
+            worker_receptor_node_key=f"{nodes}/{{{{ inventory_hostname }}}}.key")
     result = run_playbook(playbook("worker.yml"), app.inventory,
-                          limit=[w.name for w in found],
-                          extravars={"worker_packages": pins,
-                                     "worker_wheelhouse": str(wheels.resolve()),
-                                     "worker_controller_keys": keys})
+                          limit=[w.name for w in found], extravars=extravars)
     if as_json:
         app.emit_json({"status": result.status, "pins": pins,
                        "changed": result.hosts_with("changed"),
@@ -141,6 +154,56 @@ def setup(app: AppContext, python_version: str, as_json: bool) -> int:
     if result.hosts_with("dark"):
         return EXIT_UNREACHABLE
     return EXIT_OK if result.ok else EXIT_PENDING
+
+
+@workers.command()
+@json_option
+@pass_app
+def reattach(app: AppContext, as_json: bool) -> int:
+    """Re-attach to the Receptor work units a lost controller left, and read their results.
+
+    A deploy records each receptor job's work unit until its output was read whole. After
+    the controller went away midway (killed, disconnected), this reads each recorded unit's
+    whole output from the worker (the play went on there), reports each host's recap, and
+    releases the unit. `deploy --resume` then records the hosts (it reruns them; the play is
+    idempotent). Exit 4 when a unit's results could not be had (its record is kept).
+    """
+    from coophost.deploy.remote import reattach as reattach_unit
+    from coophost.deploy.remote import recorded_units
+    from coophost.errors import EXIT_UNREACHABLE
+    from coophost.fsutil import private_folder
+
+    found = _load(app)
+    report = []
+    code = EXIT_OK
+    for record in recorded_units(app.inventory):
+        with private_folder("coophost-reattach-") as receiving:
+            result = reattach_unit(app.inventory, found, record, receiving)
+        if result.node is not None:
+            result.node.stop()
+        hosts = {h: {kind: int((result.stats.get(kind) or {}).get(h, 0))
+                     for kind in ("ok", "changed", "failures", "dark")}
+                 for h in record.get("hosts") or []}
+        report.append({"job": record["job"], "worker": record["worker"],
+                       "unit": record["unit"], "status": result.status, "hosts": hosts,
+                       "error": result.why})
+        if not result.status:
+            code = max(code, EXIT_UNREACHABLE)
+    if as_json:
+        app.emit_json(report)
+        return code
+    if not report:
+        app.out.print("No receptor work unit left to re-attach.")
+    for row in report:
+        if row["status"]:
+            app.out.print(f"job {row['job']} on {escape(str(row['worker']))}: {row['status']}; "
+                          + ", ".join(f"{escape(h)} ok={c['ok']} changed={c['changed']} "
+                                      f"failed={c['failures']} unreachable={c['dark']}"
+                                      for h, c in row["hosts"].items()))
+        else:
+            app.err.print(f"[red]job {row['job']} on {escape(str(row['worker']))}[/]: "
+                          f"{escape(str(row['error']))}")
+    return code
 
 
 commands: list[click.Command] = [workers]

@@ -191,6 +191,8 @@ class RoutingExecutor:
         self.workers = workers
         self.entries = entries
         self.slots = WorkerSlots()
+        if remote is not None:  # the mesh of the controller's receptor node
+            remote.receptor_workers = [w for w in workers if w.transport == "receptor"]
         self._checked: dict[str, str] = {}  # worker -> "" (fit) or why it is refused
         self._check_lock = threading.Lock()
 
@@ -280,6 +282,7 @@ class StreamEnd:
     lost: str = ""  # why the transport is taken as lost ("" when it ended normally)
     exit_status: int | None = None
     stderr: str = ""
+    hosts: tuple[str, ...] = ()  # the job's hosts (recorded with a receptor unit)
 
 
 class RemoteExecutor:
@@ -302,6 +305,78 @@ class RemoteExecutor:
         self.strategy = strategy
         self.read_timeout = read_timeout
         self.keepalive = keepalive
+        self.receptor_workers: list[Worker] = []  # RoutingExecutor sets them (the mesh)
+        self._node: Any = None  # the controller's receptor node, started for the first job
+        self._node_lock = threading.Lock()
+
+    def receptor_node(self) -> Any:
+        """The controller's receptor node for this deploy (coophost.deploy.receptor.Node)."""
+        import atexit
+
+        from coophost.deploy.receptor import Node
+        from coophost.layout import STATE_DIR
+
+        with self._node_lock:
+            if self._node is None:
+                node = Node(self.inventory / STATE_DIR,
+                            [(w.connection.address, w.receptor_port)
+                             for w in self.receptor_workers])
+                node.start([(w.name, w.connection.address) for w in self.receptor_workers])
+                atexit.register(node.stop)
+                self._node = node
+            return self._node
+
+    def _carry_receptor(self, worker: Worker, remote: str, stream: Any, write_end: int,
+                        cancel: threading.Event, end: StreamEnd) -> None:
+        """Submit the job as signed work to the worker's node; pour the unit's output.
+
+        The unit's ID is recorded (`units_dir`) until its output was read whole and the unit
+        released, so a controller that went away midway leaves a record of what to re-attach.
+        """
+        from coophost.deploy.receptor import exit_status, job_params
+
+        job_id = remote.rsplit("/", 1)[1]
+        unit = ""
+        try:
+            node = self.receptor_node()
+            node.wait_route(worker.name)
+            unit = node.submit(worker.name, stream,
+                               job_params(worker.jobs_dir, job_id, self.keepalive))
+            record_unit(self.inventory, job_id, worker.name, unit, end.hosts)
+            with node.results(unit) as sock:
+                self._pour_socket(sock, write_end, cancel, end)
+            if cancel.is_set() and end.lost == "canceled":
+                node.command(f"work cancel {unit}")
+            if not end.lost:
+                end.exit_status = exit_status(node.status(unit))
+                node.release(unit)
+                forget_unit(self.inventory, job_id)
+        except HostUnreachable as exc:
+            end.lost = exc.message
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            end.lost = f"receptor failed: {type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(write_end)
+
+    def _pour_socket(self, sock: Any, write_end: int, cancel: threading.Event,
+                     end: StreamEnd) -> None:
+        idle_since = time.monotonic()
+        while True:
+            if cancel.is_set():
+                end.lost = "canceled"
+                return
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                if time.monotonic() - idle_since > self.read_timeout:
+                    end.lost = f"no data from the worker for {self.read_timeout:.0f} s"
+                    return
+                continue
+            if not data:
+                return
+            idle_since = time.monotonic()
+            os.write(write_end, data)
 
     def run_job(self, worker: Worker, hosts: list[str], sink: EventSink,
                 cancel: threading.Event, done: OutcomeSink | None = None
@@ -325,8 +400,9 @@ class RemoteExecutor:
             shutil.rmtree(sending / "job")  # the key and vault password: sent, not kept
             stream.seek(0)
             read_end, write_end = os.pipe()
-            end = StreamEnd()
-            pump = threading.Thread(target=self._carry, daemon=True, name=f"job-{worker.name}",
+            end = StreamEnd(hosts=tuple(hosts))
+            carry = self._carry_receptor if worker.transport == "receptor" else self._carry
+            pump = threading.Thread(target=carry, daemon=True, name=f"job-{worker.name}",
                                     args=(worker, remote, stream, write_end, cancel, end))
             pump.start()
             with os.fdopen(read_end, "rb") as incoming:
@@ -504,6 +580,114 @@ class RemoteExecutor:
         if self.vault.password_env:
             return os.environ.get(self.vault.password_env) or None
         return None
+
+
+# -- receptor work units of jobs under way ------------------------------------------------------
+UNITS_DIR = "receptor/units"
+
+
+def units_dir(inventory: Path) -> Path:
+    """Where the work unit of each receptor job under way is recorded (state, git-ignored)."""
+    from coophost.layout import STATE_DIR
+
+    return inventory / STATE_DIR / UNITS_DIR
+
+
+def record_unit(inventory: Path, job_id: str, worker: str, unit: str,
+                hosts: tuple[str, ...] = ()) -> None:
+    """Record that `job_id` (of `hosts`) runs as receptor unit `unit` on `worker` (atomic)."""
+    from coophost.fsutil import atomic_write
+
+    folder = units_dir(inventory)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(folder / f"{job_id}.json",
+                 json.dumps({"job": job_id, "worker": worker, "unit": unit,
+                             "hosts": list(hosts)}), mode=0o600)
+
+
+def forget_unit(inventory: Path, job_id: str) -> None:
+    """The job's unit was read whole and released."""
+    (units_dir(inventory) / f"{job_id}.json").unlink(missing_ok=True)
+
+
+def recorded_units(inventory: Path) -> list[dict[str, Any]]:
+    """The receptor units recorded and not yet read whole (a controller went away midway)."""
+    folder = units_dir(inventory)
+    found: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and {"job", "worker", "unit"} <= set(data):
+                found.append({**{k: str(data[k]) for k in ("job", "worker", "unit")},
+                              "hosts": [str(h) for h in data.get("hosts") or []]})
+    return found
+
+
+@dataclass
+class Reattached:
+    """What re-attaching to a recorded unit found."""
+
+    record: dict[str, Any]
+    status: str  # ansible-runner's status of the job ("" when the results could not be had)
+    stats: dict[str, Any]  # the play's stats event data ({} without one)
+    why: str = ""  # why there is no status
+    node: Any = None  # the controller node it started (the caller stops it)
+
+
+def reattach(inventory: Path, workers: list[Worker], record: dict[str, Any], receiving: Path,
+             read_timeout: float = READ_TIMEOUT) -> Reattached:
+    """Read a recorded unit's results from its start into `ansible-runner process`.
+
+    After a controller went away midway: its node, started again on the same data folder,
+    takes up the unit where it left it and streams the worker's whole output. The unit is
+    released and its record dropped once the output was read whole (the job's status came).
+    """
+    import ansible_runner
+
+    from coophost.deploy.receptor import Node
+    from coophost.layout import STATE_DIR
+
+    mesh = [w for w in workers if w.transport == "receptor"]
+    node = Node(inventory / STATE_DIR, [(w.connection.address, w.receptor_port) for w in mesh])
+    node.start([(w.name, w.connection.address) for w in mesh])
+    job_id, unit = record["job"], record["unit"]
+    stats: dict[str, Any] = {}
+
+    def on_event(event: dict[str, Any]) -> bool:
+        if event.get("event") == "playbook_on_stats":
+            stats.update(event.get("event_data") or {})
+        return True
+
+    end = StreamEnd()
+    read_end, write_end = os.pipe()
+
+    def pour() -> None:
+        executor = RemoteExecutor(inventory, {}, read_timeout=read_timeout)
+        try:
+            node.wait_route(record["worker"])
+            with node.results(unit) as sock:
+                executor._pour_socket(sock, write_end, threading.Event(), end)
+        except (HostUnreachable, OSError, RuntimeError) as exc:
+            end.lost = str(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(write_end)
+
+    pump = threading.Thread(target=pour, daemon=True, name=f"reattach-{unit}")
+    pump.start()
+    receiving.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with os.fdopen(read_end, "rb") as incoming:
+        ansible_runner.run(streamer="process", _input=incoming, private_data_dir=str(receiving),
+                           ident=job_id, quiet=True, event_handler=on_event,
+                           artifacts_handler=_scrub_artifacts)
+    pump.join()
+    status_file = receiving / "artifacts" / job_id / "status"
+    status = status_file.read_text().strip() if status_file.is_file() else ""
+    if status:
+        node.release(unit)
+        forget_unit(inventory, job_id)
+    return Reattached(record, status, stats, "" if status else (end.lost or "no status came"),
+                      node)
 
 
 def collection_paths() -> dict[str, Path]:

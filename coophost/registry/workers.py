@@ -11,6 +11,8 @@ once:
           ansible_host: 10.1.0.5
           coophost_worker_serves: [h1, mail]    # host names or group names of hosts.yml
           coophost_worker_capacity: 4           # jobs at once (default 2)
+          coophost_worker_transport: receptor   # ssh (default) or receptor (TLS, signed work)
+          coophost_worker_receptor_port: 27199  # the worker's receptor TLS port (default)
 
 Routing (pure, `route`): a host's job goes to a worker that serves the host itself or one of
 its groups, the least loaded one (running jobs over capacity). A host no worker serves runs on
@@ -21,6 +23,7 @@ another network), so when no worker of it answers, the host is "unreachable".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,11 @@ WORKERS_GROUP = "coophost_workers"
 SERVES_VAR = "coophost_worker_serves"
 CAPACITY_VAR = "coophost_worker_capacity"
 JOBS_DIR_VAR = "coophost_worker_jobs_dir"
+TRANSPORT_VAR = "coophost_worker_transport"
+RECEPTOR_PORT_VAR = "coophost_worker_receptor_port"
+TRANSPORTS = ("ssh", "receptor")
+DEFAULT_RECEPTOR_PORT = 27199
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DEFAULT_CAPACITY = 2
 MAX_CAPACITY = 256
 # The account the controller's key logs in to on a worker, restricted by a forced command
@@ -49,6 +57,8 @@ class Worker:
     serves: tuple[str, ...]  # host and group names, as written
     capacity: int
     jobs_dir: str = DEFAULT_JOBS_DIR
+    transport: str = "ssh"  # how jobs reach it: "ssh" (forced command) or "receptor"
+    receptor_port: int = DEFAULT_RECEPTOR_PORT
 
     @property
     def job_connection(self) -> HostEntry:
@@ -109,8 +119,24 @@ def parse_worker(entry: HostEntry, file: str, known_hosts: Iterable[str],
                 and part not in (".", "..") for part in jobs_dir.split("/")[1:]):
             checks.fail(file, f"{where}.{JOBS_DIR_VAR}", jobs_dir,
                         "must be an absolute path of plain names (a-z, 0-9, '-', '_', '.')")
+    transport = "ssh"
+    with errors.check():
+        raw_transport = hvars.get(TRANSPORT_VAR, "ssh")
+        if raw_transport not in TRANSPORTS:
+            checks.fail(file, f"{where}.{TRANSPORT_VAR}", raw_transport,
+                        f"must be one of {', '.join(TRANSPORTS)}")
+        transport = str(raw_transport)
+    receptor_port = DEFAULT_RECEPTOR_PORT
+    with errors.check():
+        receptor_port = checks.integer(hvars.get(RECEPTOR_PORT_VAR, DEFAULT_RECEPTOR_PORT), file,
+                                       f"{where}.{RECEPTOR_PORT_VAR}", 1, 65535)
+    with errors.check():
+        if transport == "receptor" and not NODE_ID_RE.match(entry.name):
+            checks.fail(file, f"{where}", entry.name, "a receptor worker's name is its node ID: "
+                        "letters, digits, '.', '_' and '-', at most 63")
     errors.done()
-    return Worker(entry.name, entry, tuple(serves), capacity, jobs_dir)
+    return Worker(entry.name, entry, tuple(serves), capacity, jobs_dir, transport,
+                  receptor_port)
 
 
 def serving(host: str, groups: Iterable[str], workers: Iterable[Worker]) -> list[Worker]:

@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 import pytest
 
+from coophost.deploy.receptor import job_params as receptor_job_params
 from coophost.deploy.remote import (
     RoutingExecutor,
     WorkerSlots,
@@ -241,3 +242,21 @@ def test_a_group_is_spread_as_one_job_per_worker() -> None:
     assert spread(["b1", "h1", "h2", "h3"], 2) == [["b1", "h2"], ["h1", "h3"]]
     assert spread(["h1"], 3) == [["h1"]]
     assert spread(["h1", "h2"], 0) == [["h1", "h2"]]  # the controller's: one job
+
+
+def test_the_forced_command_takes_receptors_arguments_with_the_same_allowlist(
+        forced_command: Path) -> None:
+    jobs = forced_command.parent / "jobs"
+    job = jobs / "0123456789abcdef"
+    job.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)}
+    words = receptor_job_params(str(jobs), job.name, 5).split()
+    ran = subprocess.run([str(forced_command), *words], capture_output=True, text=True,
+                         env=env, check=False, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "RAN ['worker', '--delete'" in ran.stdout and not job.exists()
+    refused = subprocess.run([str(forced_command), "ansible-runner", "worker", "--delete",
+                              "--private-data-dir", "/etc"], capture_output=True, text=True,
+                             env=env, check=False, timeout=60)
+    assert refused.returncode == 126 and "refused" in refused.stderr
+    assert run_forced(forced_command, "sh").returncode == 126

@@ -1,0 +1,235 @@
+"""The Receptor transport through two real receptor nodes on 127.0.0.1 (no lab needed).
+
+A worker node configured as roles/worker configures it (`worker_config`: TLS listener with
+client certificates from the co-op CA, signed `coophost-job` work only), running the role's
+own forced command (rendered from its template) over this controller's ansible-runner; and
+the controller's node as coophost runs it (`Node`). A job goes through `_carry_receptor` into
+`ansible-runner process` as a deploy's does. Skipped when receptor is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+
+from coophost.deploy.receptor import (
+    CONTROLLER_NODE,
+    PKI_DIR,
+    Node,
+    ensure_pki,
+    worker_config,
+)
+from coophost.deploy.remote import RemoteExecutor, StreamEnd, recorded_units
+from coophost.layout import STATE_DIR
+from coophost.registry.model import HostEntry
+from coophost.registry.workers import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("receptor") is None,
+                                reason="receptor is not installed (scripts/setup-host)")
+
+PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.pause:
+        seconds: "{{ pause_seconds }}"
+    - ansible.builtin.debug:
+        msg: ran through receptor
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def mesh() -> Iterator[dict[str, Any]]:
+    """A worker node w1 on 127.0.0.1 and the inventory folder whose state holds the PKI.
+
+    In a short temp folder: a unix socket's path has at most 107 bytes.
+    """
+    tmp_path = Path(tempfile.mkdtemp(prefix="rcp-"))
+    inventory = tmp_path / "coop"
+    inventory.mkdir()
+    pki = ensure_pki(inventory / STATE_DIR / PKI_DIR,
+                     [(CONTROLLER_NODE, ""), ("w1", "127.0.0.1")])
+    tls = tmp_path / "w1-tls"
+    tls.mkdir(mode=0o700)
+    shutil.copy(pki.ca_cert, tls / "ca.crt")
+    shutil.copy(pki.node_cert("w1"), tls / "node.crt")
+    shutil.copy(pki.node_key("w1"), tls / "node.key")
+    shutil.copy(pki.signing_public, tls / "work-signing.pub")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir(mode=0o700)
+    # The role's forced command, over this controller's Python (its venv has ansible-runner).
+    source = ROOT / "roles/worker/templates/coophost-worker-command.py.j2"
+    engine = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    engine.filters["to_json"] = json.dumps
+    text = engine.from_string(source.read_text()).render(
+        worker_venv=sys.prefix, worker_jobs_dir=str(jobs), ansible_managed="test")
+    command = tmp_path / "command"
+    command.write_text(text.replace(f"#!{sys.prefix}/bin/python", f"#!{sys.executable}", 1))
+    command.chmod(0o755)
+    port = free_port()
+    config = worker_config("w1", port=port, bind="127.0.0.1", tls_dir=str(tls),
+                           datadir=str(tmp_path / "w1-data"),
+                           socket_path=str(tmp_path / "w1.sock"), command=str(command),
+                           signing_public=str(tls / "work-signing.pub"))
+    (tmp_path / "w1.json").write_text(json.dumps(config))
+    log = (tmp_path / "w1.log").open("wb")
+    worker = subprocess.Popen(["receptor", "--config", str(tmp_path / "w1.json")],
+                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    nodes: list[Node] = []
+    try:
+        yield {"inventory": inventory, "port": port, "jobs": jobs, "nodes": nodes,
+               "worker": Worker("w1", HostEntry("w1", "127.0.0.1", 22, "admin", None),
+                                ("h1",), 2, str(jobs), "receptor", port),
+               "log": tmp_path / "w1.log", "tmp": tmp_path}
+    finally:
+        for node in nodes:
+            node.stop()
+        worker.terminate()
+        worker.wait(10)
+        log.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def controller(mesh: dict[str, Any]) -> RemoteExecutor:
+    executor = RemoteExecutor(mesh["inventory"], {}, read_timeout=20, keepalive=2)
+    executor.receptor_workers = [mesh["worker"]]
+    return executor
+
+
+def transmit(tmp: Path, job_id: str, pause: int) -> Any:
+    import ansible_runner
+
+    folder = tmp / "send" / job_id
+    (folder / "project").mkdir(parents=True)
+    (folder / "project" / "play.yml").write_text(PLAYBOOK)
+    out = (tmp / f"{job_id}.stream").open("w+b")
+    ansible_runner.run(streamer="transmit", _output=out, private_data_dir=str(folder),
+                       ident=job_id, playbook="play.yml", extravars={"pause_seconds": pause},
+                       envvars={"ANSIBLE_NOCOLOR": "1"})
+    out.seek(0)
+    return out
+
+
+def run_through(executor: RemoteExecutor, mesh: dict[str, Any], job_id: str, stream: Any,
+                cancel: threading.Event | None = None) -> tuple[StreamEnd, str, list[str]]:
+    """`_carry_receptor` into `ansible-runner process`: the end, the status, the messages."""
+    import ansible_runner
+
+    receiving = mesh["tmp"] / "receive" / job_id
+    receiving.mkdir(parents=True)
+    messages: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> bool:
+        if event.get("event") == "runner_on_ok":
+            messages.append(str(event["event_data"]["res"].get("msg", "")))
+        return True
+
+    read_end, write_end = os.pipe()
+    end = StreamEnd()
+    pump = threading.Thread(target=executor._carry_receptor, daemon=True,
+                            args=(mesh["worker"], f"{mesh['jobs']}/{job_id}", stream,
+                                  write_end, cancel or threading.Event(), end))
+    pump.start()
+    with os.fdopen(read_end, "rb") as incoming:
+        ansible_runner.run(streamer="process", _input=incoming, private_data_dir=str(receiving),
+                           ident=job_id, quiet=True, event_handler=on_event)
+    pump.join(60)
+    status_file = receiving / "artifacts" / job_id / "status"
+    return end, status_file.read_text().strip() if status_file.is_file() else "", messages
+
+
+def units_gone(node: Node, mesh: dict[str, Any], timeout: float = 20) -> bool:
+    """Whether the controller's and the worker's nodes hold no work unit (within timeout)."""
+    on_worker = Node(mesh["tmp"] / "w1-state", [])
+    on_worker.socket = mesh["tmp"] / "w1.sock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.command("work list") == {} and on_worker.command("work list") == {}:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_job_runs_through_receptor_as_signed_work(mesh: dict[str, Any]) -> None:
+    executor = controller(mesh)
+    job_id = "0123456789abcdef0123456789abcdef"
+    end, status, messages = run_through(executor, mesh, job_id,
+                                        transmit(mesh["tmp"], job_id, 0))
+    mesh["nodes"].append(executor.receptor_node())
+    assert (end.lost, end.exit_status) == ("", 0), (end, mesh["log"].read_text()[-2000:])
+    assert status == "successful"
+    assert "ran through receptor" in messages
+    assert list(mesh["jobs"].iterdir()) == []  # nothing of the job stays on the worker
+    assert recorded_units(mesh["inventory"]) == []  # read whole and released
+    assert units_gone(executor.receptor_node(), mesh)  # released here and on the worker
+
+
+def test_unsigned_work_is_refused_by_the_worker(mesh: dict[str, Any]) -> None:
+    executor = controller(mesh)
+    node = executor.receptor_node()
+    mesh["nodes"].append(node)
+    node.wait_route("w1")
+    with pytest.raises(RuntimeError, match="could not verify signature"):
+        node.submit("w1", io.BytesIO(b"x"), "ansible-runner worker --worker-info", signed=False)
+    assert list(mesh["jobs"].iterdir()) == []
+
+
+def test_a_controller_without_the_co_op_ca_gets_no_route(mesh: dict[str, Any]) -> None:
+    stranger = mesh["tmp"] / "stranger"
+    stranger.mkdir()
+    node = Node(stranger / STATE_DIR, [("127.0.0.1", mesh["port"])])
+    mesh["nodes"].append(node)
+    node.start([("w1", "127.0.0.1")])  # its own CA: the worker refuses its certificate
+    with pytest.raises(Exception, match="no receptor route"):
+        node.wait_route("w1", timeout=8)
+
+
+def test_a_lost_controller_reattaches_to_the_units_results(mesh: dict[str, Any]) -> None:
+    from coophost.deploy.remote import reattach
+
+    executor = controller(mesh)
+    job_id = "fedcba9876543210fedcba9876543210"
+    stream = transmit(mesh["tmp"], job_id, 6)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(
+        zip(("end", "status", "messages"), run_through(executor, mesh, job_id, stream),
+            strict=True)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not recorded_units(mesh["inventory"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    executor.receptor_node().stop()  # the controller's node goes away mid-run
+    thread.join(60)
+    assert result["status"] == ""  # the first controller never saw the end
+    [record] = recorded_units(mesh["inventory"])
+    assert record["job"] == job_id and record["worker"] == "w1"
+    receiving = mesh["tmp"] / "reattached"
+    found = reattach(mesh["inventory"], [mesh["worker"]], record, receiving)
+    mesh["nodes"].append(found.node)
+    assert found.status == "successful", found
+    assert recorded_units(mesh["inventory"]) == []
+    assert list(mesh["jobs"].iterdir()) == []
+    assert units_gone(found.node, mesh)
