@@ -93,8 +93,9 @@ def choose_path(host_status: str, changes: Iterable[Change], level: str,
                 selection: Selection) -> tuple[str, str, list[str]]:
     """Return a host job's path, why, and (fast path) the services whose units it applies.
 
-    The fast path (playbooks/units.yml: the members role and each changed service's per-unit
-    tasks) is taken only when the host-level part of the host's desired state
+    The fast path (playbooks/units.yml: each changed service's checks and per-unit tasks; not
+    the members role, whose input, the members on the host, is part of the units' shapes) is
+    taken only when the host-level part of the host's desired state
     (render.host_level_hash: its vars, groups, inventory vars, backup, DNS and relay inputs,
     the template, its services and their role versions, each unit's life, vhosts and backed-up
     paths) is the one last applied, and every change on the host adds or changes a unit of a

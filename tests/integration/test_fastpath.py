@@ -106,7 +106,7 @@ def test_a_new_mailbox_takes_the_fast_path_and_receives_mail(deployed: Deployed,
     path = deployed.info.inventory / "members" / f"{MEMBER}.yml"
     edited(path, f"mailboxes: [ada, orders, {NEW_BOX}]", "mailboxes: [ada, orders]")
     gone = deployed.deploy()
-    assert gone["hosts"][deployed.host]["path"] == "fast"
+    assert gone["hosts"][deployed.host]["path"] == "fast", gone["hosts"]
     edited(path, "mailboxes: [ada, orders]", f"mailboxes: [ada, orders, {NEW_BOX}]")
 
 
