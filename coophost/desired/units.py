@@ -57,8 +57,9 @@ SUMMARY_LAYOUT = "5"  # bump when summarise() returns something else
 CLAIM_SEP = "\0"  # between the co-op-wide names a member claims, in its summary
 ROLE_SKIP_DIRS = frozenset({"molecule", "tests", "__pycache__"})
 # In a service folder, coophost's own files: the catalogue entry (its digest enters every
-# unit's hash on its own) and the hooks (they decide, they are not applied).
-ROLE_SKIP_FILES = frozenset({SERVICE_FILE, HOOKS_FILE})
+# unit's hash on its own) and the hooks (they decide, they are not applied); in any role, its
+# README (prose: a documentation change must not redeploy every host of the role).
+ROLE_SKIP_FILES = frozenset({SERVICE_FILE, HOOKS_FILE, "README.md"})
 
 
 def roles_dirs() -> list[Path]:

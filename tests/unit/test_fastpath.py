@@ -195,3 +195,22 @@ def test_plan_shows_the_path_each_host_takes(coop: Path, cli,
     code, out, _ = cli("-i", str(coop), "plan", "--json", "--member", "ada-books")
     paths = json.loads(out)["paths"]
     assert [p["path"] for p in paths.values()] == ["fast"]
+
+
+def test_a_role_readme_is_not_part_of_its_version(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prose in a role's folder does not change its version (no redeploy for a doc edit);
+    a task file does."""
+    import shutil
+
+    from coophost.desired import units
+
+    role = tmp_path / "mail"
+    shutil.copytree(units.role_dir("mail"), role)
+    monkeypatch.setattr(units, "role_dir", lambda name: role)
+    version = units.role_version.__wrapped__  # the cached one keeps the real folder's
+    before = version("mail")
+    (role / "README.md").write_text("edited prose\n")
+    assert version("mail") == before
+    (role / "tasks" / "main.yml").write_text((role / "tasks" / "main.yml").read_text() + "\n")
+    assert version("mail") != before
