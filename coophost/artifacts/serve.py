@@ -7,11 +7,10 @@ of those hosts' hashes, so a fetch, a new version or a removed entry redeploys t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from coophost.artifacts.catalogue import load
-from coophost.artifacts.store import MANIFEST, stored_folder
+from coophost.artifacts.store import listing
 from coophost.registry.model import ARTIFACTS_GROUP
 
 __all__ = ["ARTIFACTS_GROUP", "served"]
@@ -23,16 +22,9 @@ def served(inventory: Path) -> list[dict[str, str]]:
     The manifest is written only after both checks passed (`store.fetch`); `artifacts verify`
     re-checks the bytes, and the role checks them again on the controller and on the mirror.
     """
-    items = []
-    for name, artifact in sorted(load(inventory).items()):
-        folder = stored_folder(inventory, artifact)
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-        except (OSError, ValueError):
-            continue
-        if manifest.get("sha256") != artifact.sha256 or not (folder / artifact.file).is_file():
-            continue
-        items.append({"name": name, "version": artifact.version, "file": artifact.file,
-                      "sha256": artifact.sha256,
-                      "path": f"{name}/{artifact.version}/{artifact.file}"})
-    return items
+    artifacts = load(inventory)
+    return [{"name": str(row["name"]), "version": str(row["version"]),
+             "file": artifacts[str(row["name"])].file, "sha256": str(row["sha256"]),
+             "path": f"{row['name']}/{row['version']}/{artifacts[str(row['name'])].file}"}
+            for row in listing(inventory, [artifacts[n] for n in sorted(artifacts)])
+            if row["stored"]]

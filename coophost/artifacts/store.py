@@ -306,7 +306,11 @@ def verify(inventory: Path, artifacts: Iterable[Artifact]) -> list[Outcome]:
 
 
 def listing(inventory: Path, artifacts: Iterable[Artifact]) -> list[dict[str, object]]:
-    """Each catalogue entry with what the store holds of it (no check is run: `verify` does)."""
+    """Each catalogue entry with what the store holds of it (no check is run: `verify` does).
+
+    `stored`: a copy whose manifest (written only after both checks passed) names the
+    catalogue's SHA-256 is there.
+    """
     rows = []
     for artifact in artifacts:
         folder = stored_folder(inventory, artifact)
@@ -320,7 +324,8 @@ def listing(inventory: Path, artifacts: Iterable[Artifact]) -> list[dict[str, ob
                             if p.is_dir() and not p.name.startswith(".")
                             and p.name != artifact.version)
         rows.append({"name": artifact.name, "version": artifact.version,
-                     "stored": manifest is not None and manifest.get("sha256") == artifact.sha256,
+                     "stored": manifest is not None and manifest.get("sha256") == artifact.sha256
+                     and (folder / artifact.file).is_file(),
                      "size": manifest.get("size") if manifest else None,
                      "verified_at": manifest.get("verified_at") if manifest else None,
                      "signer": artifact.signer, "sha256": artifact.sha256,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import socket
 import tarfile
 import time
@@ -732,8 +731,8 @@ class Lab:
 
         forget_lab_release(self.inventory)
         store = self.inventory / ".coophost" / "artifacts"
-        if store.is_dir() and not [p for p in store.iterdir() if not p.name.endswith(".lock")]:
-            shutil.rmtree(store)
+        if store.is_dir() and not any(store.iterdir()):
+            store.rmdir()
         if self.workdir.is_dir():
             for item in sorted(self.workdir.rglob("*"), reverse=True):
                 item.rmdir() if item.is_dir() else item.unlink()
