@@ -260,6 +260,24 @@ def _stored_ok(inventory: Path, artifact: Artifact, workdir: Path) -> list[str] 
     return check_files(inventory, artifact, data, signature, workdir)
 
 
+LEFTOVER_PREFIXES = (".incoming-", ".verify-", ".ready-", ".old-")
+
+
+def sweep_leftovers(root: Path) -> None:
+    """Remove the work folders a killed fetch or verify left.
+
+    The caller holds the lock, so none of them is in use: downloads never checked, or a copy
+    half moved in.
+    """
+    names = [p for p in root.iterdir() if p.is_dir()]
+    for folder in [root, *names]:  # the store's own level and each artifact's
+        if not folder.is_dir():
+            continue  # a leftover of the store's level, removed just before
+        for item in list(folder.iterdir()):
+            if item.is_dir() and item.name.startswith(LEFTOVER_PREFIXES):
+                shutil.rmtree(item, ignore_errors=True)
+
+
 def fetch(inventory: Path, artifacts: Iterable[Artifact], *, force: bool = False
           ) -> list[Outcome]:
     """Bring each artifact into the store, verified.
@@ -269,6 +287,7 @@ def fetch(inventory: Path, artifacts: Iterable[Artifact], *, force: bool = False
     """
     root = store_root(inventory)
     root.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(root)
     outcomes = []
     for artifact in artifacts:
         with tempfile.TemporaryDirectory(prefix=".incoming-", dir=root) as tmp:

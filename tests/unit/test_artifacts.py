@@ -363,3 +363,21 @@ def test_lab_release_made_fetched_and_forgotten(tmp_path: Path) -> None:
     labart.forget_lab_release(coop)
     assert "other:" in path.read_text() and labart.LAB_RELEASE not in path.read_text()
     assert (coop / "artifacts" / "keys" / "other.asc").is_file()
+
+
+def test_fetch_sweeps_what_a_killed_fetch_left(tmp_path: Path, served: tuple[Path, str],
+                                               keys: tuple[labart.SigningKey, ...]) -> None:
+    """Work folders of a fetch killed midway (an unchecked download, a half-moved copy) are
+    removed by the next fetch, which holds the lock."""
+    www, base = served
+    signed = _release(www, keys[0])
+    coop = _coop(tmp_path, keys[0], {"version": "1.0", "urls": [f"{base}/demo-1.0.tar.gz"],
+                                     "sha256": signed.sha256})
+    root = store.store_root(coop)
+    (root / ".incoming-dead").mkdir(parents=True)
+    (root / ".incoming-dead" / "demo-1.0.tar.gz").write_bytes(b"unchecked")
+    (root / "demo" / ".old-1.0-123").mkdir(parents=True)
+    code, out = _run(coop, "fetch")
+    assert code == 0, out
+    assert not (root / ".incoming-dead").exists() and not (root / "demo" / ".old-1.0-123").exists()
+    assert (root / "demo" / "1.0" / "demo-1.0.tar.gz").is_file()
