@@ -11,10 +11,11 @@ regular file, `<sha256>  <absolute path>`, and `L <link target>  <path>` for sym
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from coophost.registry.catalogue import Service
+from coophost.registry.catalogue import DUMP_ENGINES, Service
 from coophost.registry.model import Host
 
 BACKUP_GROUP = "backup"
@@ -22,6 +23,8 @@ BORG_PORT = 2222
 BORG_USER = "borg"
 REPO_ROOT = "/srv/borg/repos"
 MANIFEST_DIR = "/var/lib/coophost-backup/manifests"
+DUMP_DIR = "/var/lib/coophost-backup/dumps"
+DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 ARCHIVE_SEP = "-"  # <service>-<time>; service names hold no "-" followed by a digit year
 
 
@@ -61,6 +64,30 @@ def unit_paths(service: Service, owner: str, slug: str, domains: Iterable[str]) 
         else:
             paths.append(template.format(owner=owner, slug=slug))
     return sorted(set(paths))
+
+
+def unit_dumps(service: Service, owner: str, slug: str, settings: Mapping[str, object]
+               ) -> list[dict[str, str]]:
+    """The unit's database dumps (catalogue `data.dumps`, filled in), where each is written.
+
+    Each: {engine, name, file}; the file lies in DUMP_DIR/<owner>/<service>/, a folder that
+    coophost-backup archives with the unit's data. Raises ValueError for an engine it cannot
+    dump or a database name it will not quote (the catalogue names the file).
+    """
+    dumps = []
+    for item in service.data.get("dumps", ()):
+        values = {**{k: str(v) for k, v in settings.items()}, "owner": owner, "slug": slug}
+        engine = str(item["engine"]).format(**values)
+        name = str(item["name"]).format(**values)
+        if engine not in DUMP_ENGINES:
+            raise ValueError(f"{service.name}: data.dumps engine {engine!r} cannot be backed up "
+                             f"(supported: {', '.join(sorted(DUMP_ENGINES))})")
+        if not DB_NAME_RE.match(name):
+            raise ValueError(f"{service.name}: data.dumps name {name!r} is not a database name "
+                             "coophost-backup takes (a-z first, then a-z 0-9 _ . -, 63 at most)")
+        dumps.append({"engine": engine, "name": name,
+                      "file": f"{DUMP_DIR}/{owner}/{service.name}/{name}.sql"})
+    return dumps
 
 
 def authorized_keys(clients: Mapping[str, str], admin_key: str) -> str:

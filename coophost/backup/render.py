@@ -18,6 +18,7 @@ from coophost.backup.model import (
     manifest_path,
     repo_url,
     server_address,
+    unit_dumps,
     unit_paths,
 )
 from coophost.registry.catalogue import Catalogue
@@ -92,6 +93,8 @@ def backup_vars(hosts: Mapping[str, Host], members: Mapping[str, Member],
                     "repos": [repo_url(server_address(hosts[s]), name, member.owner)
                               for s in servers],
                     "passphrase": passphrase(member.owner),
+                    "dumps": unit_dumps(service, member.owner, slug,
+                                        member.services.get(service_name, {})),
                 })
         result[name] = entry
     return result

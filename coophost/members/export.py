@@ -18,7 +18,11 @@ the archive.
 Inside the archive, files sit under `<service>/<host>/<path on the host>`. A service whose
 catalogue entry has `data.export` (a command on the host writing a tar stream: git bundles
 one bundle per repository) adds what that command writes under `<service>/<host>/export/`,
-for each unit deployed on the host; a failing command fails the export.
+for each unit deployed on the host; a failing command fails the export. A service with
+databases (`data.dumps`: Nextcloud's) adds a plain SQL dump of each under
+`<service>/<host>/dumps/<database>.sql`, made by `pg_dump` on the host at export time; a failing
+dump fails the export. (tar needs a member's size before its bytes, so a dump is spooled once
+on the controller in an unnamed temporary file, which is gone when it has been copied.)
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import json
 import posixpath
 import shlex
 import tarfile
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +64,7 @@ class Source:
     archive: str = ""
     owner: str = ""
     export: tuple[str, ...] = ()  # the catalogue's export command, filled in
+    dumps: tuple[str, ...] = ()  # the unit's databases (PostgreSQL), dumped when deployed
 
 
 @dataclass
@@ -106,6 +113,7 @@ def _plain_path(service: str, path: str) -> str:
 
 def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
     """The member's data sources on every host, from the catalogue (reads only state.db)."""
+    from coophost.backup.model import unit_dumps
     from coophost.desired.units import compute
     from coophost.state import StateDB
 
@@ -136,12 +144,18 @@ def plan_sources(loaded: Loaded, slug: str) -> list[Source]:
         archive = _plain_path(service_name, data["archive"]) if data.get("archive") else ""
         export = tuple(word.format(slug=slug, owner=member.owner)
                        for word in data.get("export", ()))
+        try:
+            dumps = tuple(d["name"] for d in unit_dumps(
+                loaded.catalogue.services[service_name], member.owner, slug, settings))
+        except ValueError as exc:
+            raise UsageError(f"catalogue {service_name}: {exc}") from exc
         unit = units.get((slug, service_name))
         for host in sorted(loaded.registry.hosts):
             deployed = unit is not None and unit.host == host and \
                 (host, slug, service_name) in applied
             sources.append(Source(service_name, host, tuple(paths), deployed, archive,
-                                  member.owner, export if deployed else ()))
+                                  member.owner, export if deployed else (),
+                                  dumps if deployed else ()))
     return sources
 
 
@@ -188,6 +202,37 @@ def _copy_host(client: Any, source: Source, outer: tarfile.TarFile, manifest: Ma
         _copy_stream(client, shlex.join(["sudo", "-n", *source.export]),
                      f"{source.service}/{source.host}/export", source, outer, manifest)
         manifest.sources[-1]["export"] = list(source.export)
+    for database in source.dumps:
+        _copy_dump(client, source, database, outer, manifest)
+    if source.dumps:
+        manifest.sources[-1]["dumps"] = list(source.dumps)
+
+
+def _copy_dump(client: Any, source: Source, database: str, outer: tarfile.TarFile,
+               manifest: Manifest) -> None:
+    """Add a plain SQL dump of `database` (pg_dump on the host) to `outer`."""
+    command = shlex.join(["sudo", "-n", "runuser", "-u", "postgres", "--", "pg_dump",
+                          "--no-password", "--format=plain", "--quote-all-identifiers",
+                          "--dbname", database])
+    channel = client.get_transport().open_session()
+    channel.exec_command(command)
+    stream = channel.makefile("rb")
+    with tempfile.TemporaryFile() as spool:  # unnamed (O_TMPFILE), the sysadmin's only
+        reader = HashingReader(stream)
+        while block := reader.read(1 << 20):
+            spool.write(block)
+        status = channel.recv_exit_status()
+        errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
+        channel.close()
+        if status != 0:
+            raise ExternalCommandError(f"export: the dump of database {database} on "
+                                       f"{source.host} failed (exit {status}): {errors[-300:]}")
+        spool.seek(0)
+        info = tarfile.TarInfo(f"{source.service}/{source.host}/dumps/{database}.sql")
+        info.size, info.mode, info.mtime = reader.size, 0o600, int(time.time())
+        outer.addfile(info, spool)
+    manifest.files.append({"path": info.name, "size": reader.size,
+                           "sha256": reader.sha256.hexdigest()})
 
 
 def _copy_stream(client: Any, command: str, prefix: str, source: Source,

@@ -64,6 +64,13 @@ def move(root: Path, slug: str, service: str, host: str, by: str, force: bool = 
         if was == host and service in current.services:
             return None
         check_move(with_hosts(loaded), loaded.catalogue, slug, service, host, force)
+        if was and was != host and loaded.catalogue.services[service].data.get("dumps") \
+                and _applied_on(root, was, slug, service):
+            # carrying moves files only: the unit's databases would stay behind
+            raise UsageError(
+                f"{slug}/{service} has databases on {was}, and a move carries files only: "
+                "moving a unit with databases is not built yet; nothing was recorded",
+                hint=f"`coophost member export {slug}` holds its files and database dumps")
         day = (today or dt.date.today()).isoformat()
         member = move_unit(root, loaded, slug, service, host,
                            moved_from=was if was and _applied_on(root, was, slug, service)

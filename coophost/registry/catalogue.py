@@ -51,6 +51,8 @@ _DATA_KEYS = ("paths", "archive", "dumps", "export")
 # What an export command may name: the member's slug and its life (owner), both plain names.
 EXPORT_PLACEHOLDERS = frozenset({"slug", "owner"})
 _DUMP_KEYS = ("kind", "engine", "name")
+# Database engines whose dumps roles/backup makes, loads and compares (coophost-backup).
+DUMP_ENGINES = frozenset({"postgresql"})
 PORT_PROTOCOLS = ("tcp", "udp")
 # What a service's role does for a suspended member (machine-readable `does:` entries).
 SUSPENSION_EFFECTS = ("logins_refused", "incoming_accepted_or_bounced", "site_unavailable",
@@ -257,7 +259,7 @@ def _dns_record(raw: object, file: str, where: str, known: Iterable[str]) -> dic
     return {key: str(value) for key, value in record.items()}
 
 
-def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
+def _data(raw: object, params: Mapping[str, Parameter], file: str) -> dict[str, Any]:
     """Where a unit's data lives: path templates, the host's archive folder, database dumps."""
     data = checks.mapping(raw, file, "data")
     checks.refuse_unknown_keys(data, _DATA_KEYS, file, "data")
@@ -278,6 +280,9 @@ def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
             if not isinstance(dump.get(key), str):
                 checks.fail(file, f"{where}.{key}", dump.get(key), "required string")
             _known(str(dump[key]), {*DATA_PLACEHOLDERS, *params}, file, f"{where}.{key}")
+        if dump["kind"] != "database":
+            checks.fail(file, f"{where}.kind", dump["kind"], "must be database")
+        _dump_engine(str(dump["engine"]), params, file, f"{where}.engine")
     if "export" in data:
         # A command on the unit's host (run with sudo) writing a tar stream of takeout
         # material made from the data (git: one bundle per repository); argv, no shell.
@@ -290,6 +295,20 @@ def _data(raw: object, params: Iterable[str], file: str) -> dict[str, Any]:
                 checks.fail(file, f"data.export[{index}]", word, "must be a string")
             _known(str(word), EXPORT_PLACEHOLDERS, file, f"data.export[{index}]")
     return data
+
+
+def _dump_engine(engine: str, params: Mapping[str, Parameter], file: str, where: str) -> None:
+    """A dump's engine: one backups can dump, or a choice setting offering only such engines."""
+    if engine.startswith("{") and engine.endswith("}") and engine[1:-1] in params:
+        offered = set(params[engine[1:-1]].choices)
+        if not offered or not offered <= DUMP_ENGINES:
+            checks.fail(file, where, engine,
+                        f"the setting must be a choice among engines backups can dump "
+                        f"({', '.join(sorted(DUMP_ENGINES))}); it offers "
+                        f"{', '.join(sorted(offered)) or 'any value'}")
+    elif engine not in DUMP_ENGINES:
+        checks.fail(file, where, engine,
+                    f"backups can dump only {', '.join(sorted(DUMP_ENGINES))}")
 
 
 def _systemd(raw: object, file: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from coophost.backup.model import (
     compare,
     parse_manifest,
     repo_url,
+    unit_dumps,
 )
 from coophost.backup.render import client_key, server_host_key
 from coophost.desired.hostvars import host_files
@@ -175,3 +176,35 @@ def test_the_backup_hosts_hash_follows_which_hosts_have_units(coop: Path) -> Non
     assert backup_hash_input(hosts["h2"], hosts, {"h2": False}, "v1") == {}
     assert backup_hash_input(hosts["h2"], hosts, {"h2": True}, "v1")["servers"] == \
         [["b1", "172.30.0.9"]]
+
+
+def _service_with_dumps(engine: str, name: str):  # type: ignore[no-untyped-def]
+    from coophost.registry.catalogue import Parameter, Service
+
+    return Service(name="cloud", description="", group="cloud", role="cloud",
+                   status="available", version=1, needs_domain=False,
+                   parameters={"backend": Parameter("backend", "choice", "postgresql", "",
+                                                    choices=("postgresql",))},
+                   cost={}, secrets=(), dns=(),
+                   data={"paths": ["/srv/cloud/{owner}"],
+                         "dumps": [{"kind": "database", "engine": engine, "name": name}]})
+
+
+def test_a_units_dumps_are_named_per_member_life_and_written_under_the_dump_folder() -> None:
+    service = _service_with_dumps("{backend}", "cloud_{owner}")
+    first = unit_dumps(service, "alice.1", "alice", {"backend": "postgresql"})
+    later = unit_dumps(service, "alice.2", "alice", {"backend": "postgresql"})
+    assert first == [{"engine": "postgresql", "name": "cloud_alice.1",
+                      "file": "/var/lib/coophost-backup/dumps/alice.1/cloud/cloud_alice.1.sql"}]
+    # a later member given the same slug gets another database and another dump file
+    assert later[0]["name"] != first[0]["name"] and later[0]["file"] != first[0]["file"]
+
+
+@pytest.mark.parametrize(("engine", "name", "named"), [
+    ("mariadb", "cloud_{owner}", "engine 'mariadb' cannot be backed up"),
+    ("postgresql", "Cloud {slug}", "name 'Cloud alice' is not a database name"),
+    ("postgresql", "x" * 64, "is not a database name"),
+])
+def test_a_dump_backups_cannot_take_is_refused(engine: str, name: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        unit_dumps(_service_with_dumps(engine, name), "alice.1", "alice", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 
 from coophost.desired.hostvars import host_files
 from coophost.desired.units import compute
-from coophost.errors import ConfigError
+from coophost.errors import ConfigError, UsageError
 from coophost.lock import coop_lock
 from coophost.members.carry import CopyReport, check_copy, newest_archived, parse_sums
 from coophost.members.lifecycle import expire_moves, move
@@ -168,3 +169,28 @@ def test_evacuation_without_room_elsewhere_is_refused(coop: Path) -> None:
         evacuation(loaded.registry, loaded.catalogue, "h2")
     with pytest.raises(Exception, match="no host 'h9'"):
         evacuation(loaded.registry, loaded.catalogue, "h9")
+
+
+def test_a_unit_with_databases_is_not_moved_and_nothing_is_recorded(
+        coop: Path, record_applied, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A move carries files only (members.carry): a unit whose catalogue entry names databases
+    # would leave them behind, so the move is refused. Mail given a database here, as a
+    # Nextcloud unit has one.
+    import coophost.registry.loader as loader
+
+    real = loader.load_catalogue
+
+    def with_a_database():  # type: ignore[no-untyped-def]
+        catalogue = real()  # cached: copied, never changed in place
+        mail = catalogue.services["mail"]
+        data = {**mail.data, "dumps": [{"kind": "database", "engine": "postgresql",
+                                         "name": "mail_{owner}"}]}
+        services = {**catalogue.services, "mail": dataclasses.replace(mail, data=data)}
+        return dataclasses.replace(catalogue, services=services)
+
+    monkeypatch.setattr(loader, "load_catalogue", with_a_database)
+    record_applied(coop)
+    before = (coop / "members" / f"{MEMBER}.yml").read_bytes()
+    with pytest.raises(UsageError, match="has databases on h2, and a move carries files only"):
+        move(coop, MEMBER, "mail", "h1", "test", today=dt.date(2026, 12, 6))
+    assert (coop / "members" / f"{MEMBER}.yml").read_bytes() == before

@@ -160,10 +160,12 @@ def test_create_prints_one_ok_line_per_unit(runs):
         assert result.rc == 0, result.stderr
         reports = [json.loads(line) for line in result.stdout.splitlines()]
         assert [(r["owner"], r["service"], r["repo"]) for r in reports] == [
-            ("alpha.1", "mail", f"{REPOS}/alpha.1"), ("beta.2", "mail", f"{REPOS}/beta.2")]
+            ("alpha.1", "mail", f"{REPOS}/alpha.1"), ("beta.2", "mail", f"{REPOS}/beta.2"),
+            ("gamma.3", "cloud", f"{REPOS}/gamma.3")]
         assert all(r["ok"] is True and r["warning"] is False for r in reports), reports
-        # alpha.1: four regular files and a symlink; beta.2: one message.
-        assert [r["files"] for r in reports] == [5, 1]
+        # alpha.1: four regular files and a symlink; beta.2: one message; gamma.3: its file
+        # and its database's dump.
+        assert [r["files"] for r in reports] == [5, 1, 2]
 
 
 def test_a_second_run_makes_a_second_archive(host, runs):
@@ -258,7 +260,8 @@ def test_the_clients_key_is_confined_to_its_folder(host, backup, runs, path):
     listed = host.run(as_client("alpha.1", f"borg list {SERVER}{path}"))
     assert listed.rc != 0
     assert sorted(backup.file("/srv/borg/repos").listdir()) == ["client"]
-    assert sorted(backup.file("/srv/borg/repos/client").listdir()) == ["alpha.1", "beta.2"]
+    assert sorted(backup.file("/srv/borg/repos/client").listdir()) == [
+        "alpha.1", "beta.2", "gamma.3"]
 
 
 def test_the_borg_account_runs_borg_serve_and_never_a_shell(host):
@@ -310,6 +313,78 @@ def test_restore_brings_back_the_originals_and_keeps_the_current_data(host, runs
         {p: v for p, v in before.items() if p not in ("/dovecot.index.log", "/notes 2026.txt")}
     # No staging folder is left beside the data; beta.2 was not touched.
     assert sorted(host.file("/var/mail/units").listdir()) == ["alpha.1", "beta.2"]
+
+
+# A unit with a database (gamma.3): dumped before each backup, restored and compared.
+
+GAMMA_DB = "cloud_gamma.3"
+GAMMA_DUMP = "/var/lib/coophost-backup/dumps/gamma.3/cloud/cloud_gamma.3.sql"
+
+
+def sql(host, statement, dbname=GAMMA_DB):
+    """Run `statement` as the postgres superuser in `dbname`; its rows as text."""
+    return host.check_output(
+        f"runuser -u postgres -- psql --no-psqlrc -v ON_ERROR_STOP=1 --tuples-only --no-align "
+        f"--dbname={q(dbname)} -c {q(statement)}")
+
+
+def dump_body(host, dbname):
+    """pg_dump of `dbname` without its random \\restrict lines, as coophost-backup compares."""
+    out = host.check_output(f"runuser -u postgres -- pg_dump --quote-all-identifiers "
+                            f"--dbname={q(dbname)}")
+    return [line for line in out.splitlines()
+            if not line.startswith(("\\restrict ", "\\unrestrict "))]
+
+
+def test_the_database_dump_is_archived_root_only_with_the_rows(host, runs):
+    dump = host.file(GAMMA_DUMP)
+    assert dump.user == "root" and dump.mode == 0o600
+    assert host.file(os.path.dirname(GAMMA_DUMP)).mode == 0o700
+    assert "photos/été.jpg" in dump.content_string
+    latest = archives(host, "gamma.3")[-1]
+    listed = host.check_output(as_admin("gamma.3", f"borg list --short {REPOS}/gamma.3::{latest}"))
+    assert GAMMA_DUMP.lstrip("/") in listed.splitlines()
+
+
+def test_a_database_that_cannot_be_dumped_fails_its_unit_and_archives_nothing(host, runs):
+    before = archives(host, "gamma.3")
+    sql(host, f'ALTER DATABASE "{GAMMA_DB}" RENAME TO "cloud_gamma.away"', "postgres")
+    try:
+        result = host.run("/usr/local/sbin/coophost-backup create --owner gamma.3")
+    finally:
+        sql(host, f'ALTER DATABASE "cloud_gamma.away" RENAME TO "{GAMMA_DB}"', "postgres")
+    assert result.rc == 1
+    [report] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert report["ok"] is False and "pg_dump cloud_gamma.3" in report["error"]
+    assert archives(host, "gamma.3") == before
+
+
+def test_restore_brings_back_the_database_identical_and_keeps_the_current_one(host, runs):
+    before = dump_body(host, GAMMA_DB)
+    latest = archives(host, "gamma.3")[-1]
+    sql(host, "DELETE FROM files WHERE note = 'unicode'; "
+              "INSERT INTO files (path) VALUES ('written after the backup')")
+    result = host.run(f"/usr/local/sbin/coophost-backup restore gamma.3 cloud {latest}")
+    assert result.rc == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    [database] = report["databases"]
+    assert database["name"] == GAMMA_DB and database["identical"] is True
+    assert dump_body(host, GAMMA_DB) == before
+    assert sql(host, "SELECT path FROM files ORDER BY id").splitlines() == [
+        "photos/été.jpg", "docs/a b.txt", "null"]
+    # The restored database belongs to the unit's own role, which can use it.
+    assert sql(host, f"SELECT pg_get_userbyid(datdba) FROM pg_database "
+                     f"WHERE datname = '{GAMMA_DB}'") == "cloud_gamma"
+    inserted = sql(host, "SET ROLE cloud_gamma; INSERT INTO files (path) VALUES ('x') "
+                         "RETURNING id")
+    assert "4" in inserted.splitlines(), inserted  # the restored sequence goes on from 3
+    # The database as it was before the restore is kept, with what was written after.
+    kept = database["previous"]
+    assert re.fullmatch(r"cloud_gamma\.3__before_restore_\d{8}t\d{6}", kept)
+    assert "written after the backup" in sql(host, "SELECT path FROM files", kept)
+    # No restore database is left behind.
+    names = sql(host, "SELECT datname FROM pg_database", "postgres").splitlines()
+    assert not [n for n in names if "__restore_" in n], names
 
 
 # Last: it stops and starts the host's own sshd.
