@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shlex
 import shutil
 import stat
@@ -36,6 +37,7 @@ from coophost.backup.model import (
     repo_path,
     repo_url,
     server_address,
+    unit_dumps,
     unit_paths,
 )
 from coophost.backup.render import admin_key, known_host_line, passphrase, server_host_key
@@ -60,6 +62,7 @@ class Unit:
     service: str
     host: str
     paths: tuple[str, ...] = ()  # its data paths on the host
+    dump_dirs: tuple[str, ...] = ()  # where its database dumps are written (archived too)
 
     @property
     def name(self) -> str:
@@ -82,7 +85,10 @@ def units(loaded: Loaded, member: str | None = None) -> list[Unit]:
         paths = unit_paths(catalogue.services[service], member_.owner, slug,
                            [d.ascii for d in member_.domains])
         if paths:
-            found.append(Unit(slug, member_.owner, service, unit.host, tuple(paths)))
+            dumps = unit_dumps(catalogue.services[service], member_.owner, slug,
+                               member_.services.get(service, {}))
+            dump_dirs = tuple(sorted({posixpath.dirname(d["file"]) for d in dumps}))
+            found.append(Unit(slug, member_.owner, service, unit.host, tuple(paths), dump_dirs))
     return found
 
 
@@ -444,7 +450,7 @@ def extract_and_check(borg: Borg, unit: Unit, archive: str, target: Path) -> Dri
         except (OSError, ValueError) as exc:
             drill.detail = f"the archive's manifest is unreadable: {exc}"
         else:
-            found = scan(target, list(unit.paths))
+            found = scan(target, [*unit.paths, *unit.dump_dirs])
             drill.diff = compare(manifest, found)
             drill.files = len(manifest)
             drill.ok = drill.diff.ok
