@@ -1,10 +1,14 @@
 """What each task did on a host, from ansible-runner's events. Pure.
 
 The changed and failed tasks a run records, and in check mode the diff each change would make.
-Nothing from a task with `no_log` is kept but its name (and role): ansible-runner censors its
-result to `{"censored": ...}`, and the only other thing read is whether Ansible displayed it as
-"changed" (the first word of the event's stdout, which no_log leaves). A diff is never stored;
-in a diff, any line that looks like it holds a secret is masked.
+A module that writes several things in one task may name them as a loop's items would be:
+`changed_items` (a list of names; with `diff` a list of as many parts, part i is item i's)
+gives one record per item, `failed_items` the items a failure names (services/mail's
+postfix_tables does both). Nothing from a task with `no_log` is kept but its name (and role):
+ansible-runner censors its result to `{"censored": ...}`, and the only other thing read is
+whether Ansible displayed it as "changed" (the first word of the event's stdout, which no_log
+leaves). A diff is never stored; in a diff, any line that looks like it holds a secret is
+masked.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ def item_label(res: Mapping[str, Any]) -> str:
 
     if censored(res):
         return ""
+    named = _names(res.get("failed_items"))
+    if named:
+        return ", ".join(name[:100] for name in named)[:300]
     if "item" in res:
         return one(res["item"])
     results = res.get("results")
@@ -109,6 +116,13 @@ def item_label(res: Mapping[str, Any]) -> str:
         return ", ".join(label for r in results if isinstance(r, dict) and r.get("failed")
                          and not censored(r) for label in [one(r.get("item"))] if label)[:300]
     return ""
+
+
+def _names(value: object) -> list[str]:
+    """A module's `changed_items`/`failed_items`: its names, or [] when it is not such a list."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    return []
 
 
 def _shown_changed(res: Mapping[str, Any], stdout: str) -> bool:
@@ -199,6 +213,30 @@ def task_record(kind: str, data: Mapping[str, Any], stdout: str = "",
                       diff=render_diff(res.get("diff")) if with_diff else "")
 
 
+def task_records(kind: str, data: Mapping[str, Any], stdout: str = "",
+                 with_diff: bool = False) -> list[TaskRecord]:
+    """The records of one runner event: task_record's, or one per changed item.
+
+    A changed task whose result names its `changed_items` gives one record per item, each with
+    its own part of a `diff` list (or, when the parts do not match the names, the first record
+    with the whole diff).
+    """
+    record = task_record(kind, data, stdout, with_diff)
+    if record is None:
+        return []
+    res = data.get("res")
+    res = res if isinstance(res, Mapping) else {}
+    names = _names(res.get("changed_items"))
+    if record.status != CHANGED or censored(res) or not names:
+        return [record]
+    diff = res.get("diff")
+    parts = diff if isinstance(diff, list) and len(diff) == len(names) else None
+    return [TaskRecord(record.role, record.task, name[:100], CHANGED,
+                       diff=render_diff(parts[n]) if with_diff and parts else
+                       record.diff if with_diff and n == 0 else "")
+            for n, name in enumerate(names)]
+
+
 @dataclass
 class TaskLog:
     """The task records of one host's job, fed its events in order, at most `limit` kept.
@@ -218,15 +256,14 @@ class TaskLog:
         uuid = str(data.get("task_uuid") or data.get("task") or "")
         if kind == "runner_on_ok" and uuid in self._itemized:
             return
-        record = task_record(kind, data, stdout, self.with_diff)
-        if record is None:
-            return
-        if kind == "runner_item_on_ok":
+        records = task_records(kind, data, stdout, self.with_diff)
+        if records and kind == "runner_item_on_ok":
             self._itemized.add(uuid)
-        if len(self.records) < self.limit:
-            self.records.append(record)
-        else:
-            self.omitted += 1
+        for record in records:
+            if len(self.records) < self.limit:
+                self.records.append(record)
+            else:
+                self.omitted += 1
 
 
 def check_report(records: list[TaskRecord], omitted: int = 0) -> str:

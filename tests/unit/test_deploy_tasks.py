@@ -283,3 +283,40 @@ def test_real_events_give_diffs_in_check_mode_and_records_in_state(tmp_path: Pat
     with sqlite3.connect(tmp_path / ".coophost" / "state.db") as conn:
         dump = "\n".join(conn.iterdump())
     assert "s3cr3t" not in dump and "hunter2" not in dump and "quota = 1500" not in dump
+
+
+def test_a_module_naming_its_changed_items_gives_a_record_and_a_diff_per_item() -> None:
+    """One task writing several tables (services/mail's postfix_tables) is recorded as a loop
+    would be: one record per changed item, each with its own part of the diff list."""
+    parts = [{"before": "", "after": "sales@a.test orders@a.test\n",
+              "before_header": "/t/aliases", "after_header": "/t/aliases"},
+             {"before": "a.test\n", "after": "a.test\nb.test\n",
+              "before_header": "/t/domains", "after_header": "/t/domains"}]
+    res = {"changed": True, "changed_items": ["aliases", "domains"], "diff": parts}
+    log = TaskLog(with_diff=True)
+    log.add("runner_on_ok", event("Write the tables", res))
+    assert [(r.task, r.item, r.status) for r in log.records] == [
+        ("Write the tables", "aliases", "changed"), ("Write the tables", "domains", "changed")]
+    assert "+sales@a.test orders@a.test" in log.records[0].diff
+    assert "b.test" not in log.records[0].diff and "+b.test" in log.records[1].diff
+    assert log.records[1].label() == "mail : Write the tables (domains)"
+    # Without --diff (no diff in the result): the same records, no diff.
+    plain = TaskLog()
+    plain.add("runner_on_ok", event("Write the tables", {"changed": True,
+                                                         "changed_items": ["aliases"]}))
+    assert [(r.item, r.diff) for r in plain.records] == [("aliases", "")]
+    # Unchanged, or censored by no_log: no item is read from the result.
+    quiet = TaskLog()
+    quiet.add("runner_on_ok", event("Write the tables", {"changed": False,
+                                                         "changed_items": []}))
+    quiet.add("runner_on_ok", event("Hidden", {**CENSORED, "changed_items": ["x"]}),
+              "changed: [h1]")
+    assert [(r.task, r.item) for r in quiet.records] == [("Hidden", "")]
+
+
+def test_a_module_naming_its_failed_items_has_them_as_the_failures_item() -> None:
+    res = {"failed": True, "failed_items": ["aliases", "senders"],
+           "msg": "postfix table(s) aliases, senders failed to validate"}
+    failed = task_record("runner_on_failed", event("Write the tables", res))
+    assert failed == TaskRecord("mail", "Write the tables", "aliases, senders", "failed",
+                                "postfix table(s) aliases, senders failed to validate")
