@@ -105,9 +105,15 @@ UNIT_TASKS = "units.yml"  # a service role's per-unit tasks, which the deploy's 
 
 
 def fast_capable(catalogue: Catalogue) -> set[str]:
-    """The services whose role has per-unit tasks (tasks/units.yml) the fast path can run."""
+    """The services whose role has per-unit tasks (tasks/units.yml) the fast path can run.
+
+    Available services only: a coming one's role (being built) is in no playbook, and no member
+    can have it.
+    """
     found = set()
     for name, service in catalogue.services.items():
+        if not service.available:
+            continue
         folder = role_dir(service.role)
         if folder is not None and (folder / "tasks" / UNIT_TASKS).is_file():
             found.add(name)

@@ -285,6 +285,7 @@ def test_a_coming_service_has_no_role(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     folder = root / "services" / "fake"
     _edit(folder / "coophost.yml", "status: available", "status: coming")
+    (folder / "tasks" / "main.yml").unlink()
     problems = check_service(folder, root)
     assert len(problems) == 1
     assert "a coming service has no role yet, but holds tasks, defaults, handlers, meta, " \
@@ -292,6 +293,18 @@ def test_a_coming_service_has_no_role(tmp_path: Path) -> None:
     for part in ("tasks", "defaults", "handlers", "meta", "molecule"):
         shutil.rmtree(folder / part)
     assert check_service(folder, root) == []
+
+
+def test_a_coming_service_may_hold_a_complete_role_not_yet_in_the_playbooks(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    folder = root / "services" / "fake"
+    _edit(folder / "coophost.yml", "status: available", "status: coming")
+    for playbook in ("fake.yml", "stages/fake.yml"):
+        (root / "playbooks" / playbook).unlink()
+    assert check_service(folder, root) == []
+    # but it is held to the rest of the contract
+    (folder / "meta" / "argument_specs.yml").unlink()
+    assert any("argument_specs.yml" in p for p in check_service(folder, root))
 
 
 def test_a_broken_entry_is_named_by_its_folder(tmp_path: Path) -> None:
