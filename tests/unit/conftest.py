@@ -93,3 +93,27 @@ def coming_services_available(monkeypatch: pytest.MonkeyPatch) -> None:
     from coophost.registry.catalogue import Service
 
     monkeypatch.setattr(Service, "available", property(lambda self: True))
+
+
+@pytest.fixture
+def mail_with_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the mail service a PostgreSQL database (`data.dumps`), as a Nextcloud unit has.
+
+    For tests of what a unit with databases changes (backups, moves) before an available
+    service has one. The cached catalogue is copied, never changed in place.
+    """
+    import dataclasses
+
+    import coophost.registry.loader as loader
+
+    real = loader.load_catalogue
+
+    def with_a_database():  # type: ignore[no-untyped-def]
+        catalogue = real()
+        mail = catalogue.services["mail"]
+        data = {**mail.data, "dumps": [{"kind": "database", "engine": "postgresql",
+                                         "name": "mail_{owner}"}]}
+        return dataclasses.replace(catalogue, services={
+            **catalogue.services, "mail": dataclasses.replace(mail, data=data)})
+
+    monkeypatch.setattr(loader, "load_catalogue", with_a_database)

@@ -210,26 +210,13 @@ def test_a_dump_backups_cannot_take_is_refused(engine: str, name: str, named: st
         unit_dumps(_service_with_dumps(engine, name), "alice.1", "alice", {})
 
 
-def test_a_drill_scans_the_dump_folder_of_a_unit_with_databases(
-        coop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("mail_with_a_database")
+def test_a_drill_scans_the_dump_folder_of_a_unit_with_databases(coop: Path) -> None:
     # The dump folder is archived with the data and listed in the manifest: a drill compares
     # it too, or every drill of a unit with databases would find its dumps "missing".
-    import dataclasses
-
-    import coophost.registry.loader as loader
     from coophost.backup.ops import units
+    from coophost.registry.loader import load_registry
 
-    real = loader.load_catalogue
-
-    def with_a_database():  # type: ignore[no-untyped-def]
-        catalogue = real()  # cached: copied, never changed in place
-        mail = catalogue.services["mail"]
-        data = {**mail.data, "dumps": [{"kind": "database", "engine": "postgresql",
-                                         "name": "mail_{owner}"}]}
-        return dataclasses.replace(catalogue, services={
-            **catalogue.services, "mail": dataclasses.replace(mail, data=data)})
-
-    monkeypatch.setattr(loader, "load_catalogue", with_a_database)
-    found = {u.slug: u for u in units(loader.load_registry(coop), "ada-books")}
+    found = {u.slug: u for u in units(load_registry(coop), "ada-books")}
     owner = found["ada-books"].owner
     assert found["ada-books"].dump_dirs == (f"/var/lib/coophost-backup/dumps/{owner}/mail",)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -171,24 +170,11 @@ def test_evacuation_without_room_elsewhere_is_refused(coop: Path) -> None:
         evacuation(loaded.registry, loaded.catalogue, "h9")
 
 
-def test_a_unit_with_databases_is_not_moved_and_nothing_is_recorded(
-        coop: Path, record_applied, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("mail_with_a_database")
+def test_a_unit_with_databases_is_not_moved_and_nothing_is_recorded(coop: Path, record_applied
+                                                                    ) -> None:
     # A move carries files only (members.carry): a unit whose catalogue entry names databases
-    # would leave them behind, so the move is refused. Mail given a database here, as a
-    # Nextcloud unit has one.
-    import coophost.registry.loader as loader
-
-    real = loader.load_catalogue
-
-    def with_a_database():  # type: ignore[no-untyped-def]
-        catalogue = real()  # cached: copied, never changed in place
-        mail = catalogue.services["mail"]
-        data = {**mail.data, "dumps": [{"kind": "database", "engine": "postgresql",
-                                         "name": "mail_{owner}"}]}
-        services = {**catalogue.services, "mail": dataclasses.replace(mail, data=data)}
-        return dataclasses.replace(catalogue, services=services)
-
-    monkeypatch.setattr(loader, "load_catalogue", with_a_database)
+    # would leave them behind, so the move is refused (mail given a database by the fixture).
     record_applied(coop)
     before = (coop / "members" / f"{MEMBER}.yml").read_bytes()
     with pytest.raises(UsageError, match="has databases on h2, and a move carries files only"):
