@@ -221,9 +221,7 @@ def _copy_dump(client: Any, source: Source, database: str, outer: tarfile.TarFil
         reader = HashingReader(stream)
         while block := reader.read(1 << 20):
             spool.write(block)
-        status = channel.recv_exit_status()
-        errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
-        channel.close()
+        status, errors = _finish(channel)
         if status != 0:
             raise ExternalCommandError(f"export: the dump of database {database} on "
                                        f"{source.host} failed (exit {status}): {errors[-300:]}")
@@ -269,15 +267,21 @@ def _copy_stream(client: Any, command: str, prefix: str, source: Source,
     except tarfile.ReadError as exc:  # reported below, after the command's own error if any
         unreadable = exc
     finally:
-        status = channel.recv_exit_status()
-        errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
-        channel.close()
+        status, errors = _finish(channel)
     if status != 0:
         raise ExternalCommandError(f"export: `{command}` on {source.host} exited {status}: "
                                    f"{errors[-300:]}")
     if unreadable is not None:
         raise ExternalCommandError(f"export: `{command}` on {source.host} did not write a "
                                    f"tar stream ({unreadable}): {errors[-300:]}")
+
+
+def _finish(channel: Any) -> tuple[int, str]:
+    """Wait for a command's exit on its SSH channel; its status and stderr; close it."""
+    status = channel.recv_exit_status()
+    errors = channel.makefile_stderr("rb").read().decode(errors="replace").strip()
+    channel.close()
+    return status, errors
 
 
 def sums_line(digest: str, name: str) -> bytes:
