@@ -8,6 +8,9 @@ import json
 import shlex
 
 SLUGS = ("alpha", "beta", "gamma")
+# Each member life (converge.yml); alpha is a later member given the same slug after phase one.
+OWNERS = {"alpha": "alpha.a1a1a1a1a1a1", "beta": "beta.b2b2b2b2b2b2", "gamma": "gamma.c3c3c3c3c3c3"}
+LATER_ALPHA = "alpha.a9a9a9a9a9a9"
 ROOT = "/srv/nextcloud"
 ARCHIVE = "/srv/nextcloud-archive"
 PHP_MODULES = ("ctype", "curl", "dom", "fileinfo", "gd", "libxml", "simplexml", "xmlreader",
@@ -18,6 +21,16 @@ PHP_MODULES = ("ctype", "curl", "dom", "fileinfo", "gd", "libxml", "simplexml", 
 
 def user(slug):
     return f"nc-{slug}"
+
+
+def unit_dir(slug, owner=None):
+    """The unit's folder: named after its member life."""
+    return f"{ROOT}/{owner or OWNERS[slug]}"
+
+
+def database(slug, owner=None):
+    """The unit's database: named after its member life."""
+    return f"nextcloud_{owner or OWNERS[slug]}"
 
 
 def redis_socket(slug):

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from ncmol import ROOT, get, preflight
+from ncmol import get, preflight, unit_dir
 
 
 def test_a_resumed_members_vhost_answers_again(host):
@@ -17,4 +17,5 @@ def test_a_resumed_members_vhost_answers_again(host):
 
 
 def test_a_resumed_members_data_is_still_there(host):
-    assert host.file(f"{ROOT}/beta/data/molecule-secret.txt").content_string == "beta-only\n"
+    assert host.file(f"{unit_dir('beta')}/data/molecule-secret.txt").content_string == \
+        "beta-only\n"
