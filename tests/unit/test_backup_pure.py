@@ -220,3 +220,25 @@ def test_a_drill_scans_the_dump_folder_of_a_unit_with_databases(coop: Path) -> N
     found = {u.slug: u for u in units(load_registry(coop), "ada-books")}
     owner = found["ada-books"].owner
     assert found["ada-books"].dump_dirs == (f"/var/lib/coophost-backup/dumps/{owner}/mail",)
+
+
+def test_restore_names_beside_a_long_database_fit_postgresql_and_stay_apart() -> None:
+    # PostgreSQL cuts names at 63 bytes: a cut name could meet another database's, or lose the
+    # time that makes each kept original distinct. coophost-backup shortens and adds a hash.
+    import importlib.machinery
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "roles/backup/files/coophost-backup"
+    loader = importlib.machinery.SourceFileLoader("coophost_backup_script", str(script))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    assert module.beside("cloud_gamma.3", "prev", "20261207T144500") == \
+        "cloud_gamma.3_prev_20261207t144500"
+    long_a = "nextcloud_" + "a" * 29 + ".0123456789ab"
+    long_b = "nextcloud_" + "a" * 29 + ".ba9876543210"
+    names = {module.beside(n, w, "20261207T144500") for n in (long_a, long_b)
+             for w in ("prev", "restore")}
+    assert len(names) == 4 and all(len(n) <= 63 for n in names)
+    assert all(n.endswith("_20261207t144500") for n in names)

@@ -380,11 +380,11 @@ def test_restore_brings_back_the_database_identical_and_keeps_the_current_one(ho
     assert "4" in inserted.splitlines(), inserted  # the restored sequence goes on from 3
     # The database as it was before the restore is kept, with what was written after.
     kept = database["previous"]
-    assert re.fullmatch(r"cloud_gamma\.3__before_restore_\d{8}t\d{6}", kept)
+    assert re.fullmatch(r"cloud_gamma\.3_prev_\d{8}t\d{6}", kept)
     assert "written after the backup" in sql(host, "SELECT path FROM files", kept)
     # No restore database is left behind.
     names = sql(host, "SELECT datname FROM pg_database", "postgres").splitlines()
-    assert not [n for n in names if "__restore_" in n], names
+    assert not [n for n in names if "_restore_" in n], names
 
 
 # Last: it stops and starts the host's own sshd.
