@@ -42,7 +42,8 @@ demo: engine
 	$(COOPHOST) -i inventories/$(LAB) dns check --dnssec
 	@# each service's own end-to-end probe; mail: a message from one member to a member on
 	@# another host, delivered, DKIM-signed, over TLS; git: a push over SSH with the member's
-	@# key, the same commits cloned over HTTPS from its vhost, its cgit page
+	@# key, the same commits cloned over HTTPS from its vhost, its cgit page; nextcloud: each
+	@# instance's preflight page over TLS, from the member's own pool, database and Redis
 	$(COOPHOST) -i inventories/$(LAB) lab probe --name $(LAB)
 	@# upstream releases reach hosts verified: a release the lab makes and signs itself (no
 	@# upstream release server is reachable here) fetched on the controller (gpgv against the
@@ -62,7 +63,9 @@ demo: engine
 	@echo "demo: arrived DKIM-signed over TLS; a member's push over SSH came back byte for byte"
 	@echo "demo: over HTTPS from its own vhost and shows on its cgit page (the checks above);"
 	@echo "demo: a signed release went controller -> mirror h1 -> h$(HOSTS), checked at each step"
-	@echo "demo: (the real Nextcloud archive needs an upstream this machine cannot reach);"
+	@echo "demo: bread-coop's Nextcloud on h1 answered over TLS from its own PHP pool with its"
+	@echo "demo: own database and Redis, prepared up to Nextcloud's archive; Nextcloud itself"
+	@echo "demo: is not installed: its archive needs an upstream this machine cannot reach;"
 	@echo "demo: every unit is backed up on b1 and its latest archive restored identical."
 	@echo "demo: try 'coophost lab status', 'coophost runs list', 'coophost lab ssh h1';"
 	@echo "demo: 'coophost lab down' removes the lab."

@@ -43,11 +43,29 @@ def lab_dns_host(hosts: list[LabHost]) -> str:
     return "h2" if "h2" in names else names[0]
 
 
-def service_groups() -> list[str]:
-    """The host groups of the catalogue's services: every lab host is in each of them."""
-    from coophost.registry.catalogue import load_catalogue
+def service_groups() -> dict[str, int | None]:
+    """The host groups of the catalogue's services, each with how many lab hosts it gets.
 
-    return sorted({service.group for service in load_catalogue().services.values()})
+    That is the service's hooks' `lab_hosts` (None: every service host; the most of them when
+    services share a group).
+    """
+    from coophost.registry.catalogue import load_catalogue
+    from coophost.services import hooks_for
+
+    wanted: dict[str, list[int | None]] = {}
+    for service in load_catalogue().services.values():
+        wanted.setdefault(service.group, []).append(hooks_for(service).lab_hosts)
+    return {group: None if None in counts else max(c for c in counts if c is not None)
+            for group, counts in sorted(wanted.items())}
+
+
+def group_hosts(count: int | None, hosts: list[LabHost]) -> list[str]:
+    """The lab's service hosts in a service group of `count` hosts.
+
+    The first ones; all of them when `count` is None.
+    """
+    names = [h.name for h in hosts if is_service_host(h.name)]
+    return names if count is None else names[:count]
 ACME_MGMT_PORT = 15000
 SYSTEMD_FLAGS = (
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
@@ -621,8 +639,8 @@ class Lab:
                 "coophost_capacity": dict(DEFAULT_CAPACITY),
             } for h in state.hosts if not is_worker_host(h.name)},
             "children": {
-                **{g: {"hosts": {h.name: None for h in state.hosts if is_service_host(h.name)}}
-                   for g in service_groups()},
+                **{g: {"hosts": dict.fromkeys(group_hosts(count, state.hosts))}
+                   for g, count in service_groups().items()},
                 # The co-op's authoritative DNS (roles/dns) beside the lab's dnsmasq, which
                 # every host still resolves through: h2 (h1 in a one-host lab).
                 DNS_GROUP: {"hosts": {lab_dns_host(state.hosts): None}},

@@ -64,6 +64,9 @@ class ServiceHooks(Protocol):
     """What a service's hooks.py provides (`HOOKS`); `DefaultHooks` does nothing."""
 
     dns_placeholders: frozenset[str]
+    # How many of a lab's service hosts (the first ones) `coophost lab up` puts in the
+    # service's group; None: every one. A heavy service keeps the other lab hosts lean.
+    lab_hosts: int | None
 
     def claims(self, member: Member, settings: Mapping[str, Any]) -> list[Claim]:
         """Co-op-wide names the unit claims beyond domains and vhosts: (key, field, value)."""
@@ -92,6 +95,7 @@ class DefaultHooks:
     """The hooks of a service without hooks.py: no claims, checks, values or probe."""
 
     dns_placeholders: frozenset[str] = frozenset()
+    lab_hosts: int | None = None
 
     def claims(self, member: Member, settings: Mapping[str, Any]) -> list[Claim]:
         """No names beyond domains and vhosts."""

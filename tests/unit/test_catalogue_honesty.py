@@ -62,18 +62,23 @@ def test_a_coming_service_cannot_be_enabled(coop: Path, cli, service: str) -> No
 
 
 def test_a_coming_service_cannot_be_requested(coop: Path, cli) -> None:
-    code, _, err = cli("-i", str(coop), "requests", "file", "ada-books", "nextcloud")
+    code, _, err = cli("-i", str(coop), "requests", "file", "ada-books", COMING[0])
     assert code == 2
     assert "this service is coming" in err
     out = io.BytesIO()
-    assert run(coop, "ada-books", "request nextcloud --set quota_gb=2", out) == 2
+    assert run(coop, "ada-books", f"request {COMING[0]}", out) == 2
     assert load_requests(coop) == []
 
 
 def test_the_member_shell_lists_coming_services_apart(coop: Path) -> None:
+    coop_file = coop / "coop.yml"  # the co-op allows every coming service too
+    allowed = "    nextcloud: {quota_gb: 20, max_users: 20}\n"
+    assert allowed in coop_file.read_text()
+    coop_file.write_text(coop_file.read_text().replace(
+        allowed, allowed + "".join(f"    {name}: {{}}\n" for name in COMING)))
     out = io.BytesIO()
     assert run(coop, "ada-books", "services", out) == 0
     text = out.getvalue().decode()
-    assert "mail: " in text
-    assert "nextcloud: " not in text
-    assert "coming (not offered yet): nextcloud" in text
+    assert "mail: " in text and "nextcloud: " in text
+    assert f"{COMING[0]}: " not in text
+    assert f"coming (not offered yet): {', '.join(COMING)}" in text

@@ -68,7 +68,7 @@ def test_completion_of_a_coop_without_files_offers_nothing(tmp_path: Path, missi
     assert complete(["-i", str(tmp_path), *kind.split()], "") == []
 
 
-@pytest.mark.parametrize(("service", "says"), [("mial", "did you mean"), ("nextcloud", "coming")])
+@pytest.mark.parametrize(("service", "says"), [("mial", "did you mean"), ("discourse", "coming")])
 def test_lab_probe_refuses_an_unknown_or_coming_service(coop: Path, cli, service: str,
                                                         says: str) -> None:
     code, _, err = cli("-i", str(coop), "lab", "probe", "--service", service)

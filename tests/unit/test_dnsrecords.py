@@ -195,7 +195,7 @@ def test_cli_records_before_and_after_render(coop: Path, cli) -> None:
     assert code == 0
     for domain in ("ada-books", "bread-coop", "cycle-works", "dune-press"):
         assert f"coophost._domainkey.{domain}.test." in everything
-    assert "cloud.bread-coop" not in everything  # nextcloud is coming: no member has it
+    assert "cloud.bread-coop.test. 3600 IN A " in everything  # bread-coop's Nextcloud
     assert "PRIVATE KEY" not in everything + zone + text
     assert "mta-sts" not in everything.lower() and "_smtp._tls" not in everything
 

@@ -48,8 +48,8 @@ def test_choose_path(status: str, changes: list[Change], applied: str | None,
         assert (why, services) == (expected[1], [])
 
 
-def test_mail_and_git_have_per_unit_tasks_and_the_coming_services_not() -> None:
-    assert fast_capable(load_catalogue()) == {"mail", "git"}
+def test_the_available_services_have_per_unit_tasks_and_the_coming_services_not() -> None:
+    assert fast_capable(load_catalogue()) == {"mail", "git", "nextcloud"}
 
 
 def add_mailbox(coop: Path, member: str, mailbox: str) -> None:

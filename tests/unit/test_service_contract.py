@@ -77,8 +77,9 @@ def test_mail_has_hooks_and_a_service_without_hooks_gets_the_defaults() -> None:
     services = load_catalogue().services
     assert type(services["mail"].hooks).__module__ == "coophost_service_mail"
     assert type(services["git"].hooks).__module__ == "coophost_service_git"
-    assert isinstance(hooks_for(services["nextcloud"]), DefaultHooks)
-    assert services["nextcloud"].hooks is None
+    assert type(services["nextcloud"].hooks).__module__ == "coophost_service_nextcloud"
+    assert isinstance(hooks_for(services["discourse"]), DefaultHooks)
+    assert services["discourse"].hooks is None
 
 
 def test_the_core_names_no_service() -> None:
