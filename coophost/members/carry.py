@@ -11,7 +11,10 @@ using it before the copy starts.
 
 When the old host cannot be reached, the data comes from the unit's latest backup instead:
 restored on the controller, checked against the archive's manifest, then pushed. `host
-evacuate` does that for every unit of a host that is gone.
+evacuate` does that for every unit of a host that is gone. A unit with databases (catalogue
+`data.dumps`) also gets each database back from the archive's dump: the dumps are copied into
+a new root-only folder on the new host, and its `coophost-backup load-dumps` loads each beside
+the database the deploy made, checks that it dumps back identically, and swaps it in.
 
 Each step can be run again: the merge skips what is there, so a move that was interrupted is
 finished by running the same command again.
@@ -73,6 +76,7 @@ class CarryReport:
     age_hours: float | None = None
     copies: list[CopyReport] = field(default_factory=list)
     error: str = ""
+    databases: list[dict[str, Any]] = field(default_factory=list)  # loaded from dumps
 
     @property
     def ok(self) -> bool:
@@ -84,7 +88,7 @@ class CarryReport:
         return {"member": self.member, "service": self.service, "from": self.from_host,
                 "to": self.to_host, "via": self.via, "archive": self.archive,
                 "age_hours": self.age_hours, "ok": self.ok, "error": self.error,
-                "copies": [c.as_dict() for c in self.copies]}
+                "copies": [c.as_dict() for c in self.copies], "databases": self.databases}
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
@@ -351,11 +355,17 @@ def copy_from_host(loaded: Loaded, report: CarryReport) -> None:
 
 def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
     """Restore the unit's latest archive of its old host here, check it, push it to the new."""
+    from coophost.backup.model import unit_dumps
     from coophost.backup.ops import Borg, Unit, extract_and_check, parse_time, pick_archive
 
     owner, paths, _ = _unit_facts(loaded, report.member, report.service)
     report.via = "backup"
-    unit = Unit(report.member, owner, report.service, report.from_host, tuple(paths))
+    member = loaded.registry.members[report.member]
+    dumps = unit_dumps(loaded.catalogue.services[report.service], owner, report.member,
+                       member.services.get(report.service) or {})
+    dump_dirs = tuple(sorted({posixpath.dirname(d["file"]) for d in dumps}))
+    unit = Unit(report.member, owner, report.service, report.from_host, tuple(paths),
+                dump_dirs)
     borg = Borg(loaded)
     scratch_base = loaded.root / STATE_DIR / "backup-scratch"
     scratch_base.mkdir(parents=True, exist_ok=True)
@@ -385,8 +395,42 @@ def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
                     continue
                 merge_into(new, path, report.to_host, local_sums(local),
                            partial(push_local, local, new), copy)
+            if dumps:
+                load_dumps(new, report, owner, scratch, dump_dirs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_dumps(new: Any, report: CarryReport, owner: str, scratch: Path,
+               dump_dirs: tuple[str, ...]) -> None:
+    """Give the unit's databases on the new host the dumps restored under `scratch`.
+
+    The dumps go into a new root-only folder there, which the host's `coophost-backup
+    load-dumps` loads (each checked to dump back identically before it replaces the database
+    the deploy made, which is kept) and removes.
+    """
+    import json
+
+    from coophost.backup.ops import HOST_COMMAND
+    from coophost.ssh import run_argv
+
+    given = [scratch / d.lstrip("/") for d in dump_dirs]
+    if not all(folder.is_dir() for folder in given):
+        report.error = f"the archive {report.archive} holds no dump of the unit's databases"
+        return
+    where = f"{report.to_host}: make a folder for the dumps"
+    folder = run_checked(new, ["sudo", "-n", "mktemp", "-d",
+                               "/var/lib/coophost-backup/incoming.XXXXXXXX"], where).strip()
+    for local in given:
+        push_local(local, new, folder)
+    status, out, err = run_argv(new, ["sudo", "-n", HOST_COMMAND, "load-dumps", owner,
+                                      report.service, folder], timeout=3600)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {
+        "ok": False, "error": err.strip()[-300:] or f"exit {status}"}
+    report.databases = list(result.get("databases") or [])
+    if status != 0 or not result.get("ok"):
+        report.error = f"{report.to_host}: loading the dumps failed: {result.get('error')}"
 
 
 def carry(root: Path, slug: str, service: str, progress: Callable[[str], None]

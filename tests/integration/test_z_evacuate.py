@@ -1,8 +1,10 @@
 """A host is lost (`docker rm -f`); `host evacuate` brings its units back from backups.
 
 The member's mail and Git repositories are back on other hosts with the content of the last
-backup, byte for byte, the repository's history intact (`git fsck`), and the report says how
-old each unit's restored data is. Runs last (module order): it destroys a lab host.
+backup, byte for byte, the repository's history intact (`git fsck`), a Nextcloud's database
+holds what it held at the backup (its dump loaded, checked and swapped in on the new host),
+and the report says how old each unit's restored data is. Runs last (module order): it
+destroys a lab host.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ pytestmark = pytest.mark.lab
 
 GIT_MEMBER = "cycle-works"  # git in the sample co-op
 REPO = "evacuated.git"
+# A table written by the Nextcloud unit's own account into its database (bread-coop's, on h1
+# with cycle-works' git in the sample co-op).
+SEED_SQL = ("DROP TABLE IF EXISTS evacuation_probe;"
+            "CREATE TABLE evacuation_probe (id integer PRIMARY KEY, note text);"
+            "INSERT INTO evacuation_probe SELECT n, 'kept ' || n FROM generate_series(1, 250) n;")
+
+
+def psql(the_lab: Lab, host: str, account: str, database: str, sql: str
+         ) -> subprocess.CompletedProcess[bytes]:
+    """psql as `account` (by peer) on `host`."""
+    return on(the_lab, host, "runuser", "-u", account, "--", "psql", "-X", "-q", "-v",
+              "ON_ERROR_STOP=1", "-At", "-d", database, "-c", sql)
 
 
 def on(the_lab: Lab, host: str, *argv: str, stdin: bytes | None = None
@@ -67,6 +81,11 @@ def test_evacuating_a_destroyed_host_restores_its_units_from_backup(lab: LabInfo
         assert on(the_lab, gone, "python3", "-c", SEED, maildir, "evacuated", "12"
                   ).returncode == 0
         assert on(the_lab, gone, "chown", "-R", "vmail:vmail", mail.paths[0]).returncode == 0
+    cloud = next((u for u in on_gone if u.service == "nextcloud"), None)
+    assert cloud is not None, f"the sample co-op has a nextcloud unit on {gone}: {on_gone}"
+    database, account = f"nextcloud_{cloud.owner}", f"nc-{cloud.slug}"
+    seeded = psql(the_lab, gone, account, database, SEED_SQL)
+    assert seeded.returncode == 0, seeded.stderr
     ran = lab.cli("backup", "run", "--host", gone, "--json", timeout=1800)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     before = {u.name: sums(the_lab, gone, u.paths) for u in on_gone}
@@ -90,6 +109,11 @@ def test_evacuating_a_destroyed_host_restores_its_units_from_backup(lab: LabInfo
         if mail is not None and unit.name == mail.name:  # the unit seeded above
             messages = [p for p in before[unit.name] if "/evacuation-test/" in p]
             assert len(messages) == 12 and not set(messages) & set(differ)
+    row = by_unit[cloud.name]  # its database is back, as its own account reads it
+    assert [d["name"] for d in row["databases"]] == [database], row
+    back = psql(the_lab, row["to"], account, database,
+                "SELECT count(*), max(note) FROM evacuation_probe")
+    assert back.stdout.decode().strip() == "250|kept 99", back
     new_git = by_unit[git.name]["to"]
     assert git_head(the_lab, new_git, repo).stdout.decode().strip() == head
     fsck = on(the_lab, new_git, "runuser", "-u", f"g-{GIT_MEMBER}", "--", "git", "-C", repo,
