@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,24 +359,37 @@ class RemoteExecutor:
             with contextlib.suppress(OSError):
                 os.close(write_end)
 
-    def _pour_socket(self, sock: Any, write_end: int, cancel: threading.Event,
-                     end: StreamEnd) -> None:
+    def _relay(self, recv: Callable[[int], bytes], write_end: int, cancel: threading.Event,
+               end: StreamEnd, each_turn: Callable[[], None] | None = None) -> bool:
+        """Copy what `recv` returns into `write_end` until its end (True).
+
+        A cancel, or `read_timeout` seconds without data, stops it early (False, `end.lost`
+        says which). `recv` raises TimeoutError when nothing came for a while (a socket's or
+        a channel's timeout); `each_turn` runs before each read (an SSH channel's stderr is
+        drained).
+        """
         idle_since = time.monotonic()
         while True:
+            if each_turn is not None:
+                each_turn()
             if cancel.is_set():
                 end.lost = "canceled"
-                return
+                return False
             try:
-                data = sock.recv(1 << 16)
+                data = recv(1 << 16)
             except TimeoutError:
                 if time.monotonic() - idle_since > self.read_timeout:
                     end.lost = f"no data from the worker for {self.read_timeout:.0f} s"
-                    return
+                    return False
                 continue
             if not data:
-                return
+                return True
             idle_since = time.monotonic()
             os.write(write_end, data)
+
+    def _pour_socket(self, sock: Any, write_end: int, cancel: threading.Event,
+                     end: StreamEnd) -> None:
+        self._relay(sock.recv, write_end, cancel, end)
 
     def run_job(self, worker: Worker, hosts: list[str], sink: EventSink,
                 cancel: threading.Event, done: OutcomeSink | None = None
@@ -464,27 +477,14 @@ class RemoteExecutor:
 
     def _pour(self, channel: Any, write_end: int, cancel: threading.Event,
               end: StreamEnd) -> None:
-        idle_since = time.monotonic()
         err = bytearray()
-        while True:
+
+        def drain() -> None:
             while channel.recv_stderr_ready():
-                err += channel.recv_stderr(1 << 16)
-            if cancel.is_set():
-                channel.close()
-                end.lost = "canceled"
-                break
-            try:
-                data = channel.recv(1 << 16)
-            except TimeoutError:
-                if time.monotonic() - idle_since > self.read_timeout:
-                    channel.close()
-                    end.lost = f"no data from the worker for {self.read_timeout:.0f} s"
-                    break
-                continue
-            if not data:
-                break
-            idle_since = time.monotonic()
-            os.write(write_end, data)
+                err.extend(channel.recv_stderr(1 << 16))
+
+        if not self._relay(channel.recv, write_end, cancel, end, each_turn=drain):
+            channel.close()
         if not end.lost:
             deadline = time.monotonic() + 5
             while not channel.exit_status_ready() and time.monotonic() < deadline:
@@ -493,8 +493,7 @@ class RemoteExecutor:
                 end.exit_status = channel.recv_exit_status()
             else:
                 end.lost = "the SSH channel closed with no exit status"
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(1 << 16)
+        drain()
         end.stderr = err.decode(errors="replace")
 
     def job_folder(self, folder: Path, remote: str, hosts: list[str]) -> dict[str, Any]:
