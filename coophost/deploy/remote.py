@@ -65,7 +65,7 @@ CONTENT_IGNORE = shutil.ignore_patterns("molecule", "tests", "__pycache__", "*.p
 OVERRIDES_FILE = "zz-coophost-worker.yml"
 # The collections the roles use beyond ansible.builtin: carried with each job from the
 # controller's own installation, so the worker runs exactly the controller's modules.
-JOB_COLLECTIONS = ("ansible.posix",)
+JOB_COLLECTIONS = ("ansible.posix", "community.postgresql")
 
 
 # -- versions ---------------------------------------------------------------------------------

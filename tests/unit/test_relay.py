@@ -1,5 +1,6 @@
-"""The remote executor's relay: what a worker streams back reaches `ansible-runner process`
-whole, and a cancel or a silent transport ends it as lost (never as a normal end)."""
+"""The remote executor: what a worker streams back reaches `ansible-runner process`
+whole, a cancel or a silent transport ends it as lost (never as a normal end), and each
+job carries the collections its plays use."""
 
 from __future__ import annotations
 
@@ -52,3 +53,24 @@ def test_a_silent_transport_is_lost_after_the_read_timeout() -> None:
 def test_a_cancel_ends_it_as_lost() -> None:
     ended, end, data, _ = _relay([b"a", b"b", b"c", b""], cancel_after=2)
     assert (ended, end.lost, data) == (False, "canceled", b"ab")
+
+
+def test_each_job_carries_every_collection_the_plays_use() -> None:
+    """A role using a collection the job does not carry fails on every worker (nextcloud's
+    community.postgresql did): every FQCN namespace.collection in playbooks/, roles/ and
+    services/ (molecule scenarios aside) is ansible.builtin or in JOB_COLLECTIONS."""
+    import re
+
+    from coophost.deploy.remote import JOB_COLLECTIONS, collection_paths
+    from coophost.layout import content_root
+
+    fqcn = re.compile(r"^\s*(?:- )?([a-z_]+\.[a-z_]+)\.[a-z_]+:", re.MULTILINE)
+    used: set[str] = set()
+    root = content_root()
+    for top in ("playbooks", "roles", "services"):
+        for path in (root / top).rglob("*.yml"):
+            if "molecule" not in path.parts:
+                used |= set(fqcn.findall(path.read_text()))
+    assert "community.postgresql" in used  # the pattern finds them
+    assert used - {"ansible.builtin"} <= set(JOB_COLLECTIONS), sorted(used)
+    assert set(collection_paths()) == set(JOB_COLLECTIONS)  # each installed here
