@@ -24,6 +24,9 @@ BORG_USER = "borg"
 REPO_ROOT = "/srv/borg/repos"
 MANIFEST_DIR = "/var/lib/coophost-backup/manifests"
 DUMP_DIR = "/var/lib/coophost-backup/dumps"
+# Dumps given to a host from elsewhere (an evacuation): `coophost-backup load-dumps` takes
+# only a folder made from this template (mktemp), and removes it.
+INCOMING_TEMPLATE = "/var/lib/coophost-backup/incoming.XXXXXXXX"
 DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 ARCHIVE_SEP = "-"  # <service>-<time>; service names hold no "-" followed by a digit year
 

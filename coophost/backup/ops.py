@@ -74,22 +74,36 @@ def units(loaded: Loaded, member: str | None = None) -> list[Unit]:
     """The co-op's placed units that have data paths (optionally one member's), sorted."""
     from coophost.desired.units import compute
 
-    registry, catalogue = loaded.registry, loaded.catalogue
+    registry = loaded.registry
     if member is not None and member not in registry.members:
         raise checks.no_member(member, registry.members)
     found = []
     for (slug, service), unit in sorted(compute(loaded).units.items()):
         if member is not None and slug != member:
             continue
-        member_ = registry.members[slug]
-        paths = unit_paths(catalogue.services[service], member_.owner, slug,
-                           [d.ascii for d in member_.domains])
-        if paths:
-            dumps = unit_dumps(catalogue.services[service], member_.owner, slug,
-                               member_.services.get(service, {}))
-            dump_dirs = tuple(sorted({posixpath.dirname(d["file"]) for d in dumps}))
-            found.append(Unit(slug, member_.owner, service, unit.host, tuple(paths), dump_dirs))
+        backed = unit_on(loaded, slug, service, unit.host)
+        if backed.paths:
+            found.append(backed)
     return found
+
+
+def unit_on(loaded: Loaded, slug: str, service: str, host: str) -> Unit:
+    """Member `slug`'s unit of `service` as it is (or was) on `host`: its data and dumps."""
+    member = loaded.registry.members[slug]
+    entry = loaded.catalogue.services[service]
+    paths = unit_paths(entry, member.owner, slug, [d.ascii for d in member.domains])
+    dumps = unit_dumps(entry, member.owner, slug, member.services.get(service, {}))
+    dump_dirs = tuple(sorted({posixpath.dirname(d["file"]) for d in dumps}))
+    return Unit(slug, member.owner, service, host, tuple(paths), dump_dirs)
+
+
+def host_result(status: int, out: str, err: str) -> dict[str, Any]:
+    """The JSON line a host's coophost-backup printed last, or why there is none."""
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if lines:
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+    return {"ok": False, "error": err.strip()[-300:] or f"exit {status}"}
 
 
 def backup_server(loaded: Loaded) -> str:
@@ -551,9 +565,7 @@ def restore_on_host(loaded: Loaded, member: str, service: str, archive: str | No
     with connect(entry, loaded.root / KNOWN_HOSTS_FILE) as client:
         status, out, err = run_argv(client, ["sudo", "-n", HOST_COMMAND, "restore",
                                              unit.owner, service, name], timeout=3600)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {
-        "ok": False, "error": err.strip()[-300:] or f"exit {status}"}
+    result = host_result(status, out, err)
     result.update(member=member, service=service, host=unit.host, archive=name)
     return result
 

@@ -355,17 +355,10 @@ def copy_from_host(loaded: Loaded, report: CarryReport) -> None:
 
 def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
     """Restore the unit's latest archive of its old host here, check it, push it to the new."""
-    from coophost.backup.model import unit_dumps
-    from coophost.backup.ops import Borg, Unit, extract_and_check, parse_time, pick_archive
+    from coophost.backup.ops import Borg, extract_and_check, parse_time, pick_archive, unit_on
 
-    owner, paths, _ = _unit_facts(loaded, report.member, report.service)
     report.via = "backup"
-    member = loaded.registry.members[report.member]
-    dumps = unit_dumps(loaded.catalogue.services[report.service], owner, report.member,
-                       member.services.get(report.service) or {})
-    dump_dirs = tuple(sorted({posixpath.dirname(d["file"]) for d in dumps}))
-    unit = Unit(report.member, owner, report.service, report.from_host, tuple(paths),
-                dump_dirs)
+    unit = unit_on(loaded, report.member, report.service, report.from_host)
     borg = Borg(loaded)
     scratch_base = loaded.root / STATE_DIR / "backup-scratch"
     scratch_base.mkdir(parents=True, exist_ok=True)
@@ -386,7 +379,7 @@ def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
                            f"{drill.detail}"
             return
         with _connect(loaded, report.to_host) as new:
-            for path in paths:
+            for path in unit.paths:
                 copy = CopyReport(path, source=f"backup {name}")
                 report.copies.append(copy)
                 local = scratch / path.lstrip("/")
@@ -395,8 +388,8 @@ def copy_from_backup(loaded: Loaded, report: CarryReport) -> None:
                     continue
                 merge_into(new, path, report.to_host, local_sums(local),
                            partial(push_local, local, new), copy)
-            if dumps:
-                load_dumps(new, report, owner, scratch, dump_dirs)
+            if unit.dump_dirs:
+                load_dumps(new, report, unit.owner, scratch, unit.dump_dirs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -409,27 +402,26 @@ def load_dumps(new: Any, report: CarryReport, owner: str, scratch: Path,
     load-dumps` loads (each checked to dump back identically before it replaces the database
     the deploy made, which is kept) and removes.
     """
-    import json
-
-    from coophost.backup.ops import HOST_COMMAND
+    from coophost.backup.model import INCOMING_TEMPLATE
+    from coophost.backup.ops import HOST_COMMAND, host_result
     from coophost.ssh import run_argv
 
     given = [scratch / d.lstrip("/") for d in dump_dirs]
     if not all(folder.is_dir() for folder in given):
         report.error = f"the archive {report.archive} holds no dump of the unit's databases"
         return
-    where = f"{report.to_host}: make a folder for the dumps"
-    folder = run_checked(new, ["sudo", "-n", "mktemp", "-d",
-                               "/var/lib/coophost-backup/incoming.XXXXXXXX"], where).strip()
-    for local in given:
-        push_local(local, new, folder)
-    status, out, err = run_argv(new, ["sudo", "-n", HOST_COMMAND, "load-dumps", owner,
-                                      report.service, folder], timeout=3600)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {
-        "ok": False, "error": err.strip()[-300:] or f"exit {status}"}
+    folder = run_checked(new, ["sudo", "-n", "mktemp", "-d", INCOMING_TEMPLATE],
+                         f"{report.to_host}: make a folder for the dumps").strip()
+    try:
+        for local in given:
+            push_local(local, new, folder)
+    except CoophostError:
+        run_argv(new, ["sudo", "-n", "rm", "-rf", "--", folder])  # load-dumps never ran
+        raise
+    result = host_result(*run_argv(new, ["sudo", "-n", HOST_COMMAND, "load-dumps", owner,
+                                         report.service, folder], timeout=3600))
     report.databases = list(result.get("databases") or [])
-    if status != 0 or not result.get("ok"):
+    if not result.get("ok"):
         report.error = f"{report.to_host}: loading the dumps failed: {result.get('error')}"
 
 
