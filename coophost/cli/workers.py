@@ -164,31 +164,39 @@ def reattach(app: AppContext, as_json: bool) -> int:
 
     A deploy records each receptor job's work unit until its output was read whole. After
     the controller went away midway (killed, disconnected), this reads each recorded unit's
-    whole output from the worker (the play went on there), reports each host's recap, and
-    releases the unit. `deploy --resume` then records the hosts (it reruns them; the play is
-    idempotent). Exit 4 when a unit's results could not be had (its record is kept).
+    whole output from the worker (the play went on there), reports each host's recap,
+    records each host's outcome in the deploy's run as the deploy would have (a host that
+    converged as running what the job applied), and releases the unit; `deploy --resume`
+    then reruns only the hosts that did not converge. Holds the co-op's lock (exit 3 while a
+    deploy runs). Exit 4 when a unit's results could not be had (its record is kept).
     """
+    from coophost.deploy.engine import record_reattached
     from coophost.deploy.remote import reattach as reattach_unit
     from coophost.deploy.remote import recorded_units
     from coophost.errors import EXIT_UNREACHABLE
     from coophost.fsutil import private_folder
+    from coophost.lock import coop_lock
 
     found = _load(app)
     report = []
     code = EXIT_OK
-    for record in recorded_units(app.inventory):
-        with private_folder("coophost-reattach-") as receiving:
-            result = reattach_unit(app.inventory, found, record, receiving)
-        if result.node is not None:
-            result.node.stop()
-        hosts = {h: {kind: int((result.stats.get(kind) or {}).get(h, 0))
-                     for kind in ("ok", "changed", "failures", "dark")}
-                 for h in record.get("hosts") or []}
-        report.append({"job": record["job"], "worker": record["worker"],
-                       "unit": record["unit"], "status": result.status, "hosts": hosts,
-                       "error": result.why})
-        if not result.status:
-            code = max(code, EXIT_UNREACHABLE)
+    with coop_lock(app.inventory, purpose="workers reattach"):
+        for record in recorded_units(app.inventory):
+            with private_folder("coophost-reattach-") as receiving:
+                result = reattach_unit(app.inventory, found, record, receiving)
+            if result.node is not None:
+                result.node.stop()
+            recorded = (record_reattached(app.inventory, record, result.outcomes)
+                        if result.status else {})
+            hosts = {h: {**{kind: int((result.stats.get(kind) or {}).get(h, 0))
+                            for kind in ("ok", "changed", "failures", "dark")},
+                         "state": recorded.get(h, "not recorded: no results")}
+                     for h in record.get("hosts") or []}
+            report.append({"job": record["job"], "worker": record["worker"],
+                           "unit": record["unit"], "status": result.status, "hosts": hosts,
+                           "error": result.why})
+            if not result.status:
+                code = max(code, EXIT_UNREACHABLE)
     if as_json:
         app.emit_json(report)
         return code
@@ -197,8 +205,9 @@ def reattach(app: AppContext, as_json: bool) -> int:
     for row in report:
         if row["status"]:
             app.out.print(f"job {row['job']} on {escape(str(row['worker']))}: {row['status']}; "
-                          + ", ".join(f"{escape(h)} ok={c['ok']} changed={c['changed']} "
-                                      f"failed={c['failures']} unreachable={c['dark']}"
+                          + "; ".join(f"{escape(h)} ok={c['ok']} changed={c['changed']} "
+                                      f"failed={c['failures']} unreachable={c['dark']}, "
+                                      f"{escape(str(c['state']))}"
                                       for h, c in row["hosts"].items()))
         else:
             app.err.print(f"[red]job {row['job']} on {escape(str(row['worker']))}[/]: "

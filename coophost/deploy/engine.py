@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import getpass
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from coophost.deploy.executor import (
     JOB_FOLDER_PREFIX,
@@ -27,10 +27,12 @@ from coophost.deploy.executor import (
 from coophost.deploy.jobs import (
     FAST,
     HostJob,
+    RunContext,
     Selection,
     blame,
     default_parallel,
     fingerprint_jobs,
+    job_from_record,
     plan_jobs,
 )
 from coophost.deploy.records import RunLog
@@ -196,6 +198,7 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
         entries = connections(loaded.registry.hosts)
         # hosts.yml's workers, from the same read as its hosts (load_registry keeps its base)
         workers = [] if options.local or loaded.base is None else loaded.base.workers
+        context = RunContext(jobs=jobs)  # _run sets its run id; receptor units record it
 
         def executor_for(fast_services: list[str] | None) -> Executor:
             """The site playbook's executor, or (fast_services given) the units playbook's.
@@ -214,14 +217,52 @@ def deploy(root: Path, options: DeployOptions, progress: Progress, cancel: threa
 
             remote = RemoteExecutor(root, entries, check=options.check, mitogen=options.mitogen,
                                     vault=vault, strategy=strategy, forks=forks,
-                                    playbook=name, extravars=extravars)
+                                    playbook=name, extravars=extravars, run=context)
             return RoutingExecutor(local, remote, workers, entries)
 
         if executor_factory is not None:  # one executor for both paths (tests)
             return _run(root, jobs, options, parallel, executor_factory(vault), progress,
                         cancel, expected)
         return _run(root, jobs, options, parallel, executor_for(None), progress, cancel,
-                    expected, executor_for)
+                    expected, executor_for, context)
+
+
+def record_reattached(root: Path, record: Mapping[str, Any],
+                      outcomes: Mapping[str, HostOutcome]) -> dict[str, str]:
+    """Record a re-attached receptor job's hosts in state.db, as its deploy would have.
+
+    Call with the co-op's lock held. A host is recorded in the job's run with the outcome its
+    events gave, and, when it converged, as running what that job applied (the unit record
+    holds it); `deploy --resume` then reruns only the hosts that did not converge. A host that
+    a later run has deployed again is left to that run. Returns host -> what was done.
+    """
+    from coophost.state import StateDB
+
+    run_id = record.get("run_id")
+    applied = record.get("applied") or {}
+    done: dict[str, str] = {}
+    if not isinstance(run_id, int):
+        return dict.fromkeys(outcomes, "not recorded: the unit names no deploy run")
+    with StateDB(root) as db:
+        log = RunLog(db)
+        log.close_abandoned_runs()  # the lost controller's run, if no deploy closed it since
+        for host, outcome in sorted(outcomes.items()):
+            if log.latest_run_of(host) != run_id:
+                done[host] = "not recorded: a later deploy ran this host"
+                continue
+            try:
+                job = job_from_record(host, applied[host])
+            except (KeyError, ValueError):
+                done[host] = "not recorded: the unit holds no job record for it"
+                continue
+            log.job_finished(run_id, host, outcome.status, outcome.counts,
+                             f"{outcome.summary} (re-attached)".strip(),
+                             (job.host_hash, job.units) if outcome.status == "ok" else None,
+                             job.settings, outcome.tasks, outcome.tasks_omitted, job.level,
+                             job.path)
+            done[host] = f"recorded as {outcome.status} in run {run_id}"
+        log.settle_run(run_id)
+    return done
 
 
 def effective_mode(options: DeployOptions, jobs: int) -> str:
@@ -240,8 +281,12 @@ def effective_mode(options: DeployOptions, jobs: int) -> str:
 def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel: int,
          executor: Executor, progress: Progress, cancel: threading.Event,
          expected: dict[str, int],
-         fast_executor: Callable[[list[str]], Executor] | None = None) -> DeployResult:
-    """Run the jobs; a fast-path job through `fast_executor(its services)` when given."""
+         fast_executor: Callable[[list[str]], Executor] | None = None,
+         context: RunContext | None = None) -> DeployResult:
+    """Run the jobs; a fast-path job through `fast_executor(its services)` when given.
+
+    `context` gets the run's id once it is recorded (the executors' receptor units keep it).
+    """
     from coophost.state import StateDB
 
     record = not options.check  # check mode changes neither hosts nor state
@@ -256,6 +301,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
         with StateDB(root) as db:
             units = {h: j.unit_names for h, j in jobs.items()}
             result.run_id = RunLog(db).start_run("deploy", run_options, getpass.getuser(), units)
+        if context is not None:
+            context.run_id = result.run_id
     progress.planned(jobs, expected)
     lock = threading.Lock()
 

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from coophost.desired.plan import REMOVE, Change, Plan, diff
 from coophost.desired.units import Desired
@@ -47,6 +48,41 @@ class HostJob:
     def unit_names(self) -> list[str]:
         """`member/service` of each unit on the host."""
         return [f"{m}/{s}" for m, s, _ in self.units]
+
+
+def job_record(job: HostJob) -> dict[str, Any]:
+    """What state.db records for `job`'s host once it converged, as plain JSON data."""
+    return {"host_hash": job.host_hash, "units": [list(u) for u in job.units],
+            "settings": [[m, s, v] for (m, s), v in sorted(job.settings.items())],
+            "level": job.level, "path": job.path}
+
+
+def job_from_record(host: str, data: Mapping[str, Any]) -> HostJob:
+    """The HostJob `job_record` wrote (ValueError when it is not one)."""
+    try:
+        units = [(str(m), str(s), str(h)) for m, s, h in data["units"]]
+        settings = {(str(m), str(s)): str(v) for m, s, v in data["settings"]}
+        return HostJob(host, units, str(data["host_hash"]), settings=settings,
+                       level=str(data["level"]), path=str(data["path"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a host job record: {exc}") from exc
+
+
+@dataclass
+class RunContext:
+    """The deploy run that jobs belong to, and what each host will run once it converged.
+
+    Recorded with a Receptor job's work unit (coophost.deploy.remote.record_unit), so that
+    `workers reattach` records a re-attached job's hosts in state.db as the deploy would have.
+    """
+
+    run_id: int | None = None
+    jobs: dict[str, HostJob] = field(default_factory=dict)
+
+    def for_hosts(self, hosts: Iterable[str]) -> dict[str, Any]:
+        """The run and the hosts' records, for a unit record (JSON data)."""
+        return {"run_id": self.run_id,
+                "applied": {h: job_record(self.jobs[h]) for h in hosts if h in self.jobs}}
 
 
 @dataclass

@@ -178,6 +178,19 @@ class RunLog:
             "AND path = ? ORDER BY run_id DESC LIMIT 1", (host, path)).fetchone()
         return int(row[0]) if row else 0
 
+    def latest_run_of(self, host: str) -> int | None:
+        """The last run that had a job for `host`."""
+        row = self.db.conn.execute("SELECT MAX(run_id) FROM host_job WHERE host = ?",
+                                   (host,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def settle_run(self, run_id: int) -> None:
+        """A run whose every job is now ok (re-attached) is ok; otherwise it keeps its status."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE run SET status = 'ok' WHERE id = ? AND status != ? AND NOT EXISTS "
+                         "(SELECT 1 FROM host_job WHERE run_id = ? AND status != 'ok')",
+                         (run_id, RUN_ACTIVE, run_id))
+
     def hosts_to_resume(self) -> list[str]:
         """Hosts whose job in the last run did not succeed (failed, unreached, canceled)."""
         runs = self.runs(limit=1)

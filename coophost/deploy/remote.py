@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from coophost.deploy.executor import (
     OutcomeSink,
     VaultAccess,
 )
+from coophost.deploy.jobs import RunContext
 from coophost.deploy.runner import PlaybookResult, _keep_for_inspection
 from coophost.errors import ConfigError, CoophostError, HostUnreachable
 from coophost.fsutil import private_folder
@@ -292,8 +293,10 @@ class RemoteExecutor:
                  check: bool = False, mitogen: bool = False, vault: VaultAccess | None = None,
                  forks: int | None = None, strategy: str = "linear",
                  read_timeout: float = READ_TIMEOUT, keepalive: int = KEEPALIVE_SECONDS,
-                 playbook: str = "site.yml", extravars: Mapping[str, Any] | None = None) -> None:
+                 playbook: str = "site.yml", extravars: Mapping[str, Any] | None = None,
+                 run: RunContext | None = None) -> None:
         self.inventory = inventory
+        self.run = run or RunContext()  # the deploy's run, recorded with a receptor unit
         self.playbook = playbook  # a playbook of playbooks/ (site.yml, or the fast path's)
         self.extravars = dict(extravars or {})  # plain data only
         self.known_hosts = inventory / KNOWN_HOSTS_FILE
@@ -342,7 +345,8 @@ class RemoteExecutor:
             node.wait_route(worker.name)
             unit = node.submit(worker.name, stream,
                                job_params(worker.jobs_dir, job_id, self.keepalive))
-            record_unit(self.inventory, job_id, worker.name, unit, end.hosts)
+            record_unit(self.inventory, job_id, worker.name, unit, end.hosts,
+                        self.run.for_hosts(end.hosts))
             with node.results(unit) as sock:
                 self._pour_socket(sock, write_end, cancel, end)
             if cancel.is_set() and end.lost == "canceled":
@@ -593,15 +597,19 @@ def units_dir(inventory: Path) -> Path:
 
 
 def record_unit(inventory: Path, job_id: str, worker: str, unit: str,
-                hosts: tuple[str, ...] = ()) -> None:
-    """Record that `job_id` (of `hosts`) runs as receptor unit `unit` on `worker` (atomic)."""
+                hosts: tuple[str, ...] = (), run: Mapping[str, Any] | None = None) -> None:
+    """Record that `job_id` (of `hosts`) runs as receptor unit `unit` on `worker` (atomic).
+
+    `run`: the deploy run and each host's job record (RunContext.for_hosts), so that a
+    re-attach can record the hosts in state.db.
+    """
     from coophost.fsutil import atomic_write
 
     folder = units_dir(inventory)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(folder / f"{job_id}.json",
                  json.dumps({"job": job_id, "worker": worker, "unit": unit,
-                             "hosts": list(hosts)}), mode=0o600)
+                             "hosts": list(hosts), **(run or {})}), mode=0o600)
 
 
 def forget_unit(inventory: Path, job_id: str) -> None:
@@ -617,8 +625,12 @@ def recorded_units(inventory: Path) -> list[dict[str, Any]]:
         with contextlib.suppress(ValueError, OSError):
             data = json.loads(path.read_text())
             if isinstance(data, dict) and {"job", "worker", "unit"} <= set(data):
+                run_id = data.get("run_id")
+                applied = data.get("applied")
                 found.append({**{k: str(data[k]) for k in ("job", "worker", "unit")},
-                              "hosts": [str(h) for h in data.get("hosts") or []]})
+                              "hosts": [str(h) for h in data.get("hosts") or []],
+                              "run_id": run_id if isinstance(run_id, int) else None,
+                              "applied": applied if isinstance(applied, dict) else {}})
     return found
 
 
@@ -631,6 +643,8 @@ class Reattached:
     stats: dict[str, Any]  # the play's stats event data ({} without one)
     why: str = ""  # why there is no status
     node: Any = None  # the controller node it started (the caller stops it)
+    # Each host's outcome, read from the job's events as a deploy reads them ({} without status)
+    outcomes: dict[str, HostOutcome] = field(default_factory=dict)
 
 
 def reattach(inventory: Path, workers: list[Worker], record: dict[str, Any], receiving: Path,
@@ -650,12 +664,7 @@ def reattach(inventory: Path, workers: list[Worker], record: dict[str, Any], rec
     node = Node(inventory / STATE_DIR, [(w.connection.address, w.receptor_port) for w in mesh])
     node.start([(w.name, w.connection.address) for w in mesh])
     job_id, unit = record["job"], record["unit"]
-    stats: dict[str, Any] = {}
-
-    def on_event(event: dict[str, Any]) -> bool:
-        if event.get("event") == "playbook_on_stats":
-            stats.update(event.get("event_data") or {})
-        return True
+    events = JobEvents(list(record.get("hosts") or []), lambda *_: None)
 
     end = StreamEnd()
     read_end, write_end = os.pipe()
@@ -677,16 +686,22 @@ def reattach(inventory: Path, workers: list[Worker], record: dict[str, Any], rec
     receiving.mkdir(parents=True, exist_ok=True, mode=0o700)
     with os.fdopen(read_end, "rb") as incoming:
         ansible_runner.run(streamer="process", _input=incoming, private_data_dir=str(receiving),
-                           ident=job_id, quiet=True, event_handler=on_event,
+                           ident=job_id, quiet=True, event_handler=events.on_event,
                            artifacts_handler=_scrub_artifacts)
     pump.join()
-    status_file = receiving / "artifacts" / job_id / "status"
+    artifacts = receiving / "artifacts" / job_id
+    status_file, rc_file = artifacts / "status", artifacts / "rc"
     status = status_file.read_text().strip() if status_file.is_file() else ""
+    outcomes: dict[str, HostOutcome] = {}
     if status:
+        rc_text = rc_file.read_text().strip() if rc_file.is_file() else ""
+        outcomes = events.outcomes(PlaybookResult(
+            status=status, rc=int(rc_text) if rc_text.isdigit() else 1, stats=events.stats,
+            stdout="\n".join(events.stdout)))
         node.release(unit)
         forget_unit(inventory, job_id)
-    return Reattached(record, status, stats, "" if status else (end.lost or "no status came"),
-                      node)
+    return Reattached(record, status, dict(events.stats),
+                      "" if status else (end.lost or "no status came"), node, outcomes)
 
 
 def collection_paths() -> dict[str, Path]:

@@ -141,11 +141,29 @@ def test_units_are_recorded_until_forgotten(tmp_path: Path) -> None:
     record_unit(tmp_path, "0123456789abcdef", "w1", "coophost-controllerAbC", ("h1", "h2"))
     assert recorded_units(tmp_path) == [{"job": "0123456789abcdef", "worker": "w1",
                                          "unit": "coophost-controllerAbC",
-                                         "hosts": ["h1", "h2"]}]
+                                         "hosts": ["h1", "h2"], "run_id": None, "applied": {}}]
     record = next((tmp_path / ".coophost/receptor/units").iterdir())
     assert record.stat().st_mode & 0o777 == 0o600
     forget_unit(tmp_path, "0123456789abcdef")
     assert recorded_units(tmp_path) == []
+
+
+def test_a_unit_record_carries_its_run_and_each_hosts_job(tmp_path: Path) -> None:
+    """What `workers reattach` needs to record the hosts as the deploy would have."""
+    from coophost.deploy.jobs import HostJob, RunContext, job_from_record
+
+    job = HostJob("h1", [("alice", "mail", "u1"), ("bob", "git", "u2")], "hh",
+                  settings={("alice", "mail"): "f1", ("bob", "git"): "f2"}, level="lv",
+                  path="fast")
+    context = RunContext(7, {"h1": job, "h2": HostJob("h2")})
+    record_unit(tmp_path, "feed", "w1", "unit", ("h1",), context.for_hosts(["h1"]))
+    [found] = recorded_units(tmp_path)
+    assert found["run_id"] == 7 and set(found["applied"]) == {"h1"}
+    back = job_from_record("h1", found["applied"]["h1"])
+    assert (back.units, back.host_hash, back.settings, back.level, back.path) == (
+        job.units, job.host_hash, job.settings, job.level, job.path)
+    with pytest.raises(ValueError, match="not a host job record"):
+        job_from_record("h1", {"units": [["only-two", "fields"]]})
 
 
 @pytest.mark.skipif(not HAS_RECEPTOR, reason="receptor is not installed (scripts/setup-host)")

@@ -49,7 +49,8 @@ PLAYBOOK = """
   tasks:
     - ansible.builtin.pause:
         seconds: "{{ pause_seconds }}"
-    - ansible.builtin.debug:
+    - name: Report the host converged  # coophost.deploy.executor.CONVERGED_TASK
+      ansible.builtin.debug:
         msg: ran through receptor
 """
 
@@ -133,7 +134,8 @@ def transmit(tmp: Path, job_id: str, pause: int) -> Any:
 
 
 def run_through(executor: RemoteExecutor, mesh: dict[str, Any], job_id: str, stream: Any,
-                cancel: threading.Event | None = None) -> tuple[StreamEnd, str, list[str]]:
+                cancel: threading.Event | None = None, hosts: tuple[str, ...] = ()
+                ) -> tuple[StreamEnd, str, list[str]]:
     """`_carry_receptor` into `ansible-runner process`: the end, the status, the messages."""
     import ansible_runner
 
@@ -147,7 +149,7 @@ def run_through(executor: RemoteExecutor, mesh: dict[str, Any], job_id: str, str
         return True
 
     read_end, write_end = os.pipe()
-    end = StreamEnd()
+    end = StreamEnd(hosts=hosts)
     pump = threading.Thread(target=executor._carry_receptor, daemon=True,
                             args=(mesh["worker"], f"{mesh['jobs']}/{job_id}", stream,
                                   write_end, cancel or threading.Event(), end))
@@ -207,15 +209,30 @@ def test_a_controller_without_the_co_op_ca_gets_no_route(mesh: dict[str, Any]) -
 
 
 def test_a_lost_controller_reattaches_to_the_units_results(mesh: dict[str, Any]) -> None:
+    """The run's status comes back, and its host is recorded in state.db as the deploy would."""
+    from coophost.deploy.engine import record_reattached
+    from coophost.deploy.executor import CONVERGED_TASK
+    from coophost.deploy.jobs import HostJob, RunContext
+    from coophost.deploy.records import RunLog
     from coophost.deploy.remote import reattach
+    from coophost.state import StateDB
 
+    assert CONVERGED_TASK in PLAYBOOK
+    inventory = mesh["inventory"]
+    job = HostJob("localhost", [("alice", "mail", "u1")], "hosthash", settings={
+        ("alice", "mail"): "fp1"}, level="lvl", path="full")
+    with StateDB(inventory) as db:
+        run_id = RunLog(db).start_run("deploy", {}, "test", {"localhost": ["alice/mail"],
+                                                             "elsewhere": []})
+        RunLog(db).job_started(run_id, "localhost")
     executor = controller(mesh)
+    executor.run = RunContext(run_id, {"localhost": job})
     job_id = "fedcba9876543210fedcba9876543210"
     stream = transmit(mesh["tmp"], job_id, 6)
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(
-        zip(("end", "status", "messages"), run_through(executor, mesh, job_id, stream),
-            strict=True)))
+        zip(("end", "status", "messages"),
+            run_through(executor, mesh, job_id, stream, hosts=("localhost",)), strict=True)))
     thread.start()
     deadline = time.monotonic() + 30
     while not recorded_units(mesh["inventory"]):
@@ -230,6 +247,46 @@ def test_a_lost_controller_reattaches_to_the_units_results(mesh: dict[str, Any])
     found = reattach(mesh["inventory"], [mesh["worker"]], record, receiving)
     mesh["nodes"].append(found.node)
     assert found.status == "successful", found
+    assert found.outcomes["localhost"].status == "ok"
     assert recorded_units(mesh["inventory"]) == []
     assert list(mesh["jobs"].iterdir()) == []
     assert units_gone(found.node, mesh)
+    # Recorded in the lost controller's run, as running what the job applied; --resume then
+    # reruns only the host whose job never ran.
+    assert record["run_id"] == run_id
+    done = record_reattached(inventory, record, found.outcomes)
+    assert done == {"localhost": f"recorded as ok in run {run_id}"}
+    with StateDB(inventory) as db:
+        applied = db.applied()
+        [run] = RunLog(db).runs(limit=1)
+        assert RunLog(db).hosts_to_resume() == ["elsewhere"]
+    assert {j.host: j.status for j in run.jobs} == {"localhost": "ok", "elsewhere": "canceled"}
+    assert run.status == "abandoned"  # a job of it never ran
+    assert applied.units == {("localhost", "alice", "mail"): "u1"}
+    assert (applied.hosts, applied.levels) == ({"localhost": "hosthash"}, {"localhost": "lvl"})
+
+
+def test_a_reattached_host_that_a_later_run_deployed_is_left_to_it(tmp_path: Path) -> None:
+    """Recording an old job's outcome over a newer run's would say the host runs old units."""
+    from coophost.deploy.engine import record_reattached
+    from coophost.deploy.executor import HostOutcome
+    from coophost.deploy.jobs import HostJob, RunContext
+    from coophost.deploy.records import RunLog
+    from coophost.state import StateDB
+
+    with StateDB(tmp_path) as db:
+        old = RunLog(db).start_run("deploy", {}, "test", {"h1": [], "h2": []})
+        RunLog(db).finish_run(old, "abandoned")
+        RunLog(db).start_run("deploy", {}, "test", {"h1": []})
+    jobs = {h: HostJob(h, [], f"hash-{h}") for h in ("h1", "h2")}
+    record = {"job": "j", "worker": "w1", "unit": "u",
+              **RunContext(old, jobs).for_hosts(["h1", "h2"])}
+    outcomes = {h: HostOutcome(h, "ok", {"ok": 3, "changed": 1}) for h in ("h1", "h2")}
+    done = record_reattached(tmp_path, record, outcomes)
+    assert done == {"h1": "not recorded: a later deploy ran this host",
+                    "h2": f"recorded as ok in run {old}"}
+    with StateDB(tmp_path) as db:
+        assert db.applied().hosts == {"h2": "hash-h2"}
+    unnamed = {**record, "run_id": None}
+    assert set(record_reattached(tmp_path, unnamed, outcomes).values()) == {
+        "not recorded: the unit names no deploy run"}
