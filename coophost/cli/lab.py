@@ -52,12 +52,16 @@ def lab() -> None:
 @click.option("--workers", type=int, default=None,
               help="How many execution nodes w1..wN (group coophost_workers, each serving "
                    "every host) [default: none for a new lab, else the current count].")
+@click.option("--worker-transport", type=click.Choice(["ssh", "receptor"]), default=None,
+              help="How jobs reach the workers: ssh (sshd alone) or receptor (a systemd "
+                   "container running receptor) [default: the workers' current one, else ssh].")
 @click.option("--mirror", envvar="COOPHOST_DEBIAN_MIRROR",
               help="Debian mirror for the base image [default: the one apt uses here].")
 @json_option
 @pass_app
 def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
-       workers: int | None, mirror: str | None, as_json: bool) -> None:
+       workers: int | None, worker_transport: str | None, mirror: str | None,
+       as_json: bool) -> None:
     """Build (once) the base image and bring the lab up; running it again changes nothing."""
     the_lab = _lab(app, name)
 
@@ -66,7 +70,7 @@ def up(app: AppContext, name: str, hosts: int | None, backup_hosts: int | None,
             app.err.print(f"[dim]lab[/] {msg}")
 
     state = the_lab.up(hosts, mirror, progress=say, backup_hosts=backup_hosts,
-                       workers=workers)
+                       workers=workers, worker_transport=worker_transport)
     from coophost.lab.memberkeys import ensure_member_keys
 
     for slug in ensure_member_keys(the_lab.workdir, the_lab.inventory):

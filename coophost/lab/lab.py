@@ -27,7 +27,13 @@ from coophost.lab import docker, image
 from coophost.lab.keys import CertKey, lab_ca, server_cert, ssh_keypair
 from coophost.layout import HOSTS_FILE, KNOWN_HOSTS_FILE, STATE_DIR, STATE_FILE
 from coophost.registry.model import ARTIFACTS_GROUP
-from coophost.registry.workers import CAPACITY_VAR, SERVES_VAR, WORKERS_GROUP
+from coophost.registry.workers import (
+    CAPACITY_VAR,
+    RECEPTOR_PORT_VAR,
+    SERVES_VAR,
+    TRANSPORT_VAR,
+    WORKERS_GROUP,
+)
 from coophost.state import StateDB
 
 LABEL = "coophost.lab"
@@ -73,6 +79,10 @@ SYSTEMD_FLAGS = (
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
     "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",  # noqa: S108 - in the host
 )
+# A receptor worker shares the controller's network namespace: systemd without NET_ADMIN, so
+# nothing in it can change the controller's network.
+WORKER_SYSTEMD_FLAGS = tuple(f for i, f in enumerate(SYSTEMD_FLAGS) if i not in (2, 3))
+WORKER_TRANSPORTS = ("ssh", "receptor")
 
 
 @dataclass
@@ -86,6 +96,10 @@ class LabHost:
     ip: str = ""
     host_key: str = ""
     state: str = "missing"
+    # A worker's: how jobs reach it (ssh, or receptor: a systemd container running Debian's
+    # receptor, its TLS listener on 127.0.0.1:receptor_port).
+    transport: str = "ssh"
+    receptor_port: int = 0
 
 
 @dataclass
@@ -214,12 +228,14 @@ class Lab:
     # -- up ----------------------------------------------------------------------------------
     def up(self, hosts: int | None, mirror: str | None = None,
            progress: Any = None, backup_hosts: int | None = None,
-           workers: int | None = None) -> LabState:
+           workers: int | None = None, worker_transport: str | None = None) -> LabState:
         """Bring the lab to `hosts` service hosts, `backup_hosts` backup hosts and `workers`.
 
         None keeps the current counts (3 service hosts, 1 backup host, no worker for a new
         lab). Service hosts are h1..hN, in every service group; backup hosts b1..bM, in
         `backup`; workers w1..wK, in `coophost_workers`, each serving every other host.
+        `worker_transport` (ssh or receptor; None keeps the workers' current one, ssh for
+        new workers): a worker whose transport changes is made anew.
         """
         say = progress or (lambda _msg: None)
         docker.require_engine()
@@ -236,6 +252,9 @@ class Lab:
         worker_count = workers if workers is not None else sum(map(is_worker_host, before))
         if not 0 <= worker_count <= 5:
             raise UsageError(f"--workers {worker_count}: a lab has between 0 and 5 workers")
+        if worker_transport is not None and worker_transport not in WORKER_TRANSPORTS:
+            raise UsageError(f"--worker-transport {worker_transport}: choose one of "
+                             f"{', '.join(WORKER_TRANSPORTS)}")
         say("image: checking the cached base image")
         base, services, built = image.ensure_images(self.recipe, mirror)
         say(f"image: {'built' if built else 'cached'} {base}")
@@ -256,8 +275,13 @@ class Lab:
         for index in range(1, worker_count + 1):
             name = f"w{index}"
             old = next((h for h in previous.hosts if h.name == name), None) if previous else None
+            transport = worker_transport or (old.transport if old else "ssh")
             host = LabHost(name, self.container(name), f"{name}.{self.domain}",
-                           old.ssh_port if old else free_port())
+                           old.ssh_port if old else free_port(), transport=transport,
+                           receptor_port=(old.receptor_port if old and old.receptor_port
+                                          else free_port()) if transport == "receptor" else 0)
+            if old is not None and old.transport != transport:
+                docker.docker("rm", "-f", host.container, check=False)  # another kind now
             self._ensure_worker(base, host, client_key)
             state.hosts.append(host)
             say(f"worker {name}: {host.state} on 127.0.0.1:{host.ssh_port}")
@@ -473,12 +497,17 @@ class Lab:
         docker.docker("exec", host.container, "update-ca-certificates", "--fresh")
 
     def _ensure_worker(self, tag: str, host: LabHost, client_key: str) -> None:
-        """A lab execution node: sshd alone (no systemd) in the controller's network.
+        """A lab execution node in the controller's network: sshd alone, or systemd.
 
         It shares the controller's network namespace (as the control host does), so it reaches
         the lab hosts at the very addresses and pinned keys of hosts.yml; its sshd listens on
-        127.0.0.1 only. `coophost workers setup` then installs it (roles/worker).
+        127.0.0.1 only. A receptor worker runs systemd (the role installs receptor as a
+        service), its sshd on 127.0.0.1 only too. `coophost workers setup` then installs it
+        (roles/worker).
         """
+        if host.transport == "receptor":
+            self._ensure_systemd_worker(tag, host, client_key)
+            return
         folder = self.workdir / "workers" / host.name
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_file = folder / "ssh_host_ed25519_key"
@@ -509,6 +538,49 @@ class Lab:
                         client_key.encode() + b"\n", 0o600, uid),
                 }))
                 docker.docker("start", host.container)
+            except BaseException:
+                docker.docker("rm", "-f", host.container, check=False)
+                raise
+            status = "created"
+        host.state = status
+        host.host_key = " ".join(key_file.with_suffix(".pub").read_text().split()[:2])
+
+    def _ensure_systemd_worker(self, tag: str, host: LabHost, client_key: str) -> None:
+        """A receptor worker: systemd in the controller's network, sshd on 127.0.0.1 only.
+
+        The image's sshd gets its port and address from a drop-in (Debian's sshd_config reads
+        sshd_config.d first and names no port of its own), so nothing listens on port 22 or
+        on another address of the controller; receptor's TLS listener is bound to 127.0.0.1
+        by hosts.yml (`worker_receptor_bind_address`).
+        """
+        folder = self.workdir / "workers" / host.name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_file = folder / "ssh_host_ed25519_key"
+        if not key_file.is_file():
+            pair = ssh_keypair(f"root@{host.fqdn}")
+            atomic_write(key_file, pair.private, mode=0o600)
+            atomic_write(key_file.with_suffix(".pub"), pair.public + "\n")
+        status = self._start_or_keep(host.container, tag)
+        if status == "missing":
+            config = "\n".join([
+                f"Port {host.ssh_port}", "ListenAddress 127.0.0.1",
+                "HostKey /etc/ssh/ssh_host_ed25519_key", "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no", "PermitRootLogin no", ""])
+            uid = 1000  # the lab user's uid, fixed by the image recipe
+            docker.docker(
+                "create", "--name", host.container, "--label", f"{LABEL}={self.name}",
+                "--label", f"coophost.host={host.name}", "--network", "host",
+                "--restart", "unless-stopped", *WORKER_SYSTEMD_FLAGS, tag,
+                "/lib/systemd/systemd")
+            try:
+                docker.docker("cp", "-a", "-", f"{host.container}:/", input_bytes=_tar({
+                    "etc/ssh/ssh_host_ed25519_key": (key_file.read_bytes(), 0o600, 0),
+                    "etc/ssh/sshd_config.d/coophost-lab.conf": (config.encode(), 0o644, 0),
+                    f"home/{self.recipe.user}/.ssh/authorized_keys": (
+                        client_key.encode() + b"\n", 0o600, uid),
+                }))
+                docker.docker("start", host.container)
+                wait_for_boot(host.container)
             except BaseException:
                 docker.docker("rm", "-f", host.container, check=False)
                 raise
@@ -655,6 +727,10 @@ class Lab:
                     "ansible_host": "127.0.0.1", "ansible_port": h.ssh_port,
                     SERVES_VAR: [o.name for o in state.hosts if not is_worker_host(o.name)],
                     CAPACITY_VAR: 2,
+                    **({TRANSPORT_VAR: "receptor", RECEPTOR_PORT_VAR: h.receptor_port,
+                        # the controller's network: the TLS listener on 127.0.0.1 only
+                        "worker_receptor_bind_address": "127.0.0.1"}
+                       if h.transport == "receptor" else {}),
                 } for h in state.hosts if is_worker_host(h.name)}}}
                    if any(is_worker_host(h.name) for h in state.hosts) else {}),
             },

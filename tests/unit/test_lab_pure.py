@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -179,3 +180,34 @@ def test_lab_workers_are_written_as_valid_workers_serving_every_host(tmp_path: P
     assert [(w.name, w.serves, w.capacity, w.connection.port) for w in found] == [
         ("w1", ("h1", "h2", "b1"), 2, 40003), ("w2", ("h1", "h2", "b1"), 2, 40004)]
     assert "[127.0.0.1]:40003 ssh-ed25519 AAAA" in (lab.inventory / "known_hosts").read_text()
+
+
+def test_lab_receptor_workers_listen_on_127_0_0_1_with_their_own_ports(tmp_path: Path) -> None:
+    """They share the controller's network: their own ports, the loopback only, no NET_ADMIN."""
+    import yaml
+
+    from coophost.lab.lab import SYSTEMD_FLAGS, WORKER_SYSTEMD_FLAGS, Lab, LabHost, LabState
+    from coophost.registry.loader import load_workers
+
+    lab = Lab("wkr", tmp_path / "wkr")
+    state = LabState("wkr", "coophost-wkr", "wkr.test", dns_ip="10.9.0.2")
+    state.hosts.append(LabHost("h1", "coophost-wkr-h1", "h1.wkr.test", 40000, "10.9.0.10",
+                               "ssh-ed25519 AAAA"))
+    for index, name in enumerate(["w1", "w2"], start=1):
+        state.hosts.append(LabHost(name, f"coophost-wkr-{name}", f"{name}.wkr.test",
+                                   40000 + index, "", "ssh-ed25519 AAAA",
+                                   transport="receptor", receptor_port=41000 + index))
+    lab._write_inventory(state)
+    found = load_workers(lab.inventory)
+    assert [(w.name, w.transport, w.receptor_port) for w in found] == [
+        ("w1", "receptor", 41001), ("w2", "receptor", 41002)]
+    hosts = yaml.safe_load((lab.inventory / "hosts.yml").read_text())
+    workers = hosts["all"]["children"]["coophost_workers"]["hosts"]
+    assert {w["worker_receptor_bind_address"] for w in workers.values()} == {"127.0.0.1"}
+    assert "NET_ADMIN" in SYSTEMD_FLAGS and "NET_ADMIN" not in WORKER_SYSTEMD_FLAGS
+    assert "SYS_ADMIN" in WORKER_SYSTEMD_FLAGS and "--cgroupns=host" in WORKER_SYSTEMD_FLAGS
+    # a state file from before these fields reads back as ssh workers
+    data = json.loads(state.to_json())
+    for host in data["hosts"]:
+        del host["transport"], host["receptor_port"]
+    assert {h.transport for h in LabState.from_json(json.dumps(data)).hosts} == {"ssh"}
