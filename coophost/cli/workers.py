@@ -45,8 +45,9 @@ def list_workers(app: AppContext, as_json: bool) -> None:
 def check(app: AppContext, as_json: bool) -> int:
     """Connect to each worker (pinned key) and compare its versions with the controller's.
 
-    Exit 1 when a worker's ansible-core, ansible-runner or mitogen differ; 4 when one cannot be
-    reached.
+    A receptor worker is asked over the mesh (signed work), an SSH one over its forced
+    command. Exit 1 when a worker's ansible-core, ansible-runner or mitogen differ; 4 when one
+    cannot be reached.
     """
     from coophost.deploy.remote import (
         controller_versions,
@@ -61,25 +62,41 @@ def check(app: AppContext, as_json: bool) -> int:
     ours = controller_versions()
     report = []
     code = EXIT_OK
-    for worker in _load(app):
-        row: dict[str, object] = {"name": worker.name, "ok": False}
-        try:
-            info = worker_info(worker, known)
-            found = worker_versions(worker, known)
-        except HostUnreachable as exc:
-            row["error"] = exc.message
-            code = max(code, EXIT_UNREACHABLE)
+    found_workers = _load(app)
+    mesh = [w for w in found_workers if w.transport == "receptor"]
+    node = None
+    if mesh:  # the controller's receptor node, for as long as the check takes
+        from coophost.deploy.receptor import Node
+        from coophost.layout import STATE_DIR
+
+        node = Node(app.inventory / STATE_DIR, [(w.connection.address, w.receptor_port)
+                                                for w in mesh])
+        node.start([(w.name, w.connection.address) for w in mesh])
+    try:
+        for worker in found_workers:
+            row: dict[str, object] = {"name": worker.name, "ok": False,
+                                      "transport": worker.transport}
+            try:
+                info = worker_info(worker, known, node)
+                found = worker_versions(worker, known, node)
+            except HostUnreachable as exc:
+                row["error"] = exc.message
+                code = max(code, EXIT_UNREACHABLE)
+                report.append(row)
+                continue
+            wrong = version_mismatches(ours, found)
+            row.update(versions=found, worker_info={k: info.get(k) for k in
+                                                    ("runner_version", "cpu_count",
+                                                     "mem_in_bytes", "errors") if k in info},
+                       mismatches=wrong, ok=not wrong)
+            if wrong:
+                row["error"] = ("refused: versions differ from the controller's: "
+                                + ", ".join(wrong))
+                code = max(code, EXIT_PENDING)
             report.append(row)
-            continue
-        wrong = version_mismatches(ours, found)
-        row.update(versions=found, worker_info={k: info.get(k) for k in
-                                                ("runner_version", "cpu_count", "mem_in_bytes",
-                                                 "errors") if k in info},
-                   mismatches=wrong, ok=not wrong)
-        if wrong:
-            row["error"] = f"refused: versions differ from the controller's: {', '.join(wrong)}"
-            code = max(code, EXIT_PENDING)
-        report.append(row)
+    finally:
+        if node is not None:
+            node.stop()
     if as_json:
         app.emit_json({"controller": ours, "workers": report})
         return code

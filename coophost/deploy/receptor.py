@@ -41,6 +41,8 @@ from coophost.registry.workers import NODE_ID_RE as NODE_RE
 RECEPTOR = "receptor"
 CONTROLLER_NODE = "coophost-controller"
 WORKTYPE = "coophost-job"
+# receptor's work states: 0 pending, 1 running, 2 succeeded, 3 failed, 4 canceled
+UNIT_SUCCEEDED, UNIT_FAILED = 2, 3
 DEFAULT_PORT = 27199
 TLS_NAME = "coophost-mesh"
 PKI_DIR = "receptor"
@@ -233,6 +235,7 @@ class Node:
                                                           self.socket), indent=1), mode=0o600)
         self.config = config
         if self.answers():  # a node a killed coophost left running: reused, stopped at the end
+            self.sweep()
             return
         self.socket.unlink(missing_ok=True)
         self.datadir.mkdir(mode=0o700, exist_ok=True)
@@ -250,6 +253,32 @@ class Node:
                 raise EnvironmentProblem("the controller's receptor node did not start; see "
                                          f"{self.folder / 'controller.log'}")
             time.sleep(0.2)
+        self.sweep()
+
+    def unit_folder(self, unit: str) -> Path:
+        """Where this node keeps a unit of its own: its status, payload (stdin) and output."""
+        return self.datadir / CONTROLLER_NODE / unit
+
+    def sweep(self) -> None:
+        """Scrub what an earlier node left of units that are over.
+
+        A released unit's folder stays until its worker confirms the release, and a node
+        stopped before that (the end of every deploy) never removes it: the job's payload
+        (its SSH key and vault password) and its output would rest there. A unit refused
+        before it started (unsigned work) is released. Units still to re-attach (running, or
+        finished and not yet read) are left alone.
+        """
+        base = self.datadir / CONTROLLER_NODE
+        for folder in sorted(base.iterdir()) if base.is_dir() else ():
+            try:
+                status = json.loads((folder / "status").read_text())
+            except (OSError, ValueError):
+                continue
+            extra = status.get("ExtraData") or {}
+            if extra.get("LocalReleased"):
+                scrub_unit(folder)
+            elif not extra.get("RemoteStarted") and status.get("State") == UNIT_FAILED:
+                self.release(folder.name)
 
     def answers(self) -> bool:
         """Whether a node answers on the control socket."""
@@ -307,10 +336,16 @@ class Node:
             line = _read_line(sock)
             if not line.startswith("Work unit created"):
                 raise RuntimeError(f"work submit: {line.strip()[:300]}")
+            created = re.search(r"with ID (\S+?)\.? ", line)
             while chunk := payload.read(1 << 16):
                 sock.sendall(chunk)
             sock.shutdown(socket.SHUT_WR)
-            answer = _json_answer(_read_line(sock, limit=1 << 20))
+            try:
+                answer = _json_answer(_read_line(sock, limit=1 << 20))
+            except RuntimeError:  # refused (unsigned work): the local unit goes at once
+                if created:
+                    self.release(created.group(1))
+                raise
         return str(answer["unitid"])
 
     @contextlib.contextmanager
@@ -341,9 +376,15 @@ class Node:
         return self.command(f"work status {unit}")
 
     def release(self, unit: str) -> None:
-        """Release the unit here and on its worker (its output goes)."""
+        """Release the unit here and on its worker; its payload and output go from here now.
+
+        Receptor removes a released remote unit's folder only once the worker confirmed, and
+        not at all when the node stops first (see `sweep`): the files are scrubbed here.
+        """
         with contextlib.suppress(OSError, RuntimeError, ValueError):
             self.command(f"work release {unit}")
+        if re.fullmatch(r"[A-Za-z0-9_-]+", unit):
+            scrub_unit(self.unit_folder(unit))
 
     def stop(self) -> None:
         """Stop the node: the one this object started, or the one it found running."""
@@ -371,6 +412,13 @@ class Node:
         if str(self.config).encode() in command:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
+
+
+def scrub_unit(folder: Path) -> None:
+    """Remove a finished unit's payload and output (its status stays for receptor)."""
+    for name in ("stdin", "stdout"):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink(missing_ok=True)
 
 
 def control_socket_path(folder: Path) -> Path:

@@ -90,8 +90,15 @@ def version_mismatches(controller: Mapping[str, str], worker: Mapping[str, str])
 
 
 def _worker_command(worker: Worker, known_hosts: Path, command: str,
-                    timeout: float = 60.0) -> tuple[int, str, str]:
-    """Run one allowed command through the worker's forced command (pinned host key)."""
+                    timeout: float = 60.0, node: Any = None) -> tuple[int, str, str]:
+    """Run one allowed command through the worker's forced command.
+
+    Over SSH (pinned host key), or for a receptor worker when the controller's receptor
+    `node` is given, as signed work on the mesh (the work type's command is the same forced
+    command, with the same allowlist).
+    """
+    if worker.transport == "receptor" and node is not None:
+        return _receptor_command(worker, node, command, timeout)
     from coophost.ssh import connect
 
     with connect(worker.job_connection, known_hosts, timeout=timeout) as client:
@@ -101,9 +108,52 @@ def _worker_command(worker: Worker, known_hosts: Path, command: str,
         return stdout.channel.recv_exit_status(), out, err
 
 
-def worker_versions(worker: Worker, known_hosts: Path) -> dict[str, str]:
-    """The worker's ansible-core, ansible-runner and mitogen versions (and its Python)."""
-    status, out, err = _worker_command(worker, known_hosts, "coophost-worker versions")
+def _receptor_command(worker: Worker, node: Any, command: str,
+                      timeout: float) -> tuple[int, str, str]:
+    """One allowed command as signed work on `worker`'s node: (exit status, output, detail)."""
+    import io
+
+    from coophost.deploy.receptor import UNIT_SUCCEEDED, exit_status
+
+    try:
+        node.wait_route(worker.name)
+        unit = node.submit(worker.name, io.BytesIO(b""), command)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise HostUnreachable(f"worker {worker.name}: receptor refused {command!r}: "
+                              f"{exc}") from exc
+    try:
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        with node.results(unit) as sock:
+            while True:
+                try:
+                    data = sock.recv(1 << 16)
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise HostUnreachable(f"worker {worker.name}: no answer to {command!r} "
+                                              f"over receptor in {timeout:.0f} s") from None
+                    continue
+                if not data:
+                    break
+                chunks.append(data)
+        state = node.status(unit)
+        status = exit_status(state)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise HostUnreachable(f"worker {worker.name}: receptor failed: {exc}") from exc
+    finally:
+        node.release(unit)
+    if status is None:  # no "exit status N": receptor's state says
+        status = 0 if state.get("State") == UNIT_SUCCEEDED else 1
+    return status, b"".join(chunks).decode(errors="replace"), str(state.get("Detail", ""))
+
+
+def worker_versions(worker: Worker, known_hosts: Path, node: Any = None) -> dict[str, str]:
+    """The worker's ansible-core, ansible-runner and mitogen versions (and its Python).
+
+    Over receptor when `node` (the controller's) is given and the worker is a receptor one.
+    """
+    status, out, err = _worker_command(worker, known_hosts, "coophost-worker versions",
+                                       node=node)
     if status != 0:
         raise HostUnreachable(f"worker {worker.name}: the version query failed "
                               f"(exit {status}): {err.strip()[:300]}")
@@ -115,11 +165,12 @@ def worker_versions(worker: Worker, known_hosts: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def worker_info(worker: Worker, known_hosts: Path) -> dict[str, Any]:
+def worker_info(worker: Worker, known_hosts: Path, node: Any = None) -> dict[str, Any]:
     """`ansible-runner worker --worker-info` of the worker (runner version, CPU, memory)."""
     import yaml
 
-    status, out, err = _worker_command(worker, known_hosts, "ansible-runner worker --worker-info")
+    status, out, err = _worker_command(worker, known_hosts, "ansible-runner worker --worker-info",
+                                       node=node)
     if status != 0:
         raise HostUnreachable(f"worker {worker.name}: --worker-info failed (exit {status}): "
                               f"{err.strip()[:300]}")
@@ -209,7 +260,9 @@ class RoutingExecutor:
         with self._check_lock:
             if worker.name not in self._checked:
                 try:
-                    found = worker_versions(worker, self.remote.known_hosts)
+                    node = (self.remote.receptor_node() if worker.transport == "receptor"
+                            else None)
+                    found = worker_versions(worker, self.remote.known_hosts, node)
                     wrong = version_mismatches(controller_versions(), found)
                     self._checked[worker.name] = (
                         f"worker {worker.name} refused: versions differ: " + ", ".join(wrong)

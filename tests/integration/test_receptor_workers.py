@@ -168,6 +168,31 @@ def test_a_lab_worker_refuses_unsigned_work(lab: LabInfo, workers: list[str]) ->
     assert job_folders(lab, "w1") == []
 
 
+def test_receptor_workers_need_no_ssh_for_checks_and_deploys(lab: LabInfo,
+                                                            workers: list[str]) -> None:
+    """With sshd stopped on both workers, `workers check` and a deploy go over the mesh."""
+    for worker in workers:
+        in_container(lab, worker, "systemctl", "stop", "ssh")
+    try:
+        for worker in workers:  # no SSH answers on the worker's port any more
+            assert in_container(lab, worker, "systemctl", "is-active", "ssh",
+                                check=False).stdout.strip() != "active"
+        proc = lab.cli("workers", "check", "--json")
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        rows = json.loads(proc.stdout)["workers"]
+        assert [(r["name"], r["transport"], r["ok"]) for r in rows] == [
+            ("w1", "receptor", True), ("w2", "receptor", True)], rows
+        in_container(lab, "h1", "rm", "-f", TIMESYNC)
+        code, result = deploy_json(lab, "--all", "--host", "h1")
+        assert code == 0 and result["h1"]["status"] == "ok", result
+        assert int(result["h1"]["changed"]) >= 1, result  # type: ignore[call-overload]
+        assert in_container(lab, "h1", "test", "-s", TIMESYNC, check=False).returncode == 0
+    finally:
+        for worker in workers:
+            in_container(lab, worker, "systemctl", "start", "ssh")
+    wait_until_clean(lab, workers, timeout=60)
+
+
 def test_a_killed_controller_reattaches_records_the_host_and_resume_has_nothing_left(
         lab: LabInfo, workers: list[str], tmp_path: Path) -> None:
     in_container(lab, "h1", "rm", "-f", TIMESYNC)

@@ -162,6 +162,15 @@ def run_through(executor: RemoteExecutor, mesh: dict[str, Any], job_id: str, str
     return end, status_file.read_text().strip() if status_file.is_file() else "", messages
 
 
+def payloads_left(node: Node) -> list[str]:
+    """The payload and output files left in the controller node's unit folders.
+
+    A job's payload holds its SSH key and the vault password: none may rest there.
+    """
+    base = node.datadir / CONTROLLER_NODE
+    return sorted(str(p.relative_to(base)) for p in base.glob("*/std*")) if base.is_dir() else []
+
+
 def units_gone(node: Node, mesh: dict[str, Any], timeout: float = 20) -> bool:
     """Whether the controller's and the worker's nodes hold no work unit (within timeout)."""
     on_worker = Node(mesh["tmp"] / "w1-state", [])
@@ -186,6 +195,8 @@ def test_a_job_runs_through_receptor_as_signed_work(mesh: dict[str, Any]) -> Non
     assert list(mesh["jobs"].iterdir()) == []  # nothing of the job stays on the worker
     assert recorded_units(mesh["inventory"]) == []  # read whole and released
     assert units_gone(executor.receptor_node(), mesh)  # released here and on the worker
+    executor.receptor_node().stop()
+    assert payloads_left(executor.receptor_node()) == []
 
 
 def test_unsigned_work_is_refused_by_the_worker(mesh: dict[str, Any]) -> None:
@@ -196,6 +207,7 @@ def test_unsigned_work_is_refused_by_the_worker(mesh: dict[str, Any]) -> None:
     with pytest.raises(RuntimeError, match="could not verify signature"):
         node.submit("w1", io.BytesIO(b"x"), "ansible-runner worker --worker-info", signed=False)
     assert list(mesh["jobs"].iterdir()) == []
+    assert payloads_left(node) == []  # the refused unit was released here at once
 
 
 def test_a_controller_without_the_co_op_ca_gets_no_route(mesh: dict[str, Any]) -> None:
@@ -251,6 +263,8 @@ def test_a_lost_controller_reattaches_to_the_units_results(mesh: dict[str, Any])
     assert recorded_units(mesh["inventory"]) == []
     assert list(mesh["jobs"].iterdir()) == []
     assert units_gone(found.node, mesh)
+    found.node.stop()
+    assert payloads_left(found.node) == []
     # Recorded in the lost controller's run, as running what the job applied; --resume then
     # reruns only the host whose job never ran.
     assert record["run_id"] == run_id
@@ -290,3 +304,41 @@ def test_a_reattached_host_that_a_later_run_deployed_is_left_to_it(tmp_path: Pat
     unnamed = {**record, "run_id": None}
     assert set(record_reattached(tmp_path, unnamed, outcomes).values()) == {
         "not recorded: the unit names no deploy run"}
+
+
+def test_the_version_query_goes_over_receptor_as_signed_work(mesh: dict[str, Any]) -> None:
+    """A receptor worker is asked its versions on the mesh: no SSH (its address has none)."""
+    from coophost.deploy.remote import controller_versions, worker_info, worker_versions
+
+    node = Node(mesh["inventory"] / STATE_DIR, [("127.0.0.1", mesh["port"])])
+    mesh["nodes"].append(node)
+    node.start([("w1", "127.0.0.1")])
+    no_ssh = mesh["inventory"] / "known_hosts"  # never read: nothing goes over SSH
+    found = worker_versions(mesh["worker"], no_ssh, node)
+    ours = controller_versions()
+    assert {k: found[k] for k in ours} == ours
+    info = worker_info(mesh["worker"], no_ssh, node)
+    assert info.get("runner_version") == ours["ansible-runner"], info
+    assert units_gone(node, mesh)  # each query's unit released, here and on the worker
+    assert list(mesh["jobs"].iterdir()) == []
+    node.stop()
+    assert payloads_left(node) == []
+
+
+def test_a_new_node_scrubs_what_a_stopped_one_left_of_released_units(
+        mesh: dict[str, Any]) -> None:
+    """Payloads left by a node stopped before receptor removed them are scrubbed at start."""
+    node = Node(mesh["inventory"] / STATE_DIR, [("127.0.0.1", mesh["port"])])
+    mesh["nodes"].append(node)
+    node.start([("w1", "127.0.0.1")])
+    node.stop()
+    base = node.datadir / CONTROLLER_NODE
+    released, running = base / "released1", base / "running1"
+    for folder, extra in ((released, {"RemoteStarted": True, "LocalReleased": True}),
+                          (running, {"RemoteStarted": True, "LocalReleased": False})):
+        folder.mkdir(parents=True)
+        (folder / "status").write_text(json.dumps({"State": 1, "ExtraData": extra}))
+        (folder / "stdin").write_text("a job's payload")
+        (folder / "stdout").write_text("its output")
+    node.start([("w1", "127.0.0.1")])
+    assert payloads_left(node) == ["running1/stdin", "running1/stdout"]  # to re-attach
