@@ -501,57 +501,12 @@ class Lab:
 
         It shares the controller's network namespace (as the control host does), so it reaches
         the lab hosts at the very addresses and pinned keys of hosts.yml; its sshd listens on
-        127.0.0.1 only. A receptor worker runs systemd (the role installs receptor as a
-        service), its sshd on 127.0.0.1 only too. `coophost workers setup` then installs it
-        (roles/worker).
-        """
-        if host.transport == "receptor":
-            self._ensure_systemd_worker(tag, host, client_key)
-            return
-        folder = self.workdir / "workers" / host.name
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_file = folder / "ssh_host_ed25519_key"
-        if not key_file.is_file():
-            pair = ssh_keypair(f"root@{host.fqdn}")
-            atomic_write(key_file, pair.private, mode=0o600)
-            atomic_write(key_file.with_suffix(".pub"), pair.public + "\n")
-        status = self._start_or_keep(host.container, tag)
-        if status == "missing":
-            config = "\n".join([
-                "Include /etc/ssh/sshd_config.d/*.conf", f"Port {host.ssh_port}",
-                "ListenAddress 127.0.0.1", "HostKey /etc/ssh/ssh_host_ed25519_key",
-                "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-                "PermitRootLogin no", "UsePAM yes", "PidFile /run/sshd-worker.pid",
-                "Subsystem sftp /usr/lib/openssh/sftp-server", ""])
-            uid = 1000  # the lab user's uid, fixed by the image recipe
-            docker.docker(
-                "create", "--name", host.container, "--label", f"{LABEL}={self.name}",
-                "--label", f"coophost.host={host.name}", "--network", "host",
-                "--restart", "unless-stopped", "--tmpfs", "/run", "--tmpfs", "/tmp",  # noqa: S108
-                tag, "/bin/sh", "-c",
-                "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_worker_config")
-            try:
-                docker.docker("cp", "-a", "-", f"{host.container}:/", input_bytes=_tar({
-                    "etc/ssh/ssh_host_ed25519_key": (key_file.read_bytes(), 0o600, 0),
-                    "etc/ssh/sshd_worker_config": (config.encode(), 0o644, 0),
-                    f"home/{self.recipe.user}/.ssh/authorized_keys": (
-                        client_key.encode() + b"\n", 0o600, uid),
-                }))
-                docker.docker("start", host.container)
-            except BaseException:
-                docker.docker("rm", "-f", host.container, check=False)
-                raise
-            status = "created"
-        host.state = status
-        host.host_key = " ".join(key_file.with_suffix(".pub").read_text().split()[:2])
-
-    def _ensure_systemd_worker(self, tag: str, host: LabHost, client_key: str) -> None:
-        """A receptor worker: systemd in the controller's network, sshd on 127.0.0.1 only.
-
-        The image's sshd gets its port and address from a drop-in (Debian's sshd_config reads
-        sshd_config.d first and names no port of its own), so nothing listens on port 22 or
-        on another address of the controller; receptor's TLS listener is bound to 127.0.0.1
-        by hosts.yml (`worker_receptor_bind_address`).
+        127.0.0.1 only. A receptor worker runs systemd without NET_ADMIN (the role installs
+        receptor as a service): the image's sshd gets its port and address from a drop-in
+        (Debian's sshd_config reads sshd_config.d first and names no port of its own), so
+        nothing listens on port 22 or on another address of the controller, and receptor's
+        TLS listener is bound to 127.0.0.1 by hosts.yml (`worker_receptor_bind_address`).
+        `coophost workers setup` then installs it (roles/worker).
         """
         folder = self.workdir / "workers" / host.name
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -562,25 +517,35 @@ class Lab:
             atomic_write(key_file.with_suffix(".pub"), pair.public + "\n")
         status = self._start_or_keep(host.container, tag)
         if status == "missing":
-            config = "\n".join([
-                f"Port {host.ssh_port}", "ListenAddress 127.0.0.1",
-                "HostKey /etc/ssh/ssh_host_ed25519_key", "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no", "PermitRootLogin no", ""])
+            systemd = host.transport == "receptor"
+            sshd = [f"Port {host.ssh_port}", "ListenAddress 127.0.0.1",
+                    "HostKey /etc/ssh/ssh_host_ed25519_key", "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no", "PermitRootLogin no"]
+            if systemd:
+                config_path = "etc/ssh/sshd_config.d/coophost-lab.conf"
+                run: tuple[str, ...] = (*WORKER_SYSTEMD_FLAGS, tag, "/lib/systemd/systemd")
+            else:
+                sshd = ["Include /etc/ssh/sshd_config.d/*.conf", *sshd, "UsePAM yes",
+                        "PidFile /run/sshd-worker.pid",
+                        "Subsystem sftp /usr/lib/openssh/sftp-server"]
+                config_path = "etc/ssh/sshd_worker_config"
+                run = ("--tmpfs", "/run", "--tmpfs", "/tmp", tag, "/bin/sh", "-c",  # noqa: S108
+                       "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f /" + config_path)
             uid = 1000  # the lab user's uid, fixed by the image recipe
             docker.docker(
                 "create", "--name", host.container, "--label", f"{LABEL}={self.name}",
                 "--label", f"coophost.host={host.name}", "--network", "host",
-                "--restart", "unless-stopped", *WORKER_SYSTEMD_FLAGS, tag,
-                "/lib/systemd/systemd")
+                "--restart", "unless-stopped", *run)
             try:
                 docker.docker("cp", "-a", "-", f"{host.container}:/", input_bytes=_tar({
                     "etc/ssh/ssh_host_ed25519_key": (key_file.read_bytes(), 0o600, 0),
-                    "etc/ssh/sshd_config.d/coophost-lab.conf": (config.encode(), 0o644, 0),
+                    config_path: ("\n".join([*sshd, ""]).encode(), 0o644, 0),
                     f"home/{self.recipe.user}/.ssh/authorized_keys": (
                         client_key.encode() + b"\n", 0o600, uid),
                 }))
                 docker.docker("start", host.container)
-                wait_for_boot(host.container)
+                if systemd:
+                    wait_for_boot(host.container)
             except BaseException:
                 docker.docker("rm", "-f", host.container, check=False)
                 raise

@@ -20,35 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import COOPHOST, RUNNER_COPIES, LabInfo
+from tests.integration.conftest import COOPHOST, LabInfo
+from tests.integration.test_workers import (
+    TIMESYNC,
+    deploy_json,
+    deploy_through_workers_matches_a_local_deploy,
+    in_container,
+    job_folders,
+    lab_workers,
+)
 
 pytestmark = pytest.mark.lab
 
-TIMESYNC = "/etc/systemd/timesyncd.conf.d/coophost.conf"  # roles/common writes it
-JOBS_DIR = "/var/lib/coophost-worker/jobs"
 SOCKET = "/run/receptor/receptor.sock"  # roles/worker's control socket
-
-
-def container(lab: LabInfo, name: str) -> str:
-    return f"coophost-{lab.name}-{name}"
-
-
-def in_container(lab: LabInfo, name: str, *argv: str, check: bool = True
-                 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", "exec", container(lab, name), *argv], capture_output=True,
-                          text=True, check=check, timeout=120)
-
-
-def deploy_json(lab: LabInfo, *args: str) -> tuple[int, dict[str, dict[str, object]]]:
-    proc = lab.cli("deploy", "--json", *args)
-    assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)["hosts"]
-
-
-def service_hosts(lab: LabInfo) -> list[str]:
-    from coophost.registry.loader import load_hosts
-
-    return sorted(load_hosts(lab.inventory))
 
 
 def receptor_ports(lab: LabInfo) -> dict[str, int]:
@@ -57,10 +41,6 @@ def receptor_ports(lab: LabInfo) -> dict[str, int]:
     base = load_registry(lab.inventory).base
     assert base is not None
     return {w.name: w.receptor_port for w in base.workers if w.transport == "receptor"}
-
-
-def job_folders(lab: LabInfo, worker: str) -> list[str]:
-    return in_container(lab, worker, "ls", "-A", JOBS_DIR).stdout.split()
 
 
 def work_units(lab: LabInfo, worker: str) -> dict[str, object]:
@@ -87,15 +67,7 @@ def wait_until_clean(lab: LabInfo, workers: list[str], timeout: float = 600) -> 
 @pytest.fixture(scope="module")
 def workers(lab: LabInfo) -> Iterator[list[str]]:
     """Two receptor workers in the lab, installed; removed again at the end."""
-    lab.cli("lab", "up", "--name", lab.name, "--workers", "2", "--worker-transport",
-            "receptor", check=True)
-    try:
-        lab.cli("workers", "setup", check=True, timeout=1800)
-        yield ["w1", "w2"]
-    finally:
-        lab.cli("lab", "up", "--name", lab.name, "--workers", "0", check=True)
-    hosts_yml = (lab.inventory / "hosts.yml").read_text()
-    assert "coophost_workers" not in hosts_yml
+    yield from lab_workers(lab, "receptor")
 
 
 def test_receptor_listens_on_the_given_address_with_tls_only(lab: LabInfo,
@@ -117,38 +89,14 @@ def test_receptor_listens_on_the_given_address_with_tls_only(lab: LabInfo,
 
 def test_deploy_through_receptor_workers_matches_a_local_deploy(lab: LabInfo,
                                                                 workers: list[str]) -> None:
-    hosts = service_hosts(lab)
-    for host in hosts:  # something roles/common puts back, on every host
-        in_container(lab, host, "rm", "-f", TIMESYNC)
-    before = set(RUNNER_COPIES.iterdir())
-    code, result = deploy_json(lab, "--all")
-    assert code == 0, result
-    assert sorted(result) == hosts
-    for host, outcome in result.items():
-        assert outcome["status"] == "ok", (host, outcome)
-        # the events came back to the controller: task counts, and the changed task named
-        assert int(outcome["ok"]) > 20  # type: ignore[call-overload]
-        assert int(outcome["changed"]) >= 1, (host, outcome)  # type: ignore[call-overload]
-        assert any(TIMESYNC in str(t) or "time" in str(t).lower()
-                   for t in outcome["tasks"]), outcome["tasks"]  # type: ignore[attr-defined]
-    for host in hosts:
-        assert in_container(lab, host, "test", "-s", TIMESYNC, check=False).returncode == 0
-    # each job ran on a worker: the artifacts that came back say where ansible ran
-    ran_in = set()
-    for folder in set(RUNNER_COPIES.iterdir()) - before:
-        for command in folder.glob("artifacts/*/command"):
-            ran_in.add(str(json.loads(command.read_text()).get("cwd", "")).split("/jobs/")[0])
-    assert ran_in == {"/var/lib/coophost-worker"}, ran_in
-    # the jobs went as receptor work: each worker's journal names the controller's units
+    deploy_through_workers_matches_a_local_deploy(lab)
+    # the jobs went as receptor work: a worker's journal names the controller's node
     journals = {w: in_container(lab, w, "journalctl", "-u", "receptor", "--no-pager").stdout
                 for w in workers}
     assert any("coophost-controller" in text for text in journals.values())
     # read whole and released: no unit recorded here, none left on a worker, no job folder
     assert recorded_units(lab) == []
     wait_until_clean(lab, workers, timeout=60)
-    code, local = deploy_json(lab, "--all", "--local")
-    assert code == 0, local
-    assert {h: o["changed"] for h, o in local.items()} == dict.fromkeys(hosts, 0)
 
 
 def test_a_lab_worker_refuses_unsigned_work(lab: LabInfo, workers: list[str]) -> None:

@@ -58,7 +58,13 @@ def wait_until_empty(lab: LabInfo, workers: list[str], timeout: float = 600) -> 
 @pytest.fixture(scope="module")
 def workers(lab: LabInfo) -> Iterator[list[str]]:
     """Two workers in the lab, installed; removed again at the end."""
-    lab.cli("lab", "up", "--name", lab.name, "--workers", "2", check=True)
+    yield from lab_workers(lab, "ssh")
+
+
+def lab_workers(lab: LabInfo, transport: str) -> Iterator[list[str]]:
+    """Bring w1 and w2 (of `transport`) into the lab, install them; remove them at the end."""
+    lab.cli("lab", "up", "--name", lab.name, "--workers", "2", "--worker-transport", transport,
+            check=True)
     try:
         lab.cli("workers", "setup", check=True, timeout=1800)
         yield ["w1", "w2"]
@@ -82,6 +88,13 @@ def test_workers_are_listed_and_checked(lab: LabInfo, workers: list[str]) -> Non
 
 def test_deploy_through_workers_matches_a_local_deploy(lab: LabInfo,
                                                        workers: list[str]) -> None:
+    deploy_through_workers_matches_a_local_deploy(lab)
+    wait_until_empty(lab, workers, timeout=60)
+
+
+def deploy_through_workers_matches_a_local_deploy(lab: LabInfo) -> None:
+    """`deploy --all` through the workers changes a file on every host, with its events back,
+    ran in the workers' job folders, and a local deploy afterwards changes nothing."""
     hosts = service_hosts(lab)
     for host in hosts:  # something roles/common puts back, on every host
         in_container(lab, host, "rm", "-f", TIMESYNC)
@@ -110,7 +123,6 @@ def test_deploy_through_workers_matches_a_local_deploy(lab: LabInfo,
     code, local = deploy_json(lab, "--all", "--local")
     assert code == 0, local
     assert {h: o["changed"] for h, o in local.items()} == dict.fromkeys(hosts, 0)
-    wait_until_empty(lab, workers, timeout=60)
 
 
 def test_a_cut_transport_leaves_the_host_unknown_and_resume_completes_it(
