@@ -267,7 +267,7 @@ class RoutingExecutor:
                     self._checked[worker.name] = (
                         f"worker {worker.name} refused: versions differ: " + ", ".join(wrong)
                         if wrong else "")
-                except HostUnreachable as exc:
+                except CoophostError as exc:  # unreachable, or no receptor node here
                     self._checked[worker.name] = f"worker {worker.name}: {exc.message}"
             return self._checked[worker.name]
 

@@ -147,6 +147,31 @@ def test_hosts_no_worker_serves_run_locally_and_a_mismatched_worker_gets_no_job(
     assert "ansible-core 2.18.1" in outcomes["h1"].summary
 
 
+def test_a_receptor_worker_whose_node_cannot_start_gets_no_job_and_the_rest_run() -> None:
+    """No receptor on the controller: that worker's hosts are unreachable, not a crash."""
+    from coophost.errors import EnvironmentProblem
+    from coophost.registry.hosts import connections
+
+    data = inventory({"coophost_worker_serves": ["h1"],
+                      "coophost_worker_transport": "receptor"})
+    catalogue = load_catalogue()
+    entries = connections(parse_hosts(data, "hosts.yml", catalogue))
+    workers = parse_workers(data, "hosts.yml", catalogue)
+
+    class NoNode:
+        known_hosts = Path("known_hosts")
+
+        def receptor_node(self) -> Any:
+            raise EnvironmentProblem("receptor is not installed on the controller")
+
+    local = Recording()
+    routing = RoutingExecutor(local, NoNode(), workers, entries)  # type: ignore[arg-type]
+    outcomes = routing.run_hosts(["h1", "h2"], lambda *a: None, threading.Event())
+    assert local.ran == [["h2"]] and outcomes["h2"].status == "ok"
+    assert outcomes["h1"].status == "unreachable"
+    assert "receptor is not installed" in outcomes["h1"].summary
+
+
 def test_version_mismatches_name_each_package() -> None:
     ours = {"ansible-core": "2.19.14", "ansible-runner": "2.4.3", "mitogen": "0.3.54"}
     assert version_mismatches(ours, dict(ours, python="3.11.2")) == []
