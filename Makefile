@@ -78,7 +78,7 @@ lint: setup
 	$(BIN)/ansible-lint --profile production playbooks roles services
 
 unit: setup
-	$(BIN)/pytest -q -m "not lab" tests/unit
+	$(BIN)/pytest -q -m "not lab" tests/unit -n 2
 
 integration: engine
 	$(BIN)/pytest -q -m lab tests/integration
