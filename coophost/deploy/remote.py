@@ -108,6 +108,36 @@ def _worker_command(worker: Worker, known_hosts: Path, command: str,
         return stdout.channel.recv_exit_status(), out, err
 
 
+def relay(recv: Callable[[int], bytes], put: Callable[[bytes], object], cancel: threading.Event,
+          end: StreamEnd, read_timeout: float,
+          each_turn: Callable[[], None] | None = None) -> bool:
+    """Give `put` what `recv` returns until its end (True).
+
+    A cancel, or `read_timeout` seconds without data, stops it early (False, `end.lost` says
+    which). `recv` raises TimeoutError when nothing came for a while (a socket's or a
+    channel's timeout); `each_turn` runs before each read (an SSH channel's stderr is
+    drained).
+    """
+    idle_since = time.monotonic()
+    while True:
+        if each_turn is not None:
+            each_turn()
+        if cancel.is_set():
+            end.lost = "canceled"
+            return False
+        try:
+            data = recv(1 << 16)
+        except TimeoutError:
+            if time.monotonic() - idle_since > read_timeout:
+                end.lost = f"no data from the worker for {read_timeout:.0f} s"
+                return False
+            continue
+        if not data:
+            return True
+        idle_since = time.monotonic()
+        put(data)
+
+
 def _receptor_command(worker: Worker, node: Any, command: str,
                       timeout: float) -> tuple[int, str, str]:
     """One allowed command as signed work on `worker`'s node: (exit status, output, detail)."""
@@ -123,19 +153,11 @@ def _receptor_command(worker: Worker, node: Any, command: str,
                               f"{exc}") from exc
     try:
         chunks: list[bytes] = []
-        deadline = time.monotonic() + timeout
+        end = StreamEnd()
         with node.results(unit) as sock:
-            while True:
-                try:
-                    data = sock.recv(1 << 16)
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise HostUnreachable(f"worker {worker.name}: no answer to {command!r} "
-                                              f"over receptor in {timeout:.0f} s") from None
-                    continue
-                if not data:
-                    break
-                chunks.append(data)
+            if not relay(sock.recv, chunks.append, threading.Event(), end, timeout):
+                raise HostUnreachable(f"worker {worker.name}: {command!r} over receptor: "
+                                      f"{end.lost}")
         state = node.status(unit)
         status = exit_status(state)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -418,31 +440,9 @@ class RemoteExecutor:
 
     def _relay(self, recv: Callable[[int], bytes], write_end: int, cancel: threading.Event,
                end: StreamEnd, each_turn: Callable[[], None] | None = None) -> bool:
-        """Copy what `recv` returns into `write_end` until its end (True).
-
-        A cancel, or `read_timeout` seconds without data, stops it early (False, `end.lost`
-        says which). `recv` raises TimeoutError when nothing came for a while (a socket's or
-        a channel's timeout); `each_turn` runs before each read (an SSH channel's stderr is
-        drained).
-        """
-        idle_since = time.monotonic()
-        while True:
-            if each_turn is not None:
-                each_turn()
-            if cancel.is_set():
-                end.lost = "canceled"
-                return False
-            try:
-                data = recv(1 << 16)
-            except TimeoutError:
-                if time.monotonic() - idle_since > self.read_timeout:
-                    end.lost = f"no data from the worker for {self.read_timeout:.0f} s"
-                    return False
-                continue
-            if not data:
-                return True
-            idle_since = time.monotonic()
-            os.write(write_end, data)
+        """Copy what `recv` returns into `write_end` until its end (True); see `relay`."""
+        return relay(recv, lambda data: os.write(write_end, data), cancel, end,
+                     self.read_timeout, each_turn)
 
     def _pour_socket(self, sock: Any, write_end: int, cancel: threading.Event,
                      end: StreamEnd) -> None:
