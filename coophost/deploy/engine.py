@@ -255,14 +255,18 @@ def record_reattached(root: Path, record: Mapping[str, Any],
             except (KeyError, ValueError):
                 done[host] = "not recorded: the unit holds no job record for it"
                 continue
-            log.job_finished(run_id, host, outcome.status, outcome.counts,
-                             f"{outcome.summary} (re-attached)".strip(),
-                             (job.host_hash, job.units) if outcome.status == "ok" else None,
-                             job.settings, outcome.tasks, outcome.tasks_omitted, job.level,
-                             job.path)
+            outcome.summary = f"{outcome.summary} (re-attached)".strip()
+            record_outcome(log, run_id, job, outcome)
             done[host] = f"recorded as {outcome.status} in run {run_id}"
         log.settle_run(run_id)
     return done
+
+
+def record_outcome(log: RunLog, run_id: int, job: HostJob, outcome: HostOutcome) -> None:
+    """Record a host job's outcome and, when it succeeded, what the host now runs."""
+    log.job_finished(run_id, outcome.host, outcome.status, outcome.counts, outcome.summary,
+                     (job.host_hash, job.units) if outcome.status == "ok" else None,
+                     job.settings, outcome.tasks, outcome.tasks_omitted, job.level, job.path)
 
 
 def effective_mode(options: DeployOptions, jobs: int) -> str:
@@ -317,13 +321,8 @@ def _run(root: Path, jobs: dict[str, HostJob], options: DeployOptions, parallel:
             result.outcomes[outcome.host] = outcome
         progress.finished(outcome)
         if record and result.run_id is not None:
-            job = jobs[outcome.host]
-            applied = (job.host_hash, job.units) if outcome.status == "ok" else None
             with StateDB(root) as db:
-                RunLog(db).job_finished(result.run_id, outcome.host, outcome.status,
-                                        outcome.counts, outcome.summary, applied, job.settings,
-                                        outcome.tasks, outcome.tasks_omitted, job.level,
-                                        job.path)
+                record_outcome(RunLog(db), result.run_id, jobs[outcome.host], outcome)
 
     def start(hosts: list[str]) -> None:
         for host in hosts:
