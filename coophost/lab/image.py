@@ -7,6 +7,8 @@ hash of its recipe: the same recipe is built once, a changed recipe gives a new 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -14,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -206,12 +208,30 @@ def build_services(recipe: Recipe) -> str:
 
 
 def ensure_images(recipe: Recipe, mirror: str | None = None) -> tuple[str, str, bool]:
-    """Build whatever image is missing; return (base tag, services tag, whether we built)."""
+    """Build whatever image is missing; return (base tag, services tag, whether we built).
+
+    One build at a time on this machine: a lab and the molecule scenarios started together
+    (make test runs them side by side) would otherwise both build, under the same builder
+    container names. The second waits on the lock and then finds the images there.
+    """
     built = False
-    if not docker.image_exists(recipe.base_tag):
-        build_base(recipe, resolve_mirror(mirror))
-        built = True
-    if not docker.image_exists(recipe.services_tag):
-        build_services(recipe)
-        built = True
+    with build_lock():
+        if not docker.image_exists(recipe.base_tag):
+            build_base(recipe, resolve_mirror(mirror))
+            built = True
+        if not docker.image_exists(recipe.services_tag):
+            build_services(recipe)
+            built = True
     return recipe.base_tag, recipe.services_tag, built
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Hold this machine's lab image lock (a flock in the temp folder) for the block."""
+    path = Path(tempfile.gettempdir()) / "coophost-lab-image.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

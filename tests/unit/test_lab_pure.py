@@ -211,3 +211,23 @@ def test_lab_receptor_workers_listen_on_127_0_0_1_with_their_own_ports(tmp_path:
     for host in data["hosts"]:
         del host["transport"], host["receptor_port"]
     assert {h.transport for h in LabState.from_json(json.dumps(data)).hosts} == {"ssh"}
+
+
+def test_image_builds_wait_for_each_other(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ensure_images on one machine (a lab and molecule side by side) build one at a
+    time: while one holds the build lock, another process cannot take it."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(image.tempfile, "tempdir", str(tmp_path))
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n print('held')\n")
+    lock = str(tmp_path / "coophost-lab-image.lock")
+    with image.build_lock():
+        held = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    after = subprocess.run([sys.executable, "-c", probe, lock], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert (held, after) == ("held", "free")
