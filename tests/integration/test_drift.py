@@ -29,9 +29,8 @@ def test_drift_finds_a_hand_edited_host_and_a_deploy_all_repairs_it(lab: LabInfo
     plan = lab.cli("plan")
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "hosts were not contacted" in plan.stdout
-    code, before = _drift(lab, "h1", "h2")
-    assert code == 0 and {v["status"] for v in before.values()} == {"ok"}, before
-
+    # (no drift run before the edit: the one after it finds the untouched h2 ok, and the last
+    # one finds h1 ok again once repaired)
     container = Lab(lab.name, lab.inventory).container("h1")
     subprocess.run(["docker", "exec", container, "sh", "-c",
                     f"echo '{MARK}' >> /etc/ssh/sshd_config"],
