@@ -541,10 +541,12 @@ def test_redeploy_changes_nothing_and_loses_no_mail(mail: MailLab):
     token = str(subject).split()[0]
     before = _inbox(mail, mail.recipient)
     assert before, "the first probe's message is in the recipient's INBOX"
-    proc = mail.info.cli("deploy", "--all", "--json")
+    # the whole play of the sender's and the recipient's hosts, where the mail is
+    hosts = sorted({mail.sender.host, mail.recipient.host})
+    proc = mail.info.cli("deploy", "--all", *(a for h in hosts for a in ("--host", h)), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
-    assert report["hosts"], report
+    assert sorted(report["hosts"]) == hosts, report
     for name, host in report["hosts"].items():
         assert (host["status"], host["changed"], host["failed"]) == ("ok", 0, 0), (name, host)
     assert _inbox(mail, mail.recipient) == before
