@@ -211,8 +211,8 @@ def ensure_images(recipe: Recipe, mirror: str | None = None) -> tuple[str, str, 
     """Build whatever image is missing; return (base tag, services tag, whether we built).
 
     One build at a time on this machine: a lab and the molecule scenarios started together
-    (make test runs them side by side) would otherwise both build, under the same builder
-    container names. The second waits on the lock and then finds the images there.
+    would otherwise both build, under the same builder container names. The second waits on
+    the lock and then finds the images there.
     """
     built = False
     with build_lock():

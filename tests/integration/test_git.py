@@ -329,7 +329,7 @@ def test_redeploy_changes_nothing_and_loses_no_commit(gitlab: GitLab):
     assert gitlab.push(A, A, work, "keep-me").returncode == 0
     before = _refs(gitlab, A, ["keep-me", "gitolite-admin"])
     assert all(before.values()), before
-    # the whole play of the host that holds the repositories (every host's took twice as long)
+    # the whole play of the host that holds the repositories
     report = _deploy(gitlab.info, "--all", "--host", gitlab.unit(A).host)
     hosts = report["hosts"]
     assert isinstance(hosts, dict) and list(hosts) == [gitlab.unit(A).host], hosts
